@@ -1,0 +1,39 @@
+# The two commands a new user runs (see README): `make demo` and `make test`.
+# Both install what a fresh Debian machine lacks (scripts/setup.sh) before doing anything else.
+
+SHELL := /bin/bash
+export LANG ?= C.UTF-8
+export LC_ALL ?= C.UTF-8
+MIX := cd mix_project && mix
+
+.PHONY: demo test bench setup rust-checks elixir-checks clean
+
+## The main job: builds everything and runs the demo tour.
+demo: setup
+	$(MIX) compile
+	$(MIX) binscope.demo
+
+## The whole test suite: Rust gates, Elixir gates, cargo test and mix test.
+test: setup rust-checks elixir-checks
+
+## Benchmarks (reports, not timed tests): ExUnit suites tagged :bench and criterion.
+bench: setup
+	cd mix_project && MIX_ENV=test mix test --only bench
+	cargo bench -p binscope_core
+
+setup:
+	@scripts/setup.sh
+
+rust-checks:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace
+
+elixir-checks:
+	$(MIX) format --check-formatted
+	cd mix_project && MIX_ENV=test mix compile --warnings-as-errors --force
+	cd mix_project && MIX_ENV=test mix test
+
+clean:
+	cargo clean
+	rm -rf mix_project/_build mix_project/priv/native

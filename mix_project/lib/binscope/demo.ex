@@ -1,0 +1,48 @@
+defmodule Binscope.Demo do
+  @moduledoc """
+  The demo tour: each demo shows one fact of the BEAM's memory model with measured numbers.
+
+  A demo module implements this behaviour. `run/1` does the work and returns plain data (the
+  ExUnit tests assert on exactly that data, so demo and proof cannot drift apart); `render/1`
+  turns it into text for the console.
+
+  Run one with `mix binscope.demo NAME`, or the whole tour with `mix binscope.demo` (`make demo`).
+  """
+
+  @doc "The demo's short name, used on the command line."
+  @callback name() :: atom()
+  @doc "One line saying what the demo shows."
+  @callback title() :: String.t()
+  @doc "Runs the demo and returns its measured results."
+  @callback run(keyword()) :: map()
+  @doc "Renders a result of `run/1` for the console."
+  @callback render(map()) :: iodata()
+
+  @demos [Binscope.Demo.StoreLifecycle]
+
+  @doc "The demo modules, in tour order."
+  @spec demos() :: [module()]
+  def demos, do: @demos
+
+  @doc "Finds a demo by name (a string from the command line); never creates an atom."
+  @spec find(String.t()) :: {:ok, module()} | {:error, :unknown_demo}
+  def find(name) when is_binary(name) do
+    case Enum.find(@demos, &(Atom.to_string(&1.name()) == name)) do
+      nil -> {:error, :unknown_demo}
+      mod -> {:ok, mod}
+    end
+  end
+
+  @doc "Runs one demo and prints its title and rendering; returns the result."
+  @spec run(module(), keyword()) :: map()
+  def run(mod, opts \\ []) do
+    IO.puts(["\n== ", Atom.to_string(mod.name()), ": ", mod.title(), " =="])
+    result = mod.run(opts)
+    IO.write(mod.render(result))
+    result
+  end
+
+  @doc "Runs every demo in order."
+  @spec tour(keyword()) :: [map()]
+  def tour(opts \\ []), do: Enum.map(@demos, &run(&1, opts))
+end

@@ -1,0 +1,85 @@
+defmodule Binscope.Store.Options do
+  # Validation of user-supplied options and arguments. Every bad value raises ArgumentError with a
+  # message naming the function and the value; nothing here creates an atom from user input.
+  @moduledoc false
+
+  import Bitwise, only: [<<<: 2]
+
+  @max_label_bytes 255
+  @max_size 1 <<< 40
+
+  @doc false
+  def max_size, do: @max_size
+
+  @doc "Validates a keyword list against `allowed` keys and returns it as a map."
+  def keyword!(opts, allowed, fun) do
+    unless is_list(opts) and Keyword.keyword?(opts) do
+      raise ArgumentError, "#{fun} expects a keyword list of options, got: #{short(opts)}"
+    end
+
+    case Enum.reject(Keyword.keys(opts), &(&1 in allowed)) do
+      [] ->
+        Map.new(opts)
+
+      unknown ->
+        raise ArgumentError,
+              "#{fun} got unknown option(s) #{short(unknown)}; known options: #{inspect(allowed)}"
+    end
+  end
+
+  def binary!(data, _fun) when is_binary(data), do: data
+
+  def binary!(other, fun),
+    do: raise(ArgumentError, "#{fun} expects a binary, got: #{short(other)}")
+
+  def label!(label, _fun) when is_atom(label), do: label
+
+  def label!(label, fun) when is_binary(label) do
+    cond do
+      byte_size(label) > @max_label_bytes ->
+        raise ArgumentError,
+              "#{fun}: a label is at most #{@max_label_bytes} bytes, got #{byte_size(label)}"
+
+      not String.valid?(label) ->
+        raise ArgumentError, "#{fun}: a string label must be valid UTF-8, got: #{short(label)}"
+
+      true ->
+        label
+    end
+  end
+
+  def label!(other, fun),
+    do: raise(ArgumentError, "#{fun}: a label is an atom or a string, got: #{short(other)}")
+
+  def owner!(pid, fun) when is_pid(pid) do
+    if node(pid) == node() do
+      pid
+    else
+      raise ArgumentError, "#{fun}: the owner must be a local pid, got remote #{inspect(pid)}"
+    end
+  end
+
+  def owner!(other, fun),
+    do: raise(ArgumentError, "#{fun}: the owner must be a pid, got: #{short(other)}")
+
+  def size!(size, _fun) when is_integer(size) and size >= 0 and size <= @max_size, do: size
+
+  def size!(size, fun) when is_integer(size) and size > @max_size,
+    do: raise(ArgumentError, "#{fun}: size #{size} is above the store's maximum of #{@max_size}")
+
+  def size!(other, fun),
+    do: raise(ArgumentError, "#{fun}: a size is a non-negative integer, got: #{short(other)}")
+
+  def byte!(fill, _fun) when is_integer(fill) and fill in 0..255, do: fill
+
+  def byte!(other, fun),
+    do: raise(ArgumentError, "#{fun}: fill is an integer in 0..255, got: #{short(other)}")
+
+  def non_neg_integer!(n, _name, _fun) when is_integer(n) and n >= 0, do: n
+
+  def non_neg_integer!(other, name, fun),
+    do: raise(ArgumentError, "#{fun}: #{name} is a non-negative integer, got: #{short(other)}")
+
+  @doc "Inspects a user value without ever printing a huge term."
+  def short(term), do: inspect(term, limit: 8, printable_limit: 64)
+end

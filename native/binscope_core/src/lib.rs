@@ -1,0 +1,13 @@
+//! Binscope's pure core: everything that can be decided without a running BEAM.
+//!
+//! - [`store`]: the registry of native binaries (exact live/peak accounting per label and owner,
+//!   content-addressed dedup, a hard capacity that holds under concurrency).
+//! - [`error`]: the one error enum of this crate, mapped to `{:error, reason}` by the NIF.
+//!
+//! The NIF crate only converts terms, picks schedulers and ties resource lifetimes to
+//! [`store::Blob`]s; every rule about counting lives here and is tested here.
+
+pub mod error;
+pub mod store;
+
+pub use error::StoreError;

@@ -1,0 +1,62 @@
+//! Fallible allocation of the native buffers: an allocation failure becomes
+//! [`StoreError::AllocFailed`](crate::StoreError::AllocFailed) instead of an abort that would take
+//! the whole VM down.
+
+use std::alloc::{alloc_zeroed, Layout};
+
+/// A copy of `src`, or `None` when the allocator refuses.
+pub fn try_copy(src: &[u8]) -> Option<Box<[u8]>> {
+    let mut v: Vec<u8> = Vec::new();
+    v.try_reserve_exact(src.len()).ok()?;
+    v.extend_from_slice(src);
+    Some(v.into_boxed_slice())
+}
+
+/// `size` bytes set to `fill`, or `None` when the allocator refuses. A zero fill asks the allocator
+/// for zeroed memory, which for large sizes is fresh pages that are never touched here.
+pub fn try_filled(size: usize, fill: u8) -> Option<Box<[u8]>> {
+    if fill == 0 {
+        return try_zeroed(size);
+    }
+    let mut v: Vec<u8> = Vec::new();
+    v.try_reserve_exact(size).ok()?;
+    v.resize(size, fill);
+    Some(v.into_boxed_slice())
+}
+
+fn try_zeroed(size: usize) -> Option<Box<[u8]>> {
+    if size == 0 {
+        return Some(Box::new([]));
+    }
+    let layout = Layout::array::<u8>(size).ok()?;
+    // SAFETY: the layout has a non-zero size. A non-null result points at `size` zeroed bytes
+    // allocated with the global allocator and exactly this layout, which is what `Box<[u8]>` of
+    // length `size` frees with.
+    unsafe {
+        let ptr = alloc_zeroed(layout);
+        if ptr.is_null() {
+            return None;
+        }
+        Some(Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, size)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_fills_and_zeroes() {
+        assert_eq!(&*try_copy(b"abc").unwrap(), b"abc");
+        assert_eq!(&*try_filled(3, 7).unwrap(), &[7, 7, 7]);
+        assert_eq!(&*try_filled(4, 0).unwrap(), &[0, 0, 0, 0]);
+        assert!(try_filled(0, 0).unwrap().is_empty());
+        assert!(try_filled(0, 9).unwrap().is_empty());
+    }
+
+    #[test]
+    fn impossible_sizes_fail_instead_of_aborting() {
+        assert!(try_filled(usize::MAX, 0).is_none());
+        assert!(try_filled(usize::MAX / 2, 1).is_none());
+    }
+}

@@ -1,0 +1,627 @@
+//! The registry: one mutex over all counters, so every snapshot is consistent and the capacity is
+//! exact under concurrency. Copies and hashing happen outside the lock; only bookkeeping is inside.
+//!
+//! Lock discipline: a `Blob` drop takes the lock (to release its entry), so no `Arc<Blob>` may be
+//! dropped while the lock is held. Code that upgrades weak references under the lock hands the
+//! strong ones out and drops them after unlocking.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Instant;
+
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::stats::{LabelStats, LiveEntry, LiveFilter, OwnerStats, Stats};
+use super::{buffer, Blob, Label, Owner, MAX_BINARY_SIZE, MAX_LABELS, MAX_LABEL_BYTES};
+use crate::StoreError;
+
+/// A thread-safe registry of native binaries. Clones share the same state.
+pub struct Registry<O: Owner> {
+    shared: Arc<Shared<O>>,
+}
+
+impl<O: Owner> Clone for Registry<O> {
+    fn clone(&self) -> Self {
+        Registry {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<O: Owner> Default for Registry<O> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The result of [`Registry::intern`].
+#[derive(Debug)]
+pub struct Interned<O: Owner> {
+    pub blob: Arc<Blob<O>>,
+    /// True when existing content answered the request and nothing was allocated.
+    pub hit: bool,
+}
+
+/// What [`Registry::watch_owner`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerState {
+    /// First sight of this owner: it is now tracked as alive and the caller must start a monitor
+    /// (and call [`Registry::owner_down`] if the monitor reports the process already dead).
+    New,
+    /// Already tracked and alive (a monitor is in place).
+    Alive,
+    /// Known to have exited.
+    Dead,
+}
+
+pub(super) struct Shared<O: Owner> {
+    state: Mutex<State<O>>,
+}
+
+struct Entry<O> {
+    size: u64,
+    label: Label,
+    owner: O,
+    created: Instant,
+    dedup_key: Option<u128>,
+}
+
+/// An interned allocation as the dedup index knows it: its id and a weak handle.
+type InternedRef<O> = (u64, Weak<Blob<O>>);
+
+struct State<O: Owner> {
+    next_id: u64,
+    entries: HashMap<u64, Entry<O>>,
+    labels: HashMap<Label, LabelStats>,
+    owners: HashMap<O, OwnerStats>,
+    /// Content hash -> live interned allocations with that hash (more than one only on a collision).
+    dedup: HashMap<u128, Vec<InternedRef<O>>>,
+    counters: Stats,
+}
+
+impl<O: Owner> Registry<O> {
+    pub fn new() -> Self {
+        Registry {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    next_id: 1,
+                    entries: HashMap::new(),
+                    labels: HashMap::new(),
+                    owners: HashMap::new(),
+                    dedup: HashMap::new(),
+                    counters: Stats::default(),
+                }),
+            }),
+        }
+    }
+
+    /// Copies `bytes` into a new native allocation.
+    pub fn put(&self, bytes: &[u8], label: Label, owner: O) -> Result<Arc<Blob<O>>, StoreError> {
+        self.insert(bytes.len() as u64, label, owner, || buffer::try_copy(bytes))
+    }
+
+    /// A new native allocation of `size` bytes, each set to `fill`.
+    pub fn alloc(
+        &self,
+        size: u64,
+        fill: u8,
+        label: Label,
+        owner: O,
+    ) -> Result<Arc<Blob<O>>, StoreError> {
+        self.insert(size, label, owner, || {
+            usize::try_from(size)
+                .ok()
+                .and_then(|n| buffer::try_filled(n, fill))
+        })
+    }
+
+    /// Content-addressed storage: identical content shares one allocation while any holder lives.
+    /// A hit allocates nothing and is allowed even at capacity. Label and owner of a hit stay those
+    /// of the first holder.
+    pub fn intern(&self, bytes: &[u8], label: Label, owner: O) -> Result<Interned<O>, StoreError> {
+        let size = bytes.len() as u64;
+        check_request(size, &label)?;
+        let key = xxh3_128(bytes);
+
+        if let Some(blob) = self.find_interned(key, bytes) {
+            self.shared.lock().count_hit(size);
+            return Ok(Interned { blob, hit: true });
+        }
+
+        self.shared.lock().reserve(size, &label)?;
+        let Some(data) = buffer::try_copy(bytes) else {
+            self.shared.lock().unreserve(size);
+            return Err(StoreError::AllocFailed);
+        };
+
+        // Another caller may have interned the same content since the lookup above.
+        let mut upgraded = Vec::new();
+        let mut state = self.shared.lock();
+        if let Some(existing) = state.matching_interned(key, bytes, &mut upgraded) {
+            state.unreserve(size);
+            state.count_hit(size);
+            drop(state);
+            drop(upgraded);
+            return Ok(Interned {
+                blob: existing,
+                hit: true,
+            });
+        }
+        let blob = state.commit(&self.shared, data, label, owner, Some(key));
+        drop(state);
+        drop(upgraded);
+        Ok(Interned { blob, hit: false })
+    }
+
+    /// Store-wide counters, consistent with each other.
+    pub fn stats(&self) -> Stats {
+        let state = self.shared.lock();
+        let mut s = state.counters;
+        s.label_count = state.labels.len() as u64;
+        s.owner_count = state.owners.values().filter(|o| o.count > 0).count() as u64;
+        s
+    }
+
+    /// Every label seen (including those with nothing live, for their high-water mark), largest
+    /// live bytes first.
+    pub fn by_label(&self) -> Vec<(Label, LabelStats)> {
+        let state = self.shared.lock();
+        let mut v: Vec<_> = state.labels.iter().map(|(l, s)| (l.clone(), *s)).collect();
+        drop(state);
+        v.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then_with(|| a.0.cmp(&b.0)));
+        v
+    }
+
+    /// Owners that hold at least one live allocation, largest first.
+    pub fn by_owner(&self) -> Vec<(O, OwnerStats)> {
+        let state = self.shared.lock();
+        let mut v: Vec<_> = state
+            .owners
+            .iter()
+            .filter(|(_, s)| s.count > 0)
+            .map(|(o, s)| (o.clone(), *s))
+            .collect();
+        drop(state);
+        v.sort_by_key(|(_, s)| std::cmp::Reverse(s.bytes));
+        v
+    }
+
+    /// Live allocations matching `filter`, oldest first.
+    pub fn live(&self, filter: &LiveFilter<O>) -> Vec<LiveEntry<O>> {
+        let now = Instant::now();
+        let state = self.shared.lock();
+        let mut v: Vec<LiveEntry<O>> = state
+            .entries
+            .iter()
+            .filter(|(_, e)| filter.label.as_ref().is_none_or(|l| *l == e.label))
+            .filter(|(_, e)| filter.owner.as_ref().is_none_or(|o| *o == e.owner))
+            .filter(|(_, e)| {
+                filter
+                    .older_than
+                    .is_none_or(|d| now.saturating_duration_since(e.created) > d)
+            })
+            .map(|(id, e)| LiveEntry {
+                id: *id,
+                size: e.size,
+                label: e.label.clone(),
+                owner: e.owner.clone(),
+                owner_alive: state.owners.get(&e.owner).is_some_and(|o| o.alive),
+                interned: e.dedup_key.is_some(),
+                age: now.saturating_duration_since(e.created),
+            })
+            .collect();
+        drop(state);
+        v.sort_unstable_by_key(|e| e.id);
+        if let Some(limit) = filter.limit {
+            v.truncate(limit);
+        }
+        v
+    }
+
+    /// Sets (`Some`) or removes (`None`) the hard capacity. Lowering it below the live bytes frees
+    /// nothing; new allocations fail until enough is released.
+    pub fn set_capacity(&self, capacity: Option<u64>) {
+        self.shared.lock().counters.capacity = capacity;
+    }
+
+    /// Starts tracking `owner` as alive unless it is already known. See [`OwnerState`].
+    pub fn watch_owner(&self, owner: &O) -> OwnerState {
+        let mut state = self.shared.lock();
+        match state.owners.get(owner) {
+            Some(o) if o.alive => OwnerState::Alive,
+            Some(_) => OwnerState::Dead,
+            None => {
+                state.owners.insert(owner.clone(), OwnerStats::default());
+                OwnerState::New
+            }
+        }
+    }
+
+    /// Records that `owner` exited. Its binaries stay live (other processes may hold them) and are
+    /// reported with `owner_alive == false`; the owner's record goes once they are all released.
+    /// Calling it twice is harmless.
+    pub fn owner_down(&self, owner: &O) {
+        let mut state = self.shared.lock();
+        if let Some(o) = state.owners.get_mut(owner) {
+            o.alive = false;
+            if o.count == 0 {
+                state.owners.remove(owner);
+            }
+        }
+    }
+
+    fn insert(
+        &self,
+        size: u64,
+        label: Label,
+        owner: O,
+        make: impl FnOnce() -> Option<Box<[u8]>>,
+    ) -> Result<Arc<Blob<O>>, StoreError> {
+        check_request(size, &label)?;
+        self.shared.lock().reserve(size, &label)?;
+        // The copy or fill runs outside the lock; the reservation keeps the capacity exact.
+        let Some(data) = make() else {
+            self.shared.lock().unreserve(size);
+            return Err(StoreError::AllocFailed);
+        };
+        let mut state = self.shared.lock();
+        Ok(state.commit(&self.shared, data, label, owner, None))
+    }
+
+    fn find_interned(&self, key: u128, bytes: &[u8]) -> Option<Arc<Blob<O>>> {
+        let candidates: Vec<Arc<Blob<O>>> = {
+            let state = self.shared.lock();
+            match state.dedup.get(&key) {
+                None => return None,
+                Some(list) => list.iter().filter_map(|(_, w)| w.upgrade()).collect(),
+            }
+        };
+        // Compared (and the losers dropped) outside the lock.
+        candidates.into_iter().find(|b| b.bytes() == bytes)
+    }
+}
+
+fn check_request(size: u64, label: &Label) -> Result<(), StoreError> {
+    if size > MAX_BINARY_SIZE {
+        return Err(StoreError::TooLarge);
+    }
+    if label.as_str().len() > MAX_LABEL_BYTES {
+        return Err(StoreError::LabelTooLong);
+    }
+    Ok(())
+}
+
+impl<O: Owner> Shared<O> {
+    fn lock(&self) -> MutexGuard<'_, State<O>> {
+        // No code panics while holding the lock, but a poisoned lock must not wedge the store.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Called from `Blob::drop`: the last holder is gone.
+    pub(super) fn release(&self, id: u64) {
+        let mut state = self.lock();
+        let Some(entry) = state.entries.remove(&id) else {
+            return;
+        };
+        let c = &mut state.counters;
+        c.live_count -= 1;
+        c.live_bytes -= entry.size;
+        c.frees += 1;
+        if let Some(l) = state.labels.get_mut(&entry.label) {
+            l.count -= 1;
+            l.bytes -= entry.size;
+        }
+        if let Some(o) = state.owners.get_mut(&entry.owner) {
+            o.count -= 1;
+            o.bytes -= entry.size;
+            if !o.alive && o.count == 0 {
+                state.owners.remove(&entry.owner);
+            }
+        }
+        if let Some(key) = entry.dedup_key {
+            if let Some(list) = state.dedup.get_mut(&key) {
+                list.retain(|(i, _)| *i != id);
+                if list.is_empty() {
+                    state.dedup.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+impl<O: Owner> State<O> {
+    /// Counts `size` against the capacity before any memory is touched, and makes sure the label
+    /// can be tracked.
+    fn reserve(&mut self, size: u64, label: &Label) -> Result<(), StoreError> {
+        let c = &self.counters;
+        if let Some(cap) = c.capacity {
+            let wanted = c
+                .live_bytes
+                .saturating_add(c.reserved_bytes)
+                .saturating_add(size);
+            if wanted > cap {
+                return Err(StoreError::Capacity);
+            }
+        }
+        if !self.labels.contains_key(label) {
+            if self.labels.len() >= MAX_LABELS {
+                return Err(StoreError::LabelLimit);
+            }
+            self.labels.insert(label.clone(), LabelStats::default());
+        }
+        self.counters.reserved_bytes += size;
+        Ok(())
+    }
+
+    fn unreserve(&mut self, size: u64) {
+        self.counters.reserved_bytes -= size;
+    }
+
+    fn count_hit(&mut self, size: u64) {
+        self.counters.dedup_hits += 1;
+        self.counters.dedup_saved_bytes += size;
+    }
+
+    /// A live interned allocation with exactly these bytes. Upgraded references are pushed to
+    /// `upgraded` so the caller drops them after unlocking.
+    fn matching_interned(
+        &self,
+        key: u128,
+        bytes: &[u8],
+        upgraded: &mut Vec<Arc<Blob<O>>>,
+    ) -> Option<Arc<Blob<O>>> {
+        let list = self.dedup.get(&key)?;
+        upgraded.extend(list.iter().filter_map(|(_, w)| w.upgrade()));
+        upgraded.iter().find(|b| b.bytes() == bytes).cloned()
+    }
+
+    /// Turns a reserved, filled buffer into a live entry.
+    fn commit(
+        &mut self,
+        shared: &Arc<Shared<O>>,
+        data: Box<[u8]>,
+        label: Label,
+        owner: O,
+        dedup_key: Option<u128>,
+    ) -> Arc<Blob<O>> {
+        let size = data.len() as u64;
+        let id = self.next_id;
+        self.next_id += 1;
+
+        let c = &mut self.counters;
+        c.reserved_bytes -= size;
+        c.live_count += 1;
+        c.live_bytes += size;
+        c.peak_bytes = c.peak_bytes.max(c.live_bytes);
+        c.allocs += 1;
+
+        let l = self.labels.entry(label.clone()).or_default();
+        l.count += 1;
+        l.bytes += size;
+        l.peak_bytes = l.peak_bytes.max(l.bytes);
+
+        let o = self.owners.entry(owner.clone()).or_default();
+        o.count += 1;
+        o.bytes += size;
+
+        self.entries.insert(
+            id,
+            Entry {
+                size,
+                label,
+                owner,
+                created: Instant::now(),
+                dedup_key,
+            },
+        );
+        let blob = Arc::new(Blob {
+            id,
+            data,
+            shared: Arc::clone(shared),
+        });
+        if let Some(key) = dedup_key {
+            self.dedup
+                .entry(key)
+                .or_default()
+                .push((id, Arc::downgrade(&blob)));
+        }
+        blob
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg() -> Registry<u32> {
+        Registry::new()
+    }
+
+    #[test]
+    fn put_counts_and_release_restores_exactly() {
+        let r = reg();
+        let a = r.put(b"hello", Label::default_label(), 1).unwrap();
+        let b = r.alloc(1000, 7, Label::atom("x"), 2).unwrap();
+        assert_eq!(b.bytes(), &[7u8; 1000][..]);
+        let s = r.stats();
+        assert_eq!(
+            (s.live_count, s.live_bytes, s.allocs, s.frees),
+            (2, 1005, 2, 0)
+        );
+        drop(a);
+        drop(b);
+        let s = r.stats();
+        assert_eq!(
+            (s.live_count, s.live_bytes, s.frees, s.peak_bytes),
+            (0, 0, 2, 1005)
+        );
+    }
+
+    #[test]
+    fn per_label_and_owner_accounting() {
+        let r = reg();
+        let _a = r.put(&[1; 10], Label::atom("img"), 1).unwrap();
+        let _b = r.put(&[1; 20], Label::atom("img"), 2).unwrap();
+        let c = r.put(&[1; 30], Label::text("img"), 2).unwrap();
+        let labels: HashMap<_, _> = r.by_label().into_iter().collect();
+        assert_eq!(labels[&Label::atom("img")].bytes, 30);
+        assert_eq!(labels[&Label::text("img")].count, 1);
+        let owners: HashMap<_, _> = r.by_owner().into_iter().collect();
+        assert_eq!(owners[&2].bytes, 50);
+        drop(c);
+        let labels: HashMap<_, _> = r.by_label().into_iter().collect();
+        assert_eq!(labels[&Label::text("img")].count, 0);
+        assert_eq!(labels[&Label::text("img")].peak_bytes, 30);
+    }
+
+    #[test]
+    fn capacity_refuses_without_allocating() {
+        let r = reg();
+        r.set_capacity(Some(100));
+        let a = r.alloc(60, 0, Label::default_label(), 1).unwrap();
+        assert_eq!(
+            r.alloc(41, 0, Label::default_label(), 1).unwrap_err(),
+            StoreError::Capacity
+        );
+        let _b = r.alloc(40, 0, Label::default_label(), 1).unwrap();
+        let s = r.stats();
+        assert_eq!((s.live_bytes, s.allocs, s.reserved_bytes), (100, 2, 0));
+        drop(a);
+        assert!(r.alloc(60, 0, Label::default_label(), 1).is_ok());
+    }
+
+    #[test]
+    fn intern_shares_one_allocation_while_any_holder_lives() {
+        let r = reg();
+        let a = r
+            .intern(b"same content", Label::default_label(), 1)
+            .unwrap();
+        let b = r
+            .intern(b"same content", Label::default_label(), 2)
+            .unwrap();
+        let c = r
+            .intern(b"other content", Label::default_label(), 2)
+            .unwrap();
+        assert!(!a.hit && b.hit && !c.hit);
+        assert!(Arc::ptr_eq(&a.blob, &b.blob));
+        let s = r.stats();
+        assert_eq!(
+            (s.live_count, s.dedup_hits, s.dedup_saved_bytes),
+            (2, 1, 12)
+        );
+        drop(a);
+        assert_eq!(r.stats().live_count, 2, "b still holds the shared entry");
+        drop(b);
+        assert_eq!(r.stats().live_count, 1);
+        let again = r
+            .intern(b"same content", Label::default_label(), 1)
+            .unwrap();
+        assert!(!again.hit, "a released entry is not resurrected");
+    }
+
+    #[test]
+    fn intern_hit_is_allowed_at_capacity() {
+        let r = reg();
+        let a = r.intern(&[5; 64], Label::default_label(), 1).unwrap();
+        r.set_capacity(Some(64));
+        let b = r.intern(&[5; 64], Label::default_label(), 1).unwrap();
+        assert!(b.hit);
+        assert_eq!(
+            r.intern(&[6; 64], Label::default_label(), 1).unwrap_err(),
+            StoreError::Capacity
+        );
+        drop((a, b));
+    }
+
+    #[test]
+    fn owners_outlive_their_binaries_only_while_needed() {
+        let r = reg();
+        assert_eq!(r.watch_owner(&9), OwnerState::New);
+        assert_eq!(r.watch_owner(&9), OwnerState::Alive);
+        let a = r.put(b"x", Label::default_label(), 9).unwrap();
+        r.owner_down(&9);
+        assert_eq!(r.watch_owner(&9), OwnerState::Dead);
+        let live = r.live(&LiveFilter::default());
+        assert_eq!(live.len(), 1);
+        assert!(!live[0].owner_alive);
+        assert!(!r.by_owner()[0].1.alive);
+        drop(a);
+        assert!(r.by_owner().is_empty());
+        assert_eq!(
+            r.watch_owner(&9),
+            OwnerState::New,
+            "record dropped once empty"
+        );
+    }
+
+    #[test]
+    fn live_filters_and_limits_oldest_first() {
+        let r = reg();
+        let held: Vec<_> = (0..10)
+            .map(|i| {
+                let label = if i % 2 == 0 { "even" } else { "odd" };
+                r.put(&[0; 8], Label::atom(label), i % 3).unwrap()
+            })
+            .collect();
+        let f = LiveFilter {
+            label: Some(Label::atom("even")),
+            limit: Some(3),
+            ..LiveFilter::default()
+        };
+        let ids: Vec<u64> = r.live(&f).iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![held[0].id(), held[2].id(), held[4].id()]);
+        let by_owner = LiveFilter {
+            owner: Some(1),
+            ..LiveFilter::default()
+        };
+        assert_eq!(r.live(&by_owner).len(), 3);
+        let old = LiveFilter {
+            older_than: Some(std::time::Duration::from_secs(3600)),
+            ..LiveFilter::default()
+        };
+        assert!(r.live(&old).is_empty());
+    }
+
+    #[test]
+    fn caller_errors_are_refused_before_counting() {
+        let r = reg();
+        assert_eq!(
+            r.alloc(MAX_BINARY_SIZE + 1, 0, Label::default_label(), 1)
+                .unwrap_err(),
+            StoreError::TooLarge
+        );
+        let long = "x".repeat(MAX_LABEL_BYTES + 1);
+        assert_eq!(
+            r.put(b"a", Label::text(&long), 1).unwrap_err(),
+            StoreError::LabelTooLong
+        );
+        assert_eq!(r.stats(), Stats::default());
+    }
+
+    #[test]
+    fn allocation_failure_releases_the_reservation() {
+        let r = reg();
+        // Within MAX_BINARY_SIZE but far above any machine's memory with overcommit heuristics.
+        let err = r.alloc(MAX_BINARY_SIZE, 1, Label::default_label(), 1);
+        assert_eq!(err.unwrap_err(), StoreError::AllocFailed);
+        let s = r.stats();
+        assert_eq!((s.reserved_bytes, s.allocs, s.live_bytes), (0, 0, 0));
+    }
+
+    #[test]
+    fn label_limit_holds() {
+        let r = reg();
+        let mut held = Vec::new();
+        for i in 0..MAX_LABELS {
+            held.push(r.put(b"", Label::text(&i.to_string()), 1).unwrap());
+        }
+        assert_eq!(
+            r.put(b"", Label::text("one more"), 1).unwrap_err(),
+            StoreError::LabelLimit
+        );
+        assert!(
+            r.put(b"", Label::text("7"), 1).is_ok(),
+            "known labels still work"
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! jemalloc's own statistics for the NIF's memory (the VM cannot see any of it).
+
+use rustler::NifMap;
+use tikv_jemalloc_ctl::{epoch, stats};
+
+#[derive(NifMap)]
+#[rustler(encode)]
+pub struct AllocatorStats {
+    allocated: u64,
+    active: u64,
+    resident: u64,
+    mapped: u64,
+    retained: u64,
+    metadata: u64,
+}
+
+/// Reads jemalloc's counters after advancing its epoch (they are cached until then).
+#[rustler::nif]
+fn allocator_stats() -> Result<AllocatorStats, String> {
+    let read = || -> Result<AllocatorStats, tikv_jemalloc_ctl::Error> {
+        epoch::advance()?;
+        Ok(AllocatorStats {
+            allocated: stats::allocated::read()? as u64,
+            active: stats::active::read()? as u64,
+            resident: stats::resident::read()? as u64,
+            mapped: stats::mapped::read()? as u64,
+            retained: stats::retained::read()? as u64,
+            metadata: stats::metadata::read()? as u64,
+        })
+    };
+    read().map_err(|e| e.to_string())
+}
