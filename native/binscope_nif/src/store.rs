@@ -85,7 +85,9 @@ fn put<'a>(env: Env<'a>, data: Binary, label: Term, owner: LocalPid) -> StoreRes
         .map(|blob| to_binary(env, blob)))
 }
 
-fn alloc<'a>(env: Env<'a>, size: u64, fill: u8, label: Term, owner: LocalPid) -> StoreResult<'a> {
+/// `fill` arrives as `u32` because rustler's `u8` decoder truncates (256 would become 0).
+fn alloc<'a>(env: Env<'a>, size: u64, fill: u32, label: Term, owner: LocalPid) -> StoreResult<'a> {
+    let fill = u8::try_from(fill).map_err(|_| rustler::Error::BadArg)?;
     let label = label::decode(label)?;
     Ok(track_owner(env, owner)
         .and_then(|()| Ok(REGISTRY.alloc(size, fill, label, owner)?))
@@ -119,7 +121,7 @@ fn store_put_dirty<'a>(
 fn store_alloc<'a>(
     env: Env<'a>,
     size: u64,
-    fill: u8,
+    fill: u32,
     label: Term,
     owner: LocalPid,
 ) -> StoreResult<'a> {
@@ -130,7 +132,7 @@ fn store_alloc<'a>(
 fn store_alloc_dirty<'a>(
     env: Env<'a>,
     size: u64,
-    fill: u8,
+    fill: u32,
     label: Term,
     owner: LocalPid,
 ) -> StoreResult<'a> {

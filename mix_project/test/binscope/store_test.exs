@@ -1,0 +1,289 @@
+defmodule Binscope.StoreTest do
+  use Binscope.StoreCase, async: false
+
+  doctest Binscope.Store
+  doctest Binscope.Report.Format
+  doctest Binscope.Report.Table
+
+  @mib 1024 * 1024
+
+  describe "store binaries behave like any binary" do
+    test "byte_size, matching, sub-binaries and copies" do
+      in_process(fn ->
+        {:ok, bin} = Store.put("header:" <> :binary.copy("x", 100))
+        assert byte_size(bin) == 107
+        assert <<"header:", rest::binary>> = bin
+        assert rest == :binary.copy("x", 100)
+        assert binary_part(bin, 0, 6) == "header"
+        assert :binary.copy(bin) == bin
+        assert :erlang.phash2(bin) == :erlang.phash2("header:" <> :binary.copy("x", 100))
+      end)
+    end
+
+    test "alloc zero-fills or fills with a byte" do
+      in_process(fn ->
+        assert Store.alloc!(5) == <<0, 0, 0, 0, 0>>
+        assert Store.alloc!(3, fill: 255) == <<255, 255, 255>>
+        assert Store.alloc!(0) == ""
+        big = Store.alloc!(3 * @mib, fill: 7)
+        assert byte_size(big) == 3 * @mib
+        assert :binary.at(big, 3 * @mib - 1) == 7
+      end)
+    end
+
+    test "survive message passing and outlive the sender" do
+      base = live()
+      receiver = holder()
+      sender = spawn(fn -> send(receiver, {:keep, Store.alloc!(@mib, fill: 1)}) end)
+      ref = Process.monitor(sender)
+      assert_receive {:DOWN, ^ref, :process, ^sender, _}
+      sync(receiver)
+      assert live().live_bytes == base.live_bytes + @mib
+      drop_all(receiver)
+      assert eventually(fn -> live() == base end)
+      stop(receiver)
+    end
+
+    test "survive ETS: the table keeps them alive until the row is deleted" do
+      base = live()
+      table = :ets.new(:store_test, [:public])
+
+      in_process(fn -> :ets.insert(table, {:k, Store.alloc!(2 * @mib, fill: 3)}) end)
+      assert live().live_bytes == base.live_bytes + 2 * @mib
+      assert [{:k, bin}] = :ets.lookup(table, :k)
+      assert byte_size(bin) == 2 * @mib
+      _ = bin
+
+      # The lookup put a reference on this test process's heap too; drop both.
+      :ets.delete(table, :k)
+      :erlang.garbage_collect()
+      assert eventually(fn -> live() == base end)
+      :ets.delete(table)
+    end
+
+    test "a sent sub-binary over 64 bytes keeps the whole native parent alive" do
+      base = live()
+      h = holder()
+
+      in_process(fn ->
+        parent = Store.alloc!(4 * @mib, fill: 9)
+        send(h, {:keep, binary_part(parent, 10, 100)})
+      end)
+
+      sync(h)
+      assert live().live_bytes == base.live_bytes + 4 * @mib
+      drop_all(h)
+      assert eventually(fn -> live() == base end)
+      stop(h)
+    end
+
+    test "a sent slice of 64 bytes or less is copied, so the parent is released" do
+      base = live()
+      h = holder()
+
+      in_process(fn ->
+        parent = Store.alloc!(4 * @mib, fill: 9)
+        send(h, {:keep, binary_part(parent, 10, 64)})
+      end)
+
+      sync(h)
+      assert eventually(fn -> live() == base end)
+      stop(h)
+    end
+  end
+
+  describe "exact counters" do
+    test "return to exactly the baseline after owners die and holders collect" do
+      base = Store.stats()
+      holders = for _ <- 1..4, do: holder()
+
+      in_process(fn ->
+        for i <- 1..40 do
+          bin = Store.alloc!(1000 + i, label: :exact)
+          send(Enum.at(holders, rem(i, 4)), {:keep, bin})
+        end
+      end)
+
+      Enum.each(holders, &sync/1)
+      mid = Store.stats()
+      assert mid.live_count == base.live_count + 40
+      assert mid.live_bytes == base.live_bytes + Enum.sum(1001..1040)
+      assert mid.allocs == base.allocs + 40
+
+      Enum.each(holders, &drop_all/1)
+      assert eventually(fn -> live() == Map.take(base, [:live_count, :live_bytes]) end)
+      final = Store.stats()
+      assert final.frees == base.frees + 40
+      assert final.live_count == final.allocs - final.frees
+      Enum.each(holders, &stop/1)
+    end
+
+    test "peak_bytes records the high-water mark" do
+      in_process(fn ->
+        _held = Store.alloc!(8 * @mib)
+        assert Store.stats().peak_bytes >= Store.stats().live_bytes
+        assert Store.stats().peak_bytes >= 8 * @mib
+      end)
+    end
+  end
+
+  describe "labels, owners and the live report" do
+    test "by_label counts atoms and strings separately and keeps peaks" do
+      in_process(fn ->
+        _a = Store.alloc!(100, label: :lbl_test)
+        _b = Store.alloc!(50, label: "lbl_test")
+        labels = Store.by_label()
+        assert %{count: 1, bytes: 100} = labels[:lbl_test]
+        assert %{count: 1, bytes: 50} = labels["lbl_test"]
+      end)
+
+      labels = eventually(fn -> Store.by_label()[:lbl_test].count == 0 && Store.by_label() end)
+      assert labels[:lbl_test].peak_bytes >= 100
+    end
+
+    test "string labels never become atoms" do
+      name = "never_an_atom_#{System.unique_integer([:positive])}"
+      in_process(fn -> Store.put!("x", label: name) end)
+      assert_raise ArgumentError, fn -> String.to_existing_atom(name) end
+    end
+
+    test "by_owner and live/1 report binaries that outlive their owner" do
+      h = holder()
+      parent = self()
+
+      owner =
+        spawn(fn ->
+          send(h, {:keep, Store.alloc!(3000, label: :orphan_test)})
+          send(parent, :made)
+          receive do: (:exit -> :ok)
+        end)
+
+      assert_receive :made
+      sync(h)
+      assert %{count: 1, bytes: 3000, alive?: true} = Store.by_owner()[owner]
+      assert [%{owner: ^owner, owner_alive?: true, size: 3000}] = Store.live(label: :orphan_test)
+
+      ref = Process.monitor(owner)
+      send(owner, :exit)
+      assert_receive {:DOWN, ^ref, :process, ^owner, _}
+
+      assert eventually(fn -> Store.by_owner()[owner][:alive?] == false end)
+      assert [%{owner_alive?: false, age_ms: age}] = Store.live(label: :orphan_test)
+      assert age >= 0
+
+      drop_all(h)
+      assert eventually(fn -> Store.by_owner()[owner] == nil end)
+      assert Store.live(label: :orphan_test) == []
+      stop(h)
+    end
+
+    test "an explicit owner is accounted instead of the caller" do
+      other = holder()
+
+      in_process(fn ->
+        _bin = Store.alloc!(10, owner: other, label: :explicit_owner)
+        assert [%{owner: ^other}] = Store.live(label: :explicit_owner)
+      end)
+
+      stop(other)
+    end
+
+    test "live/1 filters by owner, age and limit, oldest first" do
+      in_process(fn ->
+        bins = for i <- 1..5, do: Store.alloc!(i, label: :live_filters)
+        ids = Store.live(label: :live_filters) |> Enum.map(& &1.id)
+        assert length(ids) == 5
+        assert ids == Enum.sort(ids)
+        assert length(Store.live(label: :live_filters, limit: 2)) == 2
+        assert Store.live(label: :live_filters, older_than: 60_000) == []
+        Process.sleep(30)
+        assert length(Store.live(label: :live_filters, older_than: 10)) == 5
+        assert length(Store.live(owner: self(), label: :live_filters)) == 5
+        _ = bins
+      end)
+    end
+  end
+
+  describe "dedup" do
+    test "identical content shares one native allocation while any holder lives" do
+      base = Store.stats()
+      h1 = holder()
+      h2 = holder()
+      content = :binary.copy("dedup!", 10_000)
+
+      in_process(fn ->
+        send(h1, {:keep, Store.intern!(content)})
+        send(h2, {:keep, Store.intern!(content)})
+      end)
+
+      Enum.each([h1, h2], &sync/1)
+      s = Store.stats()
+      assert s.live_count == base.live_count + 1
+      assert s.live_bytes == base.live_bytes + byte_size(content)
+      assert s.dedup_hits == base.dedup_hits + 1
+      assert s.dedup_saved_bytes == base.dedup_saved_bytes + byte_size(content)
+
+      drop_all(h1)
+      assert live().live_count == base.live_count + 1, "h2 still holds it"
+      drop_all(h2)
+      assert eventually(fn -> live() == Map.take(base, [:live_count, :live_bytes]) end)
+      Enum.each([h1, h2], &stop/1)
+    end
+
+    test "different content is stored separately" do
+      in_process(fn ->
+        before = Store.stats()
+        a = Store.intern!("content A " <> :binary.copy("a", 100))
+        b = Store.intern!("content B " <> :binary.copy("a", 100))
+        assert a != b
+        assert Store.stats().live_count == before.live_count + 2
+      end)
+    end
+  end
+
+  describe "capacity" do
+    test "a put over capacity returns {:error, :capacity} and allocates nothing" do
+      in_process(fn ->
+        base = Store.stats()
+        :ok = Store.set_capacity(base.live_bytes + 10 * @mib)
+        assert {:ok, a} = Store.alloc(6 * @mib)
+        assert Store.alloc(5 * @mib) == {:error, :capacity}
+        assert Store.put(:binary.copy("z", 5 * @mib)) == {:error, :capacity}
+        assert_raise Binscope.Error, ~r/capacity/, fn -> Store.alloc!(5 * @mib) end
+        after_refusals = Store.stats()
+        assert after_refusals.allocs == base.allocs + 1
+        assert after_refusals.live_bytes == base.live_bytes + 6 * @mib
+        assert after_refusals.capacity == base.live_bytes + 10 * @mib
+        assert {:ok, b} = Store.alloc(4 * @mib)
+        # Keep both alive to here: an unused binary can be collected mid-test, freeing room.
+        assert byte_size(a) + byte_size(b) == 10 * @mib
+        :ok = Store.set_capacity(:infinity)
+        assert Store.stats().capacity == :infinity
+      end)
+    end
+
+    test "a dedup hit is allowed at capacity" do
+      in_process(fn ->
+        content = :binary.copy("c", 1000)
+        first = Store.intern!(content)
+        :ok = Store.set_capacity(Store.stats().live_bytes)
+        assert {:ok, ^first} = Store.intern(content)
+        assert Store.intern(:binary.copy("d", 1000)) == {:error, :capacity}
+        assert byte_size(first) == 1000
+      end)
+    end
+  end
+
+  test "allocator/0 reports jemalloc figures that follow store allocations" do
+    in_process(fn ->
+      before = Store.allocator()
+      assert Enum.all?(Map.values(before), &(is_integer(&1) and &1 >= 0))
+      held = for _ <- 1..16, do: Store.alloc!(@mib, fill: 1)
+      grown = Store.allocator()
+      # jemalloc counts every native allocation; unrelated frees may land in between.
+      assert grown.allocated - before.allocated >= 16 * @mib - 64 * 1024
+      assert length(held) == 16
+      assert grown.resident >= grown.allocated
+    end)
+  end
+end
