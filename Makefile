@@ -6,7 +6,7 @@ export LANG ?= C.UTF-8
 export LC_ALL ?= C.UTF-8
 MIX := cd mix_project && mix
 
-.PHONY: demo test bench setup rust-checks elixir-checks clean
+.PHONY: demo test bench soak setup rust-checks elixir-checks clean
 
 ## The main job: builds everything and runs the demo tour.
 demo: setup
@@ -20,6 +20,12 @@ test: setup rust-checks elixir-checks
 bench: setup
 	cd mix_project && MIX_ENV=test mix test --only bench
 	cargo bench -p binscope_core
+
+## Long hardening run: 1,000,000 hostile calls and a 5-minute concurrent soak (short versions
+## of both run in `make test`). Override with BINSCOPE_HOSTILE_CALLS / BINSCOPE_SOAK_SECONDS.
+soak: setup
+	cd mix_project && BINSCOPE_HOSTILE_CALLS=$${BINSCOPE_HOSTILE_CALLS:-1000000} \
+	  BINSCOPE_SOAK_SECONDS=$${BINSCOPE_SOAK_SECONDS:-300} MIX_ENV=test mix test test/binscope/hardening
 
 setup:
 	@scripts/setup.sh

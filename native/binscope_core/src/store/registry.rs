@@ -326,6 +326,7 @@ impl<O: Owner> Shared<O> {
                 }
             }
         }
+        state.shrink_after_burst();
     }
 }
 
@@ -351,6 +352,19 @@ impl<O: Owner> State<O> {
         }
         self.counters.reserved_bytes += size;
         Ok(())
+    }
+
+    /// Gives memory back after a burst: hash maps never shrink by themselves, and a node that once
+    /// held a million entries should not keep their table forever. Amortised O(1): it only shrinks
+    /// when a map is at most 1/4 full, to half its capacity.
+    fn shrink_after_burst(&mut self) {
+        const MIN: usize = 1024;
+        if self.entries.capacity() > MIN && self.entries.len() * 4 < self.entries.capacity() {
+            self.entries.shrink_to((self.entries.len() * 2).max(MIN));
+        }
+        if self.dedup.capacity() > MIN && self.dedup.len() * 4 < self.dedup.capacity() {
+            self.dedup.shrink_to((self.dedup.len() * 2).max(MIN));
+        }
     }
 
     fn unreserve(&mut self, size: u64) {
@@ -606,6 +620,18 @@ mod tests {
         assert_eq!(err.unwrap_err(), StoreError::AllocFailed);
         let s = r.stats();
         assert_eq!((s.reserved_bytes, s.allocs, s.live_bytes), (0, 0, 0));
+    }
+
+    #[test]
+    fn tables_shrink_after_a_burst() {
+        let r = reg();
+        let held: Vec<_> = (0..100_000)
+            .map(|_| r.put(b"", Label::default_label(), 1).unwrap())
+            .collect();
+        let grown = r.shared.lock().entries.capacity();
+        drop(held);
+        let state = r.shared.lock();
+        assert!(state.entries.capacity() <= 2048, "{} of {grown}", state.entries.capacity());
     }
 
     #[test]

@@ -1,0 +1,138 @@
+defmodule Binscope.Hostile do
+  @moduledoc """
+  A generator of hostile terms for the hardening tests: wrong types, improper lists, deeply nested
+  and huge terms, negative, absurd and float sizes, dead, remote and non-pid owners, labels that
+  are huge or invalid strings, unknown options.
+
+  `calls/2` yields `{description, fun}` pairs, each a call of a public function with at least one
+  hostile argument: every one must raise `ArgumentError` or return `{:error, reason}`.
+  Deterministic for a given seed. Creates no atom while generating (the fixed atoms it uses exist
+  at compile time), so the tests can count atoms around it. A PRNG cell in `:atomics` keeps the
+  generators free of threaded state.
+  """
+
+  import Bitwise
+
+  alias Binscope.Store
+
+  @doc "A remote pid (node `:ghost@nowhere`), made once by rewriting a local pid's encoding."
+  def remote_pid do
+    # The node atom is encoded inside the pid exactly as on its own (minus the version byte).
+    encoded = fn atom ->
+      binary_part(:erlang.term_to_binary(atom), 1, byte_size(:erlang.term_to_binary(atom)) - 1)
+    end
+
+    local = :erlang.term_to_binary(self())
+    :erlang.binary_to_term(:binary.replace(local, encoded.(node()), encoded.(:ghost@nowhere)))
+  end
+
+  @doc "A pid that has exited."
+  def dead_pid do
+    {pid, ref} = spawn_monitor(fn -> :ok end)
+
+    receive do
+      {:DOWN, ^ref, :process, ^pid, _} -> pid
+    end
+  end
+
+  @doc "Any hostile value: none of them is a binary, a valid size, label, owner or option list."
+  def term(rand) do
+    case uniform(rand, 16) do
+      1 -> -uniform(rand, 1 <<< 62)
+      2 -> (1 <<< 40) + uniform(rand, 1 <<< 70)
+      3 -> uniform(rand, 1000) * 1.5e17
+      4 -> improper_list(rand)
+      5 -> nested(uniform(rand, 5_000))
+      6 -> Enum.to_list(1..uniform(rand, 10_000))
+      7 -> {uniform(rand, 10), :tuple, [1]}
+      8 -> %{uniform(rand, 10) => :map}
+      9 -> make_ref()
+      10 -> fn -> :fun end
+      11 -> <<uniform(rand, 255)::size(7)>>
+      12 -> [{:label, :ok} | :improper]
+      13 -> 1.5
+      14 -> Enum.at([nil, true, false, :infinity, :ok], uniform(rand, 5) - 1)
+      15 -> [unknown_option: 1, label: :x]
+      16 -> {:error, :capacity}
+    end
+  end
+
+  @doc "A hostile label: huge, invalid UTF-8, or not an atom or string at all."
+  def label(rand) do
+    case uniform(rand, 4) do
+      1 -> String.duplicate("L", 256 + uniform(rand, 100_000))
+      2 -> <<0xFF, 0xFE, uniform(rand, 255)>>
+      3 -> term_not_string(rand)
+      4 -> <<"ok", 0xC3>>
+    end
+  end
+
+  @doc "A hostile owner: dead, remote or not a pid."
+  def owner(rand, dead, remote) do
+    case uniform(rand, 4) do
+      1 -> dead
+      2 -> remote
+      3 -> term_not_string(rand)
+      4 -> "#PID<0.1.0>"
+    end
+  end
+
+  @doc """
+  An endless, deterministic stream of `{description, fun}` calls with hostile arguments. Values
+  are generated when a call runs, so a million-call soak holds one term at a time.
+  """
+  def stream(seed) do
+    r = rng(seed)
+    dead = dead_pid()
+    remote = remote_pid()
+    Stream.repeatedly(fn -> call(uniform(r, 14), r, dead, remote) end)
+  end
+
+  @doc "A PRNG state for `term/1`, `label/1` and `owner/3`."
+  def rng(seed) do
+    box = :atomics.new(1, [])
+    :atomics.put(box, 1, seed * 2_654_435_761 + 1)
+    {:box, box}
+  end
+
+  defp call(1, r, _d, _o), do: {"put(term)", fn -> Store.put(term(r)) end}
+  defp call(2, r, _d, _o), do: {"put(x, label)", fn -> Store.put("x", label: label(r)) end}
+  defp call(3, r, d, o), do: {"put(x, owner)", fn -> Store.put("x", owner: owner(r, d, o)) end}
+  defp call(4, r, _d, _o), do: {"put(x, opts)", fn -> Store.put("x", term(r)) end}
+  defp call(5, r, _d, _o), do: {"alloc(size)", fn -> Store.alloc(term(r)) end}
+  defp call(6, r, _d, _o), do: {"alloc(1, fill)", fn -> Store.alloc(1, fill: bad_fill(r)) end}
+  defp call(7, r, d, o), do: {"alloc(1, owner)", fn -> Store.alloc(1, owner: owner(r, d, o)) end}
+  defp call(8, r, _d, _o), do: {"intern(term)", fn -> Store.intern(term(r)) end}
+  defp call(9, r, _d, _o), do: {"intern(x, label)", fn -> Store.intern("x", label: label(r)) end}
+  defp call(10, r, _d, _o), do: {"live(opts)", fn -> Store.live(term(r)) end}
+  defp call(11, r, _d, _o), do: {"live(label)", fn -> Store.live(label: label(r)) end}
+  defp call(12, r, _d, _o), do: {"live(older_than)", fn -> Store.live(older_than: bad_int(r)) end}
+
+  defp call(13, r, _d, _o),
+    do: {"set_capacity(term)", fn -> Store.set_capacity(bad_capacity(r)) end}
+
+  defp call(14, r, _d, _o), do: {"put!(term)", fn -> Store.put!(term(r)) end}
+
+  defp bad_fill(r), do: Enum.at([-1, 256, 1 <<< 64, 1.0, "7", nil], uniform(r, 6) - 1)
+  defp bad_int(r), do: Enum.at([-1, -(1 <<< 70), 2.5, "1", :x, [1]], uniform(r, 6) - 1)
+  defp bad_capacity(r), do: Enum.at([-1, 1 <<< 64, 1.0, :unlimited, "10", nil], uniform(r, 6) - 1)
+
+  defp term_not_string(r) do
+    case term(r) do
+      bin when is_binary(bin) -> 42
+      atom when is_atom(atom) -> 42
+      other -> other
+    end
+  end
+
+  defp improper_list(r), do: Enum.reduce(1..uniform(r, 50), :tail, &[&1 | &2])
+  defp nested(depth), do: Enum.reduce(1..depth, [], fn i, acc -> [i, acc] end)
+
+  # A 64-bit LCG over an atomics cell (quality is irrelevant here; determinism is what matters).
+  defp uniform({:box, box}, n) do
+    x = :atomics.get(box, 1)
+    x = rem(x * 6_364_136_223_846_793_005 + 1_442_695_040_888_963_407, 1 <<< 63)
+    :atomics.put(box, 1, x)
+    rem(x >>> 17, n) + 1
+  end
+end
