@@ -631,7 +631,11 @@ mod tests {
         let grown = r.shared.lock().entries.capacity();
         drop(held);
         let state = r.shared.lock();
-        assert!(state.entries.capacity() <= 2048, "{} of {grown}", state.entries.capacity());
+        assert!(
+            state.entries.capacity() <= 2048,
+            "{} of {grown}",
+            state.entries.capacity()
+        );
     }
 
     #[test]
