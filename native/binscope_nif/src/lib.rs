@@ -15,6 +15,7 @@ mod allocator;
 mod error;
 mod label;
 mod store;
+mod timeslice;
 
 rustler::init!("Elixir.Binscope.Native", load = load);
 

@@ -20,6 +20,7 @@ use rustler::{
 
 use crate::error::NifError;
 use crate::label::{self, LabelTerm};
+use crate::timeslice::charged;
 
 /// The node-wide registry. It lives as long as the library is loaded.
 pub static REGISTRY: LazyLock<Registry<LocalPid>> = LazyLock::new(Registry::new);
@@ -104,7 +105,7 @@ fn intern<'a>(env: Env<'a>, data: Binary, label: Term, owner: LocalPid) -> Store
 
 #[rustler::nif]
 fn store_put<'a>(env: Env<'a>, data: Binary, label: Term, owner: LocalPid) -> StoreResult<'a> {
-    put(env, data, label, owner)
+    charged(env, || put(env, data, label, owner))
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -125,7 +126,7 @@ fn store_alloc<'a>(
     label: Term,
     owner: LocalPid,
 ) -> StoreResult<'a> {
-    alloc(env, size, fill, label, owner)
+    charged(env, || alloc(env, size, fill, label, owner))
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -141,7 +142,7 @@ fn store_alloc_dirty<'a>(
 
 #[rustler::nif]
 fn store_intern<'a>(env: Env<'a>, data: Binary, label: Term, owner: LocalPid) -> StoreResult<'a> {
-    intern(env, data, label, owner)
+    charged(env, || intern(env, data, label, owner))
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -203,8 +204,8 @@ impl From<Stats> for StatsMap {
 }
 
 #[rustler::nif]
-fn store_stats() -> StatsMap {
-    REGISTRY.stats().into()
+fn store_stats(env: Env) -> StatsMap {
+    charged(env, || REGISTRY.stats().into())
 }
 
 #[derive(NifMap)]
@@ -227,12 +228,14 @@ impl From<LabelStats> for LabelMap {
 
 /// `[{label, %{count, bytes, peak_bytes}}]`. Bounded by `MAX_LABELS`, so it stays short.
 #[rustler::nif]
-fn store_by_label() -> Vec<(LabelTerm, LabelMap)> {
-    REGISTRY
-        .by_label()
-        .into_iter()
-        .map(|(l, s)| (LabelTerm(l), s.into()))
-        .collect()
+fn store_by_label(env: Env) -> Vec<(LabelTerm, LabelMap)> {
+    charged(env, || {
+        REGISTRY
+            .by_label()
+            .into_iter()
+            .map(|(l, s)| (LabelTerm(l), s.into()))
+            .collect()
+    })
 }
 
 /// `[{pid, count, bytes, alive}]`: one per owner with live binaries. Dirty: it may be long.
@@ -300,7 +303,7 @@ fn store_live(
 
 /// `nil` removes the capacity.
 #[rustler::nif]
-fn store_set_capacity(capacity: Option<u64>) -> rustler::types::atom::Atom {
-    REGISTRY.set_capacity(capacity);
+fn store_set_capacity(env: Env, capacity: Option<u64>) -> rustler::types::atom::Atom {
+    charged(env, || REGISTRY.set_capacity(capacity));
     rustler::types::atom::ok()
 }
