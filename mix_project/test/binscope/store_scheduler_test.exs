@@ -30,7 +30,8 @@ defmodule Binscope.StoreSchedulerTest do
   test "put, alloc, intern and the reports never hold a normal scheduler for 1 ms" do
     # Inputs are built before the monitor starts: building them is not the store's work.
     inputs =
-      for size <- [1024, 60 * 1024, 64 * 1024, @mib, 16 * @mib], do: :binary.copy("i", size)
+      for size <- [1024, 64 * 1024, 255 * 1024, 256 * 1024, @mib, 16 * @mib],
+          do: :binary.copy("i", size)
 
     worker = fn ->
       held =
@@ -59,7 +60,7 @@ defmodule Binscope.StoreSchedulerTest do
     reports =
       with_long_schedule_monitor(fn ->
         task = Task.async(fn -> send(parent, {:worker, self()}) && worker.() end)
-        assert Task.await(task, 30_000) == 15
+        assert Task.await(task, 30_000) == 18
       end)
 
     assert_received {:worker, worker_pid}

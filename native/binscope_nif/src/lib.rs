@@ -11,6 +11,15 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc options, read once at start-up. `oversize_threshold:0` keeps large buffers (>= 8 MiB)
+/// in the normal arenas: by default they go to a dedicated arena that returns their pages to the
+/// OS at once, so every 16 MiB put faulted in 4096 fresh pages (measured: 0.39x the speed of
+/// `:binary.copy` in a steady put/drop cycle). Freed pages now stay for jemalloc's usual decay
+/// (10 s) and show in `allocator().resident` meanwhile.
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"oversize_threshold:0\0";
+
 mod allocator;
 mod error;
 mod label;
