@@ -195,13 +195,26 @@ impl Model {
     }
 
     /// Records a new allocation the registry just made.
-    fn created(&mut self, blob: Arc<Blob<Owner>>, label: Label, owner: Owner, content: Content, interned: bool) {
+    fn created(
+        &mut self,
+        blob: Arc<Blob<Owner>>,
+        label: Label,
+        owner: Owner,
+        content: Content,
+        interned: bool,
+    ) {
         let id = blob.id();
         assert!(
-            self.entries.keys().next_back().is_none_or(|last| *last < id),
+            self.entries
+                .keys()
+                .next_back()
+                .is_none_or(|last| *last < id),
             "ids grow with creation order"
         );
-        assert!(content.matches(blob.bytes()), "new blob {id} has the wrong bytes");
+        assert!(
+            content.matches(blob.bytes()),
+            "new blob {id} has the wrong bytes"
+        );
         let size = blob.len() as u64;
         self.entries.insert(
             id,
@@ -227,7 +240,10 @@ impl Model {
         let blob = self.held.swap_remove(index);
         let id = blob.id();
         let e = self.entries.get_mut(&id).expect("held blob has an entry");
-        assert!(e.content.matches(blob.bytes()), "blob {id} changed its bytes");
+        assert!(
+            e.content.matches(blob.bytes()),
+            "blob {id} changed its bytes"
+        );
         e.holders -= 1;
         let last = e.holders == 0;
         let o = e.owner;
@@ -270,7 +286,10 @@ fn check(r: &Registry<Owner>, m: &Model) {
     }
 
     let by_label = r.by_label();
-    assert!(by_label.windows(2).all(|w| w[0].1.bytes >= w[1].1.bytes), "by_label order");
+    assert!(
+        by_label.windows(2).all(|w| w[0].1.bytes >= w[1].1.bytes),
+        "by_label order"
+    );
     let got: HashMap<Label, LabelStats> = by_label.into_iter().collect();
     let want: HashMap<Label, LabelStats> = m
         .label_peaks
@@ -290,14 +309,24 @@ fn check(r: &Registry<Owner>, m: &Model) {
     assert_eq!(got, want, "by_label");
 
     let by_owner = r.by_owner();
-    assert!(by_owner.windows(2).all(|w| w[0].1.bytes >= w[1].1.bytes), "by_owner order");
+    assert!(
+        by_owner.windows(2).all(|w| w[0].1.bytes >= w[1].1.bytes),
+        "by_owner order"
+    );
     let got: HashMap<Owner, OwnerStats> = by_owner.into_iter().collect();
     let want: HashMap<Owner, OwnerStats> = holding
         .iter()
         .map(|o| {
             let (count, bytes) = m.owner_totals(*o);
             let alive = m.owners[o];
-            (*o, OwnerStats { count, bytes, alive })
+            (
+                *o,
+                OwnerStats {
+                    count,
+                    bytes,
+                    alive,
+                },
+            )
         })
         .collect();
     assert_eq!(got, want, "by_owner");
@@ -325,7 +354,11 @@ fn check_live(r: &Registry<Owner>, m: &Model, f: &LiveFilter<Owner>) {
         assert_eq!(g.label, e.label);
         assert_eq!(g.owner, e.owner);
         assert_eq!(g.interned, e.interned);
-        assert_eq!(g.owner_alive, m.owners.get(&e.owner) == Some(&true), "owner_alive of {id}");
+        assert_eq!(
+            g.owner_alive,
+            m.owners.get(&e.owner) == Some(&true),
+            "owner_alive of {id}"
+        );
     }
 }
 
@@ -347,10 +380,15 @@ fn expect_new(
             assert_eq!(blob.len() as u64, size);
             m.created(blob, label, owner, content, interned);
             if let Some(c) = m.cap {
-                assert!(m.live_bytes() <= c, "an allocation took live bytes over the capacity");
+                assert!(
+                    m.live_bytes() <= c,
+                    "an allocation took live bytes over the capacity"
+                );
             }
         }
-        (Err(StoreError::Capacity), Err(StoreError::Capacity)) => m.refused_nothing_changed(r, before),
+        (Err(StoreError::Capacity), Err(StoreError::Capacity)) => {
+            m.refused_nothing_changed(r, before)
+        }
         (got, want) => panic!("{size} bytes under {:?}: got {got:?}, want {want:?}", m.cap),
     }
 }
@@ -370,8 +408,15 @@ fn intern(r: &Registry<Owner>, m: &mut Model, bytes: Vec<u8>, l: Label, o: Owner
         Some(old) => {
             let i = result.expect("a hit is allowed even at capacity");
             assert!(i.hit, "identical live content must be a hit");
-            assert!(Arc::ptr_eq(&i.blob, &old), "a hit returns the live allocation");
-            assert_eq!(i.blob.bytes(), bytes.as_slice(), "dedup returns identical content");
+            assert!(
+                Arc::ptr_eq(&i.blob, &old),
+                "a hit returns the live allocation"
+            );
+            assert_eq!(
+                i.blob.bytes(),
+                bytes.as_slice(),
+                "dedup returns identical content"
+            );
             m.entries.get_mut(&old.id()).unwrap().holders += 1;
             m.held.push(i.blob);
             m.hits += 1;
@@ -383,7 +428,17 @@ fn intern(r: &Registry<Owner>, m: &mut Model, bytes: Vec<u8>, l: Label, o: Owner
                 assert!(!i.hit, "no identical live content: must allocate");
                 i.blob
             });
-            expect_new(r, m, result, &before, size, l, o, Content::Bytes(bytes), true);
+            expect_new(
+                r,
+                m,
+                result,
+                &before,
+                size,
+                l,
+                o,
+                Content::Bytes(bytes),
+                true,
+            );
         }
     }
 }
@@ -395,40 +450,91 @@ fn run(ops: Vec<Op>) {
     for op in ops {
         let before = r.stats();
         match op {
-            Op::Put { len, byte, label: l, owner: o } => {
+            Op::Put {
+                len,
+                byte,
+                label: l,
+                owner: o,
+            } => {
                 let (l, o, n) = (label(l), owner(o), len as usize);
                 let res = r.put(&vec![byte; n], l.clone(), o);
-                expect_new(&r, &mut m, res, &before, n as u64, l, o, Content::Fill(byte, n), false);
+                expect_new(
+                    &r,
+                    &mut m,
+                    res,
+                    &before,
+                    n as u64,
+                    l,
+                    o,
+                    Content::Fill(byte, n),
+                    false,
+                );
             }
-            Op::PutBytes { bytes, label: l, owner: o } => {
+            Op::PutBytes {
+                bytes,
+                label: l,
+                owner: o,
+            } => {
                 let (l, o) = (label(l), owner(o));
                 let res = r.put(&bytes, l.clone(), o);
                 let size = bytes.len() as u64;
-                expect_new(&r, &mut m, res, &before, size, l, o, Content::Bytes(bytes), false);
+                expect_new(
+                    &r,
+                    &mut m,
+                    res,
+                    &before,
+                    size,
+                    l,
+                    o,
+                    Content::Bytes(bytes),
+                    false,
+                );
             }
-            Op::Alloc { size, fill, label: l, owner: o } => {
+            Op::Alloc {
+                size,
+                fill,
+                label: l,
+                owner: o,
+            } => {
                 let (l, o) = (label(l), owner(o));
                 let res = r.alloc(size as u64, fill, l.clone(), o);
                 let c = Content::Fill(fill, size as usize);
                 expect_new(&r, &mut m, res, &before, size as u64, l, o, c, false);
             }
-            Op::Intern { seed, len, label: l, owner: o } => {
+            Op::Intern {
+                seed,
+                len,
+                label: l,
+                owner: o,
+            } => {
                 let bytes = pattern(seed, len);
                 interned_once.get_or_insert_with(|| bytes.clone());
                 intern(&r, &mut m, bytes, label(l), owner(o));
             }
-            Op::InternBytes { bytes, label: l, owner: o } => {
+            Op::InternBytes {
+                bytes,
+                label: l,
+                owner: o,
+            } => {
                 interned_once.get_or_insert_with(|| bytes.clone());
                 intern(&r, &mut m, bytes, label(l), owner(o));
             }
-            Op::TooLarge { over, label: l, owner: o } => {
+            Op::TooLarge {
+                over,
+                label: l,
+                owner: o,
+            } => {
                 let size = (MAX_BINARY_SIZE + 1).saturating_add(over);
                 let err = r.alloc(size, 1, label(l), owner(o)).unwrap_err();
                 assert_eq!(err, StoreError::TooLarge);
                 assert!(err.is_caller_error());
                 m.refused_nothing_changed(&r, &before);
             }
-            Op::LongLabel { over, how, owner: o } => {
+            Op::LongLabel {
+                over,
+                how,
+                owner: o,
+            } => {
                 let long = Label::text(&"y".repeat(MAX_LABEL_BYTES + 1 + over as usize));
                 let err = match how % 3 {
                     0 => r.put(b"abc", long, owner(o)).unwrap_err(),
@@ -484,7 +590,12 @@ fn run(ops: Vec<Op>) {
                 r.set_capacity(cap);
                 m.cap = cap;
             }
-            Op::Live { label: l, owner: o, limit, old } => {
+            Op::Live {
+                label: l,
+                owner: o,
+                limit,
+                old,
+            } => {
                 let f = LiveFilter {
                     label: l.map(label),
                     owner: o.map(owner),
@@ -504,11 +615,17 @@ fn run(ops: Vec<Op>) {
     }
     check(&r, &m);
     let s = r.stats();
-    assert_eq!((s.live_count, s.live_bytes, s.reserved_bytes, s.owner_count), (0, 0, 0, 0));
+    assert_eq!(
+        (s.live_count, s.live_bytes, s.reserved_bytes, s.owner_count),
+        (0, 0, 0, 0)
+    );
     assert_eq!(s.allocs, s.frees);
     assert!(r.by_owner().is_empty());
     assert!(r.live(&LiveFilter::default()).is_empty());
-    assert!(r.by_label().iter().all(|(_, l)| l.count == 0 && l.bytes == 0));
+    assert!(r
+        .by_label()
+        .iter()
+        .all(|(_, l)| l.count == 0 && l.bytes == 0));
     // The dedup index forgot released content: interning it again allocates.
     if let Some(bytes) = interned_once {
         r.set_capacity(None);

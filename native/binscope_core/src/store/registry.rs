@@ -88,6 +88,9 @@ struct State<O: Owner> {
     entries: BTreeMap<u64, Entry<O>>,
     labels: HashMap<Label, LabelStats>,
     owners: HashMap<O, OwnerStats>,
+    /// Reservations in flight per owner. While an owner has one, `owner_down` keeps its record
+    /// (marked dead) so the commit counts under it instead of recreating it as alive.
+    in_flight: HashMap<O, u32>,
     /// Content hash -> live interned allocations with that hash (more than one only on a collision).
     dedup: HashMap<u128, Vec<InternedRef<O>>>,
     counters: Stats,
@@ -102,6 +105,7 @@ impl<O: Owner> Registry<O> {
                     entries: BTreeMap::new(),
                     labels: HashMap::new(),
                     owners: HashMap::new(),
+                    in_flight: HashMap::new(),
                     dedup: HashMap::new(),
                     counters: Stats::default(),
                 }),
@@ -143,9 +147,9 @@ impl<O: Owner> Registry<O> {
             return Ok(Interned { blob, hit: true });
         }
 
-        self.shared.lock().reserve(size, &label)?;
+        self.shared.lock().reserve(size, &label, &owner)?;
         let Some(data) = buffer::try_copy(bytes) else {
-            self.shared.lock().unreserve(size);
+            self.shared.lock().unreserve(size, &owner);
             return Err(StoreError::AllocFailed);
         };
 
@@ -153,7 +157,7 @@ impl<O: Owner> Registry<O> {
         let mut upgraded = Vec::new();
         let mut state = self.shared.lock();
         if let Some(existing) = state.matching_interned(key, bytes, &mut upgraded) {
-            state.unreserve(size);
+            state.unreserve(size, &owner);
             state.count_hit(size);
             drop(state);
             drop(upgraded);
@@ -272,9 +276,10 @@ impl<O: Owner> Registry<O> {
     /// Calling it twice is harmless.
     pub fn owner_down(&self, owner: &O) {
         let mut state = self.shared.lock();
+        let in_flight = state.in_flight.contains_key(owner);
         if let Some(o) = state.owners.get_mut(owner) {
             o.alive = false;
-            if o.count == 0 {
+            if o.count == 0 && !in_flight {
                 state.owners.remove(owner);
             }
         }
@@ -288,10 +293,10 @@ impl<O: Owner> Registry<O> {
         make: impl FnOnce() -> Option<Box<[u8]>>,
     ) -> Result<Arc<Blob<O>>, StoreError> {
         check_request(size, &label)?;
-        self.shared.lock().reserve(size, &label)?;
+        self.shared.lock().reserve(size, &label, &owner)?;
         // The copy or fill runs outside the lock; the reservation keeps the capacity exact.
         let Some(data) = make() else {
-            self.shared.lock().unreserve(size);
+            self.shared.lock().unreserve(size, &owner);
             return Err(StoreError::AllocFailed);
         };
         let mut state = self.shared.lock();
@@ -397,7 +402,7 @@ impl<O: Owner> State<O> {
 
     /// Counts `size` against the capacity before any memory is touched, and makes sure the label
     /// can be tracked.
-    fn reserve(&mut self, size: u64, label: &Label) -> Result<(), StoreError> {
+    fn reserve(&mut self, size: u64, label: &Label, owner: &O) -> Result<(), StoreError> {
         let c = &self.counters;
         if let Some(cap) = c.capacity {
             let wanted = c
@@ -415,7 +420,27 @@ impl<O: Owner> State<O> {
             self.labels.insert(label.clone(), LabelStats::default());
         }
         self.counters.reserved_bytes += size;
+        *self.in_flight.entry(owner.clone()).or_insert(0) += 1;
         Ok(())
+    }
+
+    /// Ends `owner`'s reservation (committed or given back). Drops a dead owner's record if this
+    /// was the last thing keeping it.
+    fn end_in_flight(&mut self, owner: &O) {
+        if let Some(n) = self.in_flight.get_mut(owner) {
+            *n -= 1;
+            if *n > 0 {
+                return;
+            }
+            self.in_flight.remove(owner);
+        }
+        if self
+            .owners
+            .get(owner)
+            .is_some_and(|o| !o.alive && o.count == 0)
+        {
+            self.owners.remove(owner);
+        }
     }
 
     /// Gives memory back after a burst: hash maps never shrink by themselves, and a node that once
@@ -429,8 +454,9 @@ impl<O: Owner> State<O> {
         }
     }
 
-    fn unreserve(&mut self, size: u64) {
+    fn unreserve(&mut self, size: u64, owner: &O) {
         self.counters.reserved_bytes -= size;
+        self.end_in_flight(owner);
     }
 
     fn count_hit(&mut self, size: u64) {
@@ -479,6 +505,7 @@ impl<O: Owner> State<O> {
         let o = self.owners.entry(owner.clone()).or_default();
         o.count += 1;
         o.bytes += size;
+        self.end_in_flight(&owner);
 
         self.entries.insert(
             id,
@@ -628,6 +655,51 @@ mod tests {
             OwnerState::New,
             "record dropped once empty"
         );
+    }
+
+    /// Regression (found by review for issue 6): an owner that exits while its put is copying
+    /// outside the lock was recorded as alive again by the commit, with no monitor left to say
+    /// otherwise, and its record outlived its binaries (a later `watch_owner` said `Alive`).
+    #[test]
+    fn owner_dying_during_an_insert_stays_dead() {
+        let r = reg();
+        assert_eq!(r.watch_owner(&4), OwnerState::New);
+        let blob = r
+            .insert(3, Label::default_label(), 4, || {
+                // The copy runs outside the lock; the owner's monitor fires meanwhile.
+                r.owner_down(&4);
+                buffer::try_copy(b"abc")
+            })
+            .unwrap();
+        assert_eq!(
+            r.by_owner(),
+            vec![(
+                4,
+                OwnerStats {
+                    count: 1,
+                    bytes: 3,
+                    alive: false
+                }
+            )]
+        );
+        assert!(!r.live(&LiveFilter::default())[0].owner_alive);
+        assert_eq!(r.watch_owner(&4), OwnerState::Dead);
+        drop(blob);
+        assert!(r.by_owner().is_empty());
+        assert_eq!(r.stats().owner_count, 0);
+        assert_eq!(r.watch_owner(&4), OwnerState::New, "no record left behind");
+    }
+
+    #[test]
+    fn owner_dying_during_a_failed_insert_leaves_no_record() {
+        let r = reg();
+        assert_eq!(r.watch_owner(&4), OwnerState::New);
+        let err = r.insert(3, Label::default_label(), 4, || {
+            r.owner_down(&4);
+            None
+        });
+        assert_eq!(err.unwrap_err(), StoreError::AllocFailed);
+        assert_eq!(r.watch_owner(&4), OwnerState::New, "no record left behind");
     }
 
     #[test]
