@@ -56,7 +56,12 @@ mod tests {
 
     #[test]
     fn impossible_sizes_fail_instead_of_aborting() {
+        // Refused by the layout check before the allocator is asked: runs under Miri too.
         assert!(try_filled(usize::MAX, 0).is_none());
-        assert!(try_filled(usize::MAX / 2, 1).is_none());
+        // Refused by the allocator. Miri cannot model that: it stops with "resource exhaustion"
+        // instead of returning null, so this half runs only natively.
+        if !cfg!(miri) {
+            assert!(try_filled(usize::MAX / 2, 1).is_none());
+        }
     }
 }

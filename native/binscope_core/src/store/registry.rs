@@ -747,6 +747,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "Miri stops with resource exhaustion instead of returning null for 1 TiB"
+    )]
     fn allocation_failure_releases_the_reservation() {
         let r = reg();
         // Within MAX_BINARY_SIZE but far above any machine's memory with overcommit heuristics.
@@ -759,7 +763,9 @@ mod tests {
     #[test]
     fn tables_shrink_after_a_burst() {
         let r = reg();
-        let held: Vec<_> = (0..100_000u32)
+        // Fewer under Miri (about 1000x slower); still well above the 1024-slot floor.
+        let n: u32 = if cfg!(miri) { 2_000 } else { 100_000 };
+        let held: Vec<_> = (0..n)
             .map(|i| {
                 r.intern(&i.to_le_bytes(), Label::default_label(), 1)
                     .unwrap()
