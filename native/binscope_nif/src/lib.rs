@@ -8,6 +8,9 @@
 
 // jemalloc owns every native byte, so its statistics describe exactly what the NIF holds.
 // `disable_initial_exec_tls` is required for a library loaded with dlopen (see PLATFORM.md).
+// `system_alloc` (sanitizer builds only, scripts/sanitize.sh): the system allocator, so
+// AddressSanitizer sees every native buffer; `allocator_stats` then reads an unused jemalloc.
+#[cfg(not(feature = "system_alloc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -16,6 +19,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// OS at once, so every 16 MiB put faulted in 4096 fresh pages (measured: 0.39x the speed of
 /// `:binary.copy` in a steady put/drop cycle). Freed pages now stay for jemalloc's usual decay
 /// (10 s) and show in `allocator().resident` meanwhile.
+#[cfg(not(feature = "system_alloc"))]
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &[u8] = b"oversize_threshold:0\0";
