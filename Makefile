@@ -6,7 +6,7 @@ export LANG ?= C.UTF-8
 export LC_ALL ?= C.UTF-8
 MIX := cd mix_project && mix
 
-.PHONY: demo test bench soak setup rust-checks elixir-checks clean
+.PHONY: demo test bench soak fuzz miri sanitize setup rust-checks elixir-checks clean
 
 ## The main job: builds everything and runs the demo tour.
 demo: setup
@@ -26,6 +26,19 @@ bench: setup
 soak: setup
 	cd mix_project && BINSCOPE_HOSTILE_CALLS=$${BINSCOPE_HOSTILE_CALLS:-1000000} \
 	  BINSCOPE_SOAK_SECONDS=$${BINSCOPE_SOAK_SECONDS:-300} MIX_ENV=test mix test test/binscope/hardening
+
+## Rust hardening (nightly; not part of `make test`, see README "Reliability"):
+## cargo-fuzz targets of the core, FUZZ_SECONDS each (default 600, one job).
+fuzz:
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-600} scripts/fuzz.sh
+
+## Miri over binscope_core's unit, property and thread tests (cfg(miri) sizes; about 25 min).
+miri:
+	scripts/miri.sh
+
+## The NIF built with AddressSanitizer (system allocator) under an ExUnit subset.
+sanitize: setup
+	scripts/sanitize.sh
 
 setup:
 	@scripts/setup.sh
