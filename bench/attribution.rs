@@ -14,7 +14,7 @@ fn node(processes: u64, per_process: u64) -> Snapshot {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let key = if x % 5 == 0 {
+            let key = if x.is_multiple_of(5) {
                 0x10_0000 + 64 * (x % 1_000)
             } else {
                 0x1_0000_0000 + 64 * (p * per_process + i)

@@ -92,6 +92,8 @@ pub struct ProcessShare {
     pub pss: u64,
     /// Distinct binaries this process shares with other processes.
     pub shared: u64,
+    /// Bytes of distinct store entries it holds (their real size, not the VM's 72).
+    pub store_bytes: u64,
 }
 
 /// A binary held by more than one process.
@@ -193,6 +195,9 @@ pub fn attribute(snap: &Snapshot, top_shared: usize) -> Attribution {
             }
             slot.last_pass2 = mark;
             share.distinct += 1;
+            if super::store_entry(r.key).is_some() {
+                share.store_bytes += slot.size;
+            }
             let holders = u64::from(slot.holders);
             if holders == 1 && slot.refc <= u64::from(slot.seen_refs) {
                 share.uss += slot.size;

@@ -76,7 +76,7 @@ pub fn suggest(f: &Facts) -> (Suggestion, String) {
         return (
             Suggestion::BinaryCopy,
             format!(
-                "after a full GC it still holds {} bytes in {} binaries against a {}-byte heap: small slices of large binaries keep their parents alive; :binary.copy/1 the parts it keeps",
+                "after a full GC it still holds {} bytes in {} binaries against a {}-byte heap; if what it keeps are small slices (sub-binaries) of those binaries, each slice keeps its whole parent alive: :binary.copy/1 the slices it keeps",
                 f.retained_binary_bytes, f.retained_binaries, f.heap_bytes
             ),
         );

@@ -172,7 +172,9 @@ impl<O: Owner> Registry<O> {
     /// this after forcing collections: an entry that is gone was freed, exactly.
     pub fn contains_ids(&self, ids: &[u64]) -> Vec<bool> {
         let state = self.shared.lock();
-        ids.iter().map(|id| state.entries.contains_key(id)).collect()
+        ids.iter()
+            .map(|id| state.entries.contains_key(id))
+            .collect()
     }
 
     /// Store-wide counters, consistent with each other.
