@@ -149,27 +149,51 @@ struct Slot {
     served: u32,
 }
 
+/// Maps every key to a dense slot index. Pass 1 remembers each reference's slot, so pass 2
+/// walks references in order without hashing again (the hash lookups are the cost at 1M refs).
+pub(crate) fn index_keys(snap: &Snapshot) -> (Vec<u32>, Vec<(u64, u64, u64)>) {
+    let mut index: HashMap<u64, u32, BuildHasherDefault<AddrHasher>> =
+        HashMap::with_capacity_and_hasher(snap.total_refs(), Default::default());
+    let mut ref_slot = Vec::with_capacity(snap.total_refs());
+    // (key, size, refc) per slot.
+    let mut keys: Vec<(u64, u64, u64)> = Vec::new();
+    for r in &snap.refs {
+        let next = keys.len() as u32;
+        let i = *index.entry(r.key).or_insert(next);
+        if i == next {
+            keys.push((r.key, r.size, r.refc));
+        } else {
+            let k = &mut keys[i as usize];
+            k.2 = k.2.max(r.refc);
+        }
+        ref_slot.push(i);
+    }
+    (ref_slot, keys)
+}
+
 /// Attributes every binary of `snap` to its holders. `top_shared` bounds the list of most shared
 /// binaries returned.
 pub fn attribute(snap: &Snapshot, top_shared: usize) -> Attribution {
-    let mut slots: HashMap<u64, Slot, BuildHasherDefault<AddrHasher>> =
-        HashMap::with_capacity_and_hasher(snap.total_refs(), Default::default());
     let n = snap.processes();
+    let (ref_slot, keys) = index_keys(snap);
+    let mut slots: Vec<Slot> = keys
+        .iter()
+        .map(|&(_, size, refc)| Slot {
+            size,
+            refc,
+            holders: 0,
+            seen_refs: 0,
+            last_pass1: 0,
+            last_pass2: 0,
+            served: 0,
+        })
+        .collect();
 
     for p in 0..n {
         let mark = p as u32 + 1;
-        for r in snap.process(p) {
-            let slot = slots.entry(r.key).or_insert(Slot {
-                size: r.size,
-                refc: r.refc,
-                holders: 0,
-                seen_refs: 0,
-                last_pass1: 0,
-                last_pass2: 0,
-                served: 0,
-            });
+        for &i in &ref_slot[snap.bounds[p]..snap.bounds[p + 1]] {
+            let slot = &mut slots[i as usize];
             slot.seen_refs = slot.seen_refs.saturating_add(1);
-            slot.refc = slot.refc.max(r.refc);
             if slot.last_pass1 != mark {
                 slot.last_pass1 = mark;
                 slot.holders += 1;
@@ -186,10 +210,11 @@ pub fn attribute(snap: &Snapshot, top_shared: usize) -> Attribution {
     for p in 0..n {
         let mark = p as u32 + 1;
         let mut share = ProcessShare::default();
-        for r in snap.process(p) {
+        let (lo, hi) = (snap.bounds[p], snap.bounds[p + 1]);
+        for (r, &i) in snap.refs[lo..hi].iter().zip(&ref_slot[lo..hi]) {
             share.refs += 1;
             share.bytes += r.size;
-            let slot = slots.get_mut(&r.key).expect("pass 1 saw every key");
+            let slot = &mut slots[i as usize];
             if slot.last_pass2 == mark {
                 continue;
             }
@@ -214,7 +239,7 @@ pub fn attribute(snap: &Snapshot, top_shared: usize) -> Attribution {
     }
 
     let mut shared = Vec::new();
-    for (&key, slot) in &slots {
+    for (slot, &(key, _, _)) in slots.iter().zip(&keys) {
         summary.unique_binaries += 1;
         summary.unique_bytes += slot.size;
         if slot.refc > u64::from(slot.seen_refs) {
@@ -248,7 +273,7 @@ pub fn attribute(snap: &Snapshot, top_shared: usize) -> Attribution {
 /// A fast hasher for binary addresses and store keys (both well spread in their high bits after
 /// one multiply). Not for untrusted keys: nothing here is.
 #[derive(Default)]
-struct AddrHasher(u64);
+pub(crate) struct AddrHasher(u64);
 
 impl Hasher for AddrHasher {
     fn finish(&self) -> u64 {

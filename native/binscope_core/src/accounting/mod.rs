@@ -14,6 +14,8 @@ pub use attribution::{
 };
 pub use handles::HandleIndex;
 
+pub(crate) use attribution::AddrHasher;
+
 /// Keys at or above this value name store entries (`STORE_KEY_BASE + entry id`); keys below are
 /// binary addresses as the VM reports them (user-space addresses are far below 2^62).
 pub const STORE_KEY_BASE: u64 = 1 << 62;

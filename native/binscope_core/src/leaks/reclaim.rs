@@ -10,8 +10,9 @@
 //! back, split among the processes that dropped each binary so that the sum is exact.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
-use crate::accounting::{store_entry, Snapshot};
+use crate::accounting::{store_entry, AddrHasher, Snapshot};
 
 /// What a forced collection of one process gave back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,7 +49,8 @@ pub fn reclaimed(
         "same processes before and after"
     );
     let n = before.processes();
-    let mut seen: HashMap<u64, Seen> = HashMap::new();
+    let mut seen: HashMap<u64, Seen, BuildHasherDefault<AddrHasher>> =
+        HashMap::with_capacity_and_hasher(before.total_refs(), Default::default());
     for p in 0..n {
         for r in before.process(p) {
             let s = seen.entry(r.key).or_default();
