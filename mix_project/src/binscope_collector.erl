@@ -18,9 +18,10 @@
 
 -define(NATIVE, 'Elixir.Binscope.Native').
 %% A process record, in the order binscope's Elixir side reads it.
--define(ITEMS, [registered_name, initial_call, current_function, memory, total_heap_size,
-                heap_size, stack_size, message_queue_len, reductions, binary,
-                garbage_collection, garbage_collection_info]).
+%% Heap, stack and total heap sizes come from garbage_collection_info: every item costs (the
+%% result is built on the collector's heap), so none is asked twice.
+-define(ITEMS, [registered_name, initial_call, current_function, memory, message_queue_len,
+                reductions, binary, garbage_collection, garbage_collection_info]).
 
 %% Snapshot of processes: #{node, time_ms, word_size, store, procs => [Record]}.
 %% Opts: #{pids => all | [pid()]}. Processes that exit during the scan are skipped.
@@ -29,13 +30,30 @@ snapshot(Opts) ->
                all -> erlang:processes();
                List when is_list(List) -> [P || P <- List, is_pid(P), node(P) =:= node()]
            end,
-    Raw = collect(Pids, []),
+    Raw = collect_sized(Pids),
     Records = resolve_store(Raw),
     #{node => node(),
       time_ms => erlang:system_time(millisecond),
       word_size => erlang:system_info(wordsize),
       store => store_loaded(),
       procs => Records}.
+
+%% The records pile up on the collecting process's heap; growing it step by step would copy
+%% them at every GC. A process started with a heap sized for the whole result collects them
+%% once and hands them over in one copy.
+collect_sized(Pids) ->
+    Words = 64 * length(Pids) + 1000,
+    Parent = self(),
+    Ref = make_ref(),
+    {Pid, MRef} = spawn_opt(fun() -> Parent ! {Ref, collect(Pids, [])} end,
+                            [monitor, {min_heap_size, Words}, {fullsweep_after, 0}]),
+    receive
+        {Ref, Records} ->
+            erlang:demonitor(MRef, [flush]),
+            Records;
+        {'DOWN', MRef, process, Pid, Reason} ->
+            erlang:error({collector_died, Reason})
+    end.
 
 collect([], Acc) ->
     lists:reverse(Acc);
@@ -48,15 +66,18 @@ collect([P | Rest], Acc) ->
     end.
 
 record(P, [{registered_name, Name}, {initial_call, Init}, {current_function, Cur},
-           {memory, Mem}, {total_heap_size, THeap}, {heap_size, Heap}, {stack_size, Stack},
-           {message_queue_len, MQL}, {reductions, Reds}, {binary, Bins},
+           {memory, Mem}, {message_queue_len, MQL}, {reductions, Reds}, {binary, Bins},
            {garbage_collection, GC}, {garbage_collection_info, GCI}]) ->
+    G = fun(K) -> proplists:get_value(K, GCI, 0) end,
+    Heap = G(heap_size),
+    Stack = G(stack_size),
+    %% As process_info's total_heap_size: young and old heap blocks plus heap fragments.
+    THeap = G(heap_block_size) + G(old_heap_block_size) + G(mbuf_size),
     %% Element 11 is the binary list (resolve_store/1 rewrites it); element 17 is what the VM
     %% itself reports for them (store binaries at their listed size).
     {P, name(Name), initial_call(P, Init), Cur, Mem, THeap, Heap, Stack, MQL, Reds, Bins,
      proplists:get_value(minor_gcs, GC, 0), proplists:get_value(fullsweep_after, GC, 0),
-     proplists:get_value(bin_vheap_size, GCI, 0), proplists:get_value(bin_old_vheap_size, GCI, 0),
-     proplists:get_value(old_heap_size, GCI, 0), listed_bytes(Bins, 0)}.
+     G(bin_vheap_size), G(bin_old_vheap_size), G(old_heap_size), listed_bytes(Bins, 0)}.
 
 listed_bytes([], Acc) -> Acc;
 listed_bytes([{_, Size, _} | T], Acc) -> listed_bytes(T, Acc + Size).
