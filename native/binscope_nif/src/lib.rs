@@ -5,6 +5,7 @@
 //! - `accounting` <-> `Binscope.Accounting` / `Binscope.Leaks` (NIFs prefixed `accounting_`)
 //! - `report` <-> `Binscope.Report` (NIFs prefixed `report_`)
 //! - `allocator` <-> `Binscope.Store.allocator/0` (NIFs prefixed `allocator_`)
+//! - `chart` <-> `Binscope.Chart` (NIFs prefixed `chart_`)
 //!
 //! Every NIF is a stub in the hidden Elixir module `Binscope.Native`.
 
@@ -24,6 +25,7 @@ pub static malloc_conf: &[u8] = b"oversize_threshold:0\0";
 
 mod accounting;
 mod allocator;
+mod chart;
 mod error;
 mod label;
 mod report;
