@@ -68,16 +68,29 @@ collect([P | Rest], Acc) ->
 record(P, [{registered_name, Name}, {initial_call, Init}, {current_function, Cur},
            {memory, Mem}, {message_queue_len, MQL}, {reductions, Reds}, {binary, Bins},
            {garbage_collection, GC}, {garbage_collection_info, GCI}]) ->
-    G = fun(K) -> proplists:get_value(K, GCI, 0) end,
-    Heap = G(heap_size),
-    Stack = G(stack_size),
-    %% As process_info's total_heap_size: young and old heap blocks plus heap fragments.
-    THeap = G(heap_block_size) + G(old_heap_block_size) + G(mbuf_size),
+    {Minor, Fullsweep} = gc(GC),
+    {OldBlock, Block, Mbuf, Stack, OldHeap, Heap, VHeap, OldVHeap} = gc_info(GCI),
     %% Element 11 is the binary list (resolve_store/1 rewrites it); element 17 is what the VM
-    %% itself reports for them (store binaries at their listed size).
-    {P, name(Name), initial_call(P, Init), Cur, Mem, THeap, Heap, Stack, MQL, Reds, Bins,
-     proplists:get_value(minor_gcs, GC, 0), proplists:get_value(fullsweep_after, GC, 0),
-     G(bin_vheap_size), G(bin_old_vheap_size), G(old_heap_size), listed_bytes(Bins, 0)}.
+    %% itself reports for them (store binaries at their listed size). The total heap is what
+    %% process_info's total_heap_size reports: young and old heap blocks plus heap fragments.
+    {P, name(Name), initial_call(P, Init), Cur, Mem, OldBlock + Block + Mbuf, Heap, Stack, MQL,
+     Reds, Bins, Minor, Fullsweep, VHeap, OldVHeap, OldHeap, listed_bytes(Bins, 0)}.
+
+%% ERTS builds these lists in a fixed order; match it directly (a scan of 50k processes spends
+%% real time in key lookups) and fall back to lookups if a release ever changes it.
+gc([_MaxHeap, _MinBinVHeap, _MinHeap, {fullsweep_after, F}, {minor_gcs, M}]) ->
+    {M, F};
+gc(GC) ->
+    {proplists:get_value(minor_gcs, GC, 0), proplists:get_value(fullsweep_after, GC, 0)}.
+
+gc_info([{old_heap_block_size, OB}, {heap_block_size, B}, {mbuf_size, MB}, {recent_size, _},
+         {stack_size, S}, {old_heap_size, OH}, {heap_size, H}, {bin_vheap_size, V},
+         {bin_vheap_block_size, _}, {bin_old_vheap_size, OV}, {bin_old_vheap_block_size, _}]) ->
+    {OB, B, MB, S, OH, H, V, OV};
+gc_info(GCI) ->
+    G = fun(K) -> proplists:get_value(K, GCI, 0) end,
+    {G(old_heap_block_size), G(heap_block_size), G(mbuf_size), G(stack_size), G(old_heap_size),
+     G(heap_size), G(bin_vheap_size), G(bin_old_vheap_size)}.
 
 listed_bytes([], Acc) -> Acc;
 listed_bytes([{_, Size, _} | T], Acc) -> listed_bytes(T, Acc + Size).
