@@ -25,8 +25,9 @@ defmodule Binscope.Demo.StoreLifecycleTest do
     # The VM's own tools: each native binary is listed at well under 1% of its size.
     assert held.pinfo_bytes < div(held.store_bytes, 100)
     assert held.vm_binary_delta < div(held.store_bytes, 10)
-    # ... while the same bytes as ordinary refc binaries are fully visible.
-    assert ordinary.vm_binary_delta >= 20 * @size
+    # ... while the same bytes as ordinary refc binaries are fully visible (the node-wide figure
+    # also moves with other processes' binaries: allow 2% of it to have left meanwhile).
+    assert ordinary.vm_binary_delta >= div(20 * @size * 98, 100)
     assert ordinary.pinfo_bytes == 20 * @size
 
     text = IO.iodata_to_binary(StoreLifecycle.render(r))
