@@ -30,30 +30,13 @@ snapshot(Opts) ->
                all -> erlang:processes();
                List when is_list(List) -> [P || P <- List, is_pid(P), node(P) =:= node()]
            end,
-    Raw = collect_sized(Pids),
+    Raw = collect(Pids, []),
     Records = resolve_store(Raw),
     #{node => node(),
       time_ms => erlang:system_time(millisecond),
       word_size => erlang:system_info(wordsize),
       store => store_loaded(),
       procs => Records}.
-
-%% The records pile up on the collecting process's heap; growing it step by step would copy
-%% them at every GC. A process started with a heap sized for the whole result collects them
-%% once and hands them over in one copy.
-collect_sized(Pids) ->
-    Words = 64 * length(Pids) + 1000,
-    Parent = self(),
-    Ref = make_ref(),
-    {Pid, MRef} = spawn_opt(fun() -> Parent ! {Ref, collect(Pids, [])} end,
-                            [monitor, {min_heap_size, Words}, {fullsweep_after, 0}]),
-    receive
-        {Ref, Records} ->
-            erlang:demonitor(MRef, [flush]),
-            Records;
-        {'DOWN', MRef, process, Pid, Reason} ->
-            erlang:error({collector_died, Reason})
-    end.
 
 collect([], Acc) ->
     lists:reverse(Acc);

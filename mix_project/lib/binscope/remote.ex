@@ -28,17 +28,26 @@ defmodule Binscope.Remote do
   Calls `:binscope_collector.fun(args...)` on `node` within `timeout` ms.
   """
   @spec call(node(), atom(), list(), timeout()) :: outcome()
-  def call(node, fun, args, timeout) when node == node() do
-    bounded(timeout, fn -> {:ok, apply(@collector, fun, args)} end)
+  def call(node, fun, args, _timeout) when node == node() do
+    # In the caller: handing a whole-node result from another process to the caller would be
+    # one large, unpreemptible copy.
+    {:ok, apply(@collector, fun, args)}
+  rescue
+    e -> {:error, {:collector_failed, Exception.message(e)}}
   end
 
   def call(node, fun, args, timeout) do
     if Node.alive?() do
-      bounded(timeout, fn ->
-        with :ok <- ensure_collector(node, timeout) do
-          erpc(node, @collector, fun, args, timeout)
-        end
-      end)
+      # Connecting (and loading the collector) runs in a separate process bounded by the
+      # timeout: connection set-up can block longer than any erpc timeout. The scan itself is
+      # then an erpc call from the caller, so its (large) result arrives straight in the
+      # caller's mailbox instead of being copied once more from a helper process.
+      started = System.monotonic_time(:millisecond)
+
+      with :ok <- bounded(timeout, fn -> ensure_collector(node, timeout) end) do
+        left = max(timeout - (System.monotonic_time(:millisecond) - started), 1)
+        erpc(node, @collector, fun, args, left)
+      end
     else
       {:error, :not_distributed}
     end
