@@ -64,8 +64,14 @@ defmodule Binscope do
     `native_estimated_bytes` (other NIF binaries, estimated from the virtual binary heap);
   - `minor_gcs`, `fullsweep_after`, `bin_vheap_size`, `bin_old_vheap_size`.
 
-  Options: `pids:` (only these), plus `node:`/`nodes:`/`timeout:`. Scans every process (one
-  `process_info/2` call each); forces no GC. Processes that exit during the scan are skipped.
+  Options: `pids:` (only these), `detail:` (`:full`, the default, or `:basic`), plus
+  `node:`/`nodes:`/`timeout:`. Scans every process (one `process_info/2` call each); forces no
+  GC. Processes that exit during the scan are skipped.
+
+  `detail: :basic` collects only the registered name, memory, mailbox length and binary list
+  (everything attribution needs): about the cost of a plain `process_info(pid, [:binary,
+  :memory])` sweep, against about 2-3x for `:full`, whose GC items cost the most (see README,
+  Performance). The fields it does not collect are `nil`.
 
       iex> {:ok, procs} = Binscope.processes()
       iex> Enum.any?(procs, &(&1.pid == self()))
@@ -73,7 +79,7 @@ defmodule Binscope do
   """
   @spec processes(keyword()) :: {:ok, [map()]} | {:ok, per_node([map()])} | {:error, term()}
   def processes(opts \\ []) do
-    o = Options.validate!(opts, [:pids], "Binscope.processes/1")
+    o = Options.validate!(opts, [:pids, :detail], "Binscope.processes/1")
     on_target(o, &with({:ok, s} <- Accounting.snapshot(&1, o), do: {:ok, s.processes}))
   end
 
@@ -89,13 +95,14 @@ defmodule Binscope do
   """
   @spec snapshot(keyword()) :: {:ok, map()} | {:ok, per_node(map())} | {:error, term()}
   def snapshot(opts \\ []) do
-    o = Options.validate!(opts, [:pids, :top_shared], "Binscope.snapshot/1")
+    o = Options.validate!(opts, [:pids, :top_shared, :detail], "Binscope.snapshot/1")
     on_target(o, &Accounting.snapshot(&1, o))
   end
 
   @doc """
   The `n` processes with the largest `by:` metric (default `:memory`); any numeric field of
-  `processes/1` works. Same cost as `processes/1`.
+  `processes/1` works (with `detail: :basic`, one of the fields it collects). Same cost as
+  `processes/1`.
 
       iex> {:ok, [_, _, _]} = Binscope.top(3, by: :binary_pss)
   """
@@ -104,7 +111,7 @@ defmodule Binscope do
   def top(n, opts \\ [])
 
   def top(n, opts) when is_integer(n) and n > 0 do
-    o = Options.validate!(opts, [:by], "Binscope.top/2")
+    o = Options.validate!(opts, [:by, :detail], "Binscope.top/2")
     by = Map.get(o, :by, :memory)
 
     on_target(o, fn node ->

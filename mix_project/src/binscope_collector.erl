@@ -14,7 +14,7 @@
 %%   is loaded on the node).
 -module(binscope_collector).
 
--export([snapshot/1, node_memory/0, gc_round/1, calibration/0]).
+-export([snapshot/1, details/1, node_memory/0, gc_round/1, calibration/0]).
 
 -define(NATIVE, 'Elixir.Binscope.Native').
 %% A process record, in the order binscope's Elixir side reads it.
@@ -22,21 +22,41 @@
 %% result is built on the collector's heap), so none is asked twice.
 -define(ITEMS, [registered_name, initial_call, current_function, memory, message_queue_len,
                 reductions, binary, garbage_collection, garbage_collection_info]).
+%% detail => basic: what attribution and ranking need, at close to the cost of a plain
+%% process_info(P, [binary, memory]) sweep (the GC items above cost the most).
+-define(BASIC_ITEMS, [registered_name, memory, message_queue_len, binary]).
 
 %% Snapshot of processes: #{node, time_ms, word_size, store, procs => [Record]}.
-%% Opts: #{pids => all | [pid()]}. Processes that exit during the scan are skipped.
+%% Opts: #{pids => all | [pid()], detail => full | basic}. Processes that exit during the scan
+%% are skipped. With basic detail, the fields it does not collect are 'undefined'.
 snapshot(Opts) ->
     Pids = case maps:get(pids, Opts, all) of
                all -> erlang:processes();
                List when is_list(List) -> [P || P <- List, is_pid(P), node(P) =:= node()]
            end,
-    Raw = collect(Pids, []),
+    Raw = case maps:get(detail, Opts, full) of
+              full -> collect(Pids, []);
+              basic -> collect_basic(Pids, [])
+          end,
     Records = resolve_store(Raw),
     #{node => node(),
       time_ms => erlang:system_time(millisecond),
       word_size => erlang:system_info(wordsize),
       store => store_loaded(),
       procs => Records}.
+
+collect_basic([], Acc) ->
+    lists:reverse(Acc);
+collect_basic([P | Rest], Acc) ->
+    case erlang:process_info(P, ?BASIC_ITEMS) of
+        undefined ->
+            collect_basic(Rest, Acc);
+        [{registered_name, Name}, {memory, Mem}, {message_queue_len, MQL}, {binary, Bins}] ->
+            U = undefined,
+            R = {P, name(Name), U, U, Mem, U, U, U, MQL, U, Bins, U, U, U, U, U,
+                 listed_bytes(Bins, 0)},
+            collect_basic(Rest, [R | Acc])
+    end.
 
 collect([], Acc) ->
     lists:reverse(Acc);
@@ -100,11 +120,26 @@ initial_call(_P, Init) ->
 resolve_store(Records) ->
     case calibration() of
         {Offset, MagicSize} ->
-            Lists = [element(11, R) || R <- Records],
-            Resolved = ?NATIVE:accounting_resolve(Lists, Offset, MagicSize),
-            lists:zipwith(fun(R, B) -> setelement(11, R, B) end, Records, Resolved);
+            %% Only lists holding an entry of the probe's size can hold store binaries.
+            {Idx, Lists} = lists:unzip([{I, element(11, R)}
+                                        || {I, R} <- lists:zip(lists:seq(1, length(Records)), Records),
+                                           lists:keymember(MagicSize, 2, element(11, R))]),
+            case Lists of
+                [] -> Records;
+                _ ->
+                    Resolved = maps:from_list(lists:zip(Idx, ?NATIVE:accounting_resolve(Lists, Offset, MagicSize))),
+                    replace(Records, 1, Resolved, [])
+            end;
         undefined ->
             Records
+    end.
+
+replace([], _I, _Resolved, Acc) ->
+    lists:reverse(Acc);
+replace([R | Rest], I, Resolved, Acc) ->
+    case Resolved of
+        #{I := Bins} -> replace(Rest, I + 1, Resolved, [setelement(11, R, Bins) | Acc]);
+        _ -> replace(Rest, I + 1, Resolved, [R | Acc])
     end.
 
 store_loaded() ->
@@ -149,6 +184,10 @@ calibrate() ->
             exit(Pid, kill),
             undefined
     end.
+
+%% Full records (as snapshot/1 with full detail) for a few pids, e.g. leak candidates.
+details(Pids) ->
+    snapshot(#{pids => Pids, detail => full}).
 
 %% The node's memory: erlang:memory/0, OS RSS, and Binscope's store and allocator when loaded.
 node_memory() ->

@@ -34,7 +34,7 @@ defmodule Binscope.Accounting do
   """
   @spec snapshot(node(), map()) :: {:ok, snapshot()} | {:error, term()}
   def snapshot(node, opts) do
-    args = [Map.take(opts, [:pids])]
+    args = [Map.take(opts, [:pids, :detail])]
 
     with {:ok, raw} <- Remote.call(node, :snapshot, args, opts.timeout) do
       {:ok, attribute(raw, Map.get(opts, :top_shared, 10))}
@@ -68,39 +68,45 @@ defmodule Binscope.Accounting do
          w,
          node
        ) do
-    vheap_bytes = (vheap + old_vheap) * w
     # The virtual binary heap counts NIF binaries at their real size while the VM lists them at
     # ~72 bytes: what the vheap holds beyond the listed bytes is native memory the VM hides.
-    estimated = max(vheap_bytes - listed - store_bytes, 0)
+    # Not collected with `detail: :basic` (nil then).
+    estimated =
+      if is_integer(vheap), do: max((vheap + old_vheap) * w - listed - store_bytes, 0), else: nil
 
     %{
       pid: pid,
       node: node,
       registered_name: name,
-      initial_call: init,
-      current_function: cur,
+      initial_call: opt(init),
+      current_function: opt(cur),
       memory: mem,
-      heap_size: heap * w,
-      total_heap_size: theap * w,
-      stack_size: stack * w,
-      old_heap_size: old_heap * w,
+      heap_size: words(heap, w),
+      total_heap_size: words(theap, w),
+      stack_size: words(stack, w),
+      old_heap_size: words(old_heap, w),
       message_queue_len: mql,
-      reductions: reds,
+      reductions: opt(reds),
       binary_refs: refs,
       binary_bytes: listed,
       binary_distinct: distinct,
       binary_uss: uss,
       binary_pss: pss,
       binary_shared: shared,
-      native_bytes: store_bytes + estimated,
+      native_bytes: store_bytes + (estimated || 0),
       native_store_bytes: store_bytes,
       native_estimated_bytes: estimated,
-      minor_gcs: minor,
-      fullsweep_after: fullsweep,
-      bin_vheap_size: vheap * w,
-      bin_old_vheap_size: old_vheap * w
+      minor_gcs: opt(minor),
+      fullsweep_after: opt(fullsweep),
+      bin_vheap_size: words(vheap, w),
+      bin_old_vheap_size: words(old_vheap, w)
     }
   end
+
+  defp opt(:undefined), do: nil
+  defp opt(v), do: v
+  defp words(:undefined, _w), do: nil
+  defp words(n, w), do: n * w
 
   defp shared({key, size, holders, refc}) do
     import Bitwise

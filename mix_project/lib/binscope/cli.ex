@@ -20,12 +20,13 @@ defmodule Binscope.CLI do
   ]
   @switches %{
     memory: @common,
-    top: @common ++ [limit: :integer, by: :string],
+    top: @common ++ [limit: :integer, by: :string, detail: :string],
     leaks: @common ++ [limit: :integer, mode: :string, candidates: :integer]
   }
   @formats %{"table" => :table, "json" => :json, "csv" => :csv}
   @metrics Map.new(Options.metrics(), &{Atom.to_string(&1), &1})
   @modes Map.new(Options.modes(), &{Atom.to_string(&1), &1})
+  @details %{"full" => :full, "basic" => :basic}
 
   @typedoc "A report kind."
   @type task :: :memory | :top | :leaks
@@ -98,6 +99,7 @@ defmodule Binscope.CLI do
   defp value(:format, f), do: lookup(@formats, f, "--format")
   defp value(:by, m), do: lookup(@metrics, m, "--by")
   defp value(:mode, m), do: lookup(@modes, m, "--mode")
+  defp value(:detail, d), do: lookup(@details, d, "--detail")
   defp value(k, n) when k in [:limit, :candidates] and n > 0 and n <= 1_000_000, do: {:ok, n}
   defp value(:timeout, n) when n > 0 and n <= 3_600_000, do: {:ok, n}
 

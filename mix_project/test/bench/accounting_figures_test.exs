@@ -31,15 +31,19 @@ defmodule Binscope.Bench.AccountingFiguresTest do
 
     sweep = fn -> for p <- Process.list(), do: Process.info(p, [:binary, :memory]) end
     snapshot = fn -> {:ok, _} = Binscope.snapshot(top_shared: 10) end
+    basic = fn -> {:ok, _} = Binscope.snapshot(top_shared: 10, detail: :basic) end
 
     scan =
       for _ <- 1..@rounds do
         {t1, _} = :timer.tc(sweep)
         {t2, _} = :timer.tc(snapshot)
-        {t1, t2}
+        {t3, _} = :timer.tc(basic)
+        {t1, t2, t3}
       end
 
-    {sweep_us, snap_us} = medians(scan)
+    sweep_us = median(Enum.map(scan, &elem(&1, 0)))
+    snap_us = median(Enum.map(scan, &elem(&1, 1)))
+    basic_us = median(Enum.map(scan, &elem(&1, 2)))
 
     leak =
       for _ <- 1..@rounds do
@@ -64,6 +68,12 @@ defmodule Binscope.Bench.AccountingFiguresTest do
         ms(snap_us),
         per(snap_us, n),
         ratio(snap_us, sweep_us)
+      ],
+      [
+        "Binscope.snapshot(detail: :basic)",
+        ms(basic_us),
+        per(basic_us, n),
+        ratio(basic_us, sweep_us)
       ],
       [
         "Binscope.leaks (targeted, 20 candidates)",

@@ -124,6 +124,29 @@ defmodule Binscope.AccountingTest do
     S.stop_all(pids)
   end
 
+  test "detail: :basic collects what attribution needs and leaves the rest nil" do
+    big = :binary.copy(<<7>>, 2 * @mib)
+    pids = S.sharers(big, 4)
+    {:ok, basic} = Binscope.processes(pids: pids, detail: :basic)
+    {:ok, full} = Binscope.processes(pids: pids)
+
+    for {b, f} <- Enum.zip(basic, full) do
+      assert Map.take(b, [:pid, :binary_pss, :binary_uss, :binary_bytes, :native_store_bytes]) ==
+               Map.take(f, [:pid, :binary_pss, :binary_uss, :binary_bytes, :native_store_bytes])
+
+      assert b.current_function == nil and b.minor_gcs == nil and b.native_estimated_bytes == nil
+      assert is_tuple(f.current_function) and is_integer(f.minor_gcs)
+    end
+
+    assert {:ok, [_]} = Binscope.top(1, by: :binary_pss, detail: :basic)
+
+    assert_raise ArgumentError, ~r/with detail: :basic, :by must be one of/, fn ->
+      Binscope.top(1, by: :minor_gcs, detail: :basic)
+    end
+
+    S.stop_all(pids)
+  end
+
   test "bad options raise ArgumentError naming the option" do
     for {fun, bad} <- [
           {fn -> Binscope.processes(foo: 1) end, ~r/unknown option/},
@@ -138,6 +161,8 @@ defmodule Binscope.AccountingTest do
           {fn -> Binscope.memory(nodes: []) end, ~r/:nodes must be/},
           {fn -> Binscope.memory(node: :a@b, nodes: [:a@b]) end, ~r/either :node or :nodes/},
           {fn -> Binscope.memory(timeout: 0) end, ~r/:timeout must be/},
+          {fn -> Binscope.processes(detail: :some) end, ~r/:detail must be :full or :basic/},
+          {fn -> Binscope.memory(detail: :basic) end, ~r/unknown option/},
           {fn -> Binscope.memory(:not_a_list) end, ~r/keyword list/}
         ] do
       assert_raise ArgumentError, bad, fun

@@ -25,11 +25,24 @@ defmodule Binscope.Accounting.Options do
     :bin_old_vheap_size
   ]
   @modes [:targeted, :full, :dry_run]
+  # What `detail: :basic` collects (the others are nil there).
+  @basic_metrics [
+    :memory,
+    :message_queue_len,
+    :binary_refs,
+    :binary_bytes,
+    :binary_uss,
+    :binary_pss,
+    :native_bytes,
+    :native_store_bytes
+  ]
 
   @doc false
   def metrics, do: @metrics
   @doc false
   def modes, do: @modes
+  @doc false
+  def basic_metrics, do: @basic_metrics
 
   @doc "Validates `opts` for `fun`, allowing the target options plus `extra` keys."
   def validate!(opts, extra, fun) do
@@ -39,8 +52,16 @@ defmodule Binscope.Accounting.Options do
       raise ArgumentError, "#{fun}: give either :node or :nodes, not both"
     end
 
-    Map.new(map, fn {k, v} -> {k, value!(k, v, fun)} end)
-    |> Map.put_new(:timeout, @default_timeout)
+    o =
+      Map.new(map, fn {k, v} -> {k, value!(k, v, fun)} end)
+      |> Map.put_new(:timeout, @default_timeout)
+
+    if Map.get(o, :detail) == :basic and Map.get(o, :by, :memory) not in @basic_metrics do
+      raise ArgumentError,
+            "#{fun}: with detail: :basic, :by must be one of #{inspect(@basic_metrics)}"
+    end
+
+    o
   end
 
   defp value!(:node, n, _fun) when is_atom(n) and n not in [nil, true, false], do: n
@@ -64,6 +85,7 @@ defmodule Binscope.Accounting.Options do
     if Enum.all?(ps, &is_pid/1), do: ps, else: bad(:pids, ps, fun, "a list of pids")
   end
 
+  defp value!(:detail, d, _fun) when d in [:full, :basic], do: d
   defp value!(:top_shared, n, _fun) when is_integer(n) and n >= 0 and n <= 10_000, do: n
 
   defp value!(key, v, fun) do
@@ -77,6 +99,7 @@ defmodule Binscope.Accounting.Options do
         :by -> "one of #{inspect(@metrics)}"
         :mode -> "one of #{inspect(@modes)}"
         :top_shared -> "an integer in 0..10_000"
+        :detail -> ":full or :basic"
         _ -> "a valid value"
       end
 
