@@ -34,7 +34,8 @@ defmodule Binscope.CLITest do
           {:memory, ["--node", "nohost"], ~r/name@host/},
           {:memory, ["--cookie", "c"], ~r/--cookie needs --node/},
           {:memory, ["--node", "a@b", "--cookie", "c", "--cookie-file", "f"], ~r/not both/},
-          {:memory, ["--by", "memory"], ~r/unknown option --by/}
+          {:memory, ["--by", "memory"], ~r/unknown option --by/},
+          {:top, ["--detail", "all"], ~r/--detail must be one of: basic, full/}
         ] do
       assert {:error, m} = CLI.parse(task, argv)
       assert m =~ msg
@@ -55,6 +56,9 @@ defmodule Binscope.CLITest do
     {0, out, _} = run(:leaks, ["--mode", "dry_run", "--limit", "2", "--format", "json"])
     assert String.starts_with?(out, "[")
     assert out =~ ~s("estimated_bytes") and out =~ ~s("pid": "#PID<)
+
+    {0, out, _} = run(:top, ~w(--detail basic --by binary_uss --limit 2 --format csv))
+    assert length(String.split(out, "\r\n", trim: true)) == 3
 
     {0, out, _} = run(:top, ["--help"])
     assert out == "HELP TEXT\n"
