@@ -41,20 +41,33 @@ defmodule Binscope.AccountingSchedulerTest do
     idle = S.idle_processes(@procs)
     leakers = for n <- 1..3, do: elem(S.burst_then_idle(4, n * 1_048_576), 0)
 
-    {results, reports} =
+    scans = fn ->
       long_schedules_during(fn ->
         [
           Binscope.processes(),
           Binscope.snapshot(),
+          Binscope.processes(detail: :basic),
           Binscope.top(10, by: :binary_uss),
           Binscope.leaks(mode: :dry_run),
           Binscope.leaks(),
           Binscope.leaks(mode: :full)
         ]
       end)
+    end
 
-    assert Enum.all?(results, &match?({:ok, _}, &1))
-    assert reports == [], "scans held a scheduler >= 1 ms: #{inspect(reports, limit: :infinity)}"
+    # As in the store's scheduler test: an OS preemption of a scheduler thread shows as
+    # long_schedule too, so one of up to three attempts must be clean; a scan that really holds
+    # its scheduler is reported on every attempt.
+    outcome =
+      Enum.reduce_while(1..3, [], fn _, acc ->
+        {results, reports} = scans.()
+        assert Enum.all?(results, &match?({:ok, _}, &1))
+        if reports == [], do: {:halt, :clean}, else: {:cont, [reports | acc]}
+      end)
+
+    assert outcome == :clean,
+           "scans held a scheduler >= 1 ms on 3 attempts: #{inspect(outcome, limit: :infinity)}"
+
     S.stop_all(idle ++ leakers)
   end
 end
