@@ -1,7 +1,7 @@
 //! Attribution at node scale: 1M binary references over 50k processes (the bound is
 //! 200 ms), with a realistic mix of exclusive and shared binaries.
 
-use binscope_core::accounting::{attribute, BinRef, Snapshot};
+use binscope_core::accounting::{attribute, attribute_parallel, BinRef, Snapshot};
 use binscope_core::leaks::reclaimed;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
@@ -38,6 +38,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("attribute_1M_refs_50k_procs", |b| {
         b.iter(|| attribute(&snap, 20))
     });
+    for threads in [2, 4] {
+        g.bench_function(
+            format!("attribute_1M_refs_50k_procs_{threads}_threads"),
+            |b| b.iter(|| attribute_parallel(&snap, 20, threads)),
+        );
+    }
     let empty = {
         let mut s = Snapshot::new();
         for _ in 0..snap.processes() {

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use binscope_core::accounting::{attribute, BinRef, Snapshot};
+use binscope_core::accounting::{attribute, attribute_parallel, BinRef, Snapshot};
 use binscope_core::leaks::reclaimed;
 use proptest::prelude::*;
 
@@ -59,6 +59,15 @@ proptest! {
                 .sum();
             prop_assert_eq!(share.uss, uss);
         }
+    }
+
+    #[test]
+    fn parallel_attribution_is_identical((sizes, procs, outside) in world(), threads in 2usize..5) {
+        let s = build(&sizes, &procs, &outside);
+        let (a, b) = (attribute(&s, 7), attribute_parallel(&s, 7, threads));
+        prop_assert_eq!(a.processes, b.processes);
+        prop_assert_eq!(a.summary, b.summary);
+        prop_assert_eq!(a.top_shared, b.top_shared);
     }
 
     #[test]

@@ -149,15 +149,20 @@ struct Slot {
     served: u32,
 }
 
-/// Maps every key to a dense slot index. Pass 1 remembers each reference's slot, so pass 2
-/// walks references in order without hashing again (the hash lookups are the cost at 1M refs).
-pub(crate) fn index_keys(snap: &Snapshot) -> (Vec<u32>, Vec<(u64, u64, u64)>) {
+/// Keys of one shard (all keys when `shards` is 1), mapped to dense slot indexes. Pass 1
+/// remembers each reference's slot (`SKIP` for other shards' keys), so pass 2 walks references
+/// in order without hashing again: the hash lookups are the cost at 1M references.
+fn index_keys(snap: &Snapshot, shard: usize, shards: usize) -> (Vec<u32>, Vec<(u64, u64, u64)>) {
     let mut index: HashMap<u64, u32, BuildHasherDefault<AddrHasher>> =
-        HashMap::with_capacity_and_hasher(snap.total_refs(), Default::default());
+        HashMap::with_capacity_and_hasher(snap.total_refs() / shards + 16, Default::default());
     let mut ref_slot = Vec::with_capacity(snap.total_refs());
     // (key, size, refc) per slot.
     let mut keys: Vec<(u64, u64, u64)> = Vec::new();
     for r in &snap.refs {
+        if shards > 1 && shard_of(r.key, shards) != shard {
+            ref_slot.push(SKIP);
+            continue;
+        }
         let next = keys.len() as u32;
         let i = *index.entry(r.key).or_insert(next);
         if i == next {
@@ -171,11 +176,47 @@ pub(crate) fn index_keys(snap: &Snapshot) -> (Vec<u32>, Vec<(u64, u64, u64)>) {
     (ref_slot, keys)
 }
 
+const SKIP: u32 = u32::MAX;
+
+fn shard_of(key: u64, shards: usize) -> usize {
+    ((key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % shards as u64) as usize
+}
+
 /// Attributes every binary of `snap` to its holders. `top_shared` bounds the list of most shared
 /// binaries returned.
 pub fn attribute(snap: &Snapshot, top_shared: usize) -> Attribution {
+    finish(snap, vec![attribute_shard(snap, 0, 1)], top_shared)
+}
+
+/// As [`attribute`], on `threads` threads: binaries are split among them by key, so each binary
+/// is still seen by one thread in process order and the result is identical.
+pub fn attribute_parallel(snap: &Snapshot, top_shared: usize, threads: usize) -> Attribution {
+    let threads = threads.clamp(1, 64);
+    if threads == 1 {
+        return attribute(snap, top_shared);
+    }
+    let parts = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| scope.spawn(move || attribute_shard(snap, t, threads)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("attribution thread panicked"))
+            .collect()
+    });
+    finish(snap, parts, top_shared)
+}
+
+/// One shard's contribution.
+struct Part {
+    processes: Vec<ProcessShare>,
+    summary: Summary,
+    shared: Vec<SharedBinary>,
+}
+
+fn attribute_shard(snap: &Snapshot, shard: usize, shards: usize) -> Part {
     let n = snap.processes();
-    let (ref_slot, keys) = index_keys(snap);
+    let (ref_slot, keys) = index_keys(snap, shard, shards);
     let mut slots: Vec<Slot> = keys
         .iter()
         .map(|&(_, size, refc)| Slot {
@@ -192,6 +233,9 @@ pub fn attribute(snap: &Snapshot, top_shared: usize) -> Attribution {
     for p in 0..n {
         let mark = p as u32 + 1;
         for &i in &ref_slot[snap.bounds[p]..snap.bounds[p + 1]] {
+            if i == SKIP {
+                continue;
+            }
             let slot = &mut slots[i as usize];
             slot.seen_refs = slot.seen_refs.saturating_add(1);
             if slot.last_pass1 != mark {
@@ -202,16 +246,15 @@ pub fn attribute(snap: &Snapshot, top_shared: usize) -> Attribution {
     }
 
     let mut processes = Vec::with_capacity(n);
-    let mut summary = Summary {
-        processes: n as u64,
-        refs: snap.total_refs() as u64,
-        ..Summary::default()
-    };
+    let mut summary = Summary::default();
     for p in 0..n {
         let mark = p as u32 + 1;
         let mut share = ProcessShare::default();
         let (lo, hi) = (snap.bounds[p], snap.bounds[p + 1]);
         for (r, &i) in snap.refs[lo..hi].iter().zip(&ref_slot[lo..hi]) {
+            if i == SKIP {
+                continue;
+            }
             share.refs += 1;
             share.bytes += r.size;
             let slot = &mut slots[i as usize];
@@ -234,6 +277,7 @@ pub fn attribute(snap: &Snapshot, top_shared: usize) -> Attribution {
             share.pss += slot.size / holders + extra;
             slot.served += 1;
         }
+        summary.refs += share.refs;
         summary.naive_bytes += share.bytes;
         processes.push(share);
     }
@@ -256,9 +300,44 @@ pub fn attribute(snap: &Snapshot, top_shared: usize) -> Attribution {
             });
         }
     }
+    Part {
+        processes,
+        summary,
+        shared,
+    }
+}
+
+fn finish(snap: &Snapshot, parts: Vec<Part>, top_shared: usize) -> Attribution {
+    let mut parts = parts.into_iter();
+    let first = parts.next().expect("at least one part");
+    let (mut processes, mut summary, mut shared) = (first.processes, first.summary, first.shared);
+    for part in parts {
+        for (acc, p) in processes.iter_mut().zip(&part.processes) {
+            acc.refs += p.refs;
+            acc.bytes += p.bytes;
+            acc.distinct += p.distinct;
+            acc.uss += p.uss;
+            acc.pss += p.pss;
+            acc.shared += p.shared;
+            acc.store_bytes += p.store_bytes;
+        }
+        let s = part.summary;
+        summary.refs += s.refs;
+        summary.naive_bytes += s.naive_bytes;
+        summary.unique_binaries += s.unique_binaries;
+        summary.unique_bytes += s.unique_bytes;
+        summary.shared_binaries += s.shared_binaries;
+        summary.shared_bytes += s.shared_bytes;
+        summary.external_binaries += s.external_binaries;
+        shared.extend(part.shared);
+    }
+    summary.processes = snap.processes() as u64;
+
     let weight = |s: &SharedBinary| s.size.saturating_mul(s.holders);
     if shared.len() > top_shared {
-        shared.select_nth_unstable_by(top_shared, |a, b| weight(b).cmp(&weight(a)));
+        shared.select_nth_unstable_by(top_shared, |a, b| {
+            weight(b).cmp(&weight(a)).then(a.key.cmp(&b.key))
+        });
         shared.truncate(top_shared);
     }
     shared.sort_unstable_by(|a, b| weight(b).cmp(&weight(a)).then(a.key.cmp(&b.key)));

@@ -10,7 +10,8 @@ pub mod attribution;
 pub mod handles;
 
 pub use attribution::{
-    attribute, Attribution, BinRef, ProcessShare, SharedBinary, Snapshot, Summary,
+    attribute, attribute_parallel, Attribution, BinRef, ProcessShare, SharedBinary, Snapshot,
+    Summary,
 };
 pub use handles::HandleIndex;
 
