@@ -18,33 +18,37 @@ defmodule Binscope.Demo.Kit do
   def word, do: @word
 
   @doc """
-  One process's figures in bytes: `heap` (total heap: young + old generation, words x word size),
-  `old_heap`, `memory` (`process_info(:memory)`), `bin_bytes`/`bin_refs` (refc binaries it
-  references, from `process_info(:binary)`, each counted once) and `minor_gcs` (since the last
-  major GC). `nil` for a dead process.
+  One process's figures in bytes, from `Binscope.processes/1`: `heap` (total heap: young and
+  old generation blocks plus heap fragments), `old_heap` (old generation in use), `memory`
+  (`process_info(:memory)`), `bin_bytes`/`bin_refs` (the naive sum and count of
+  `process_info(:binary)`: store binaries at the 72 bytes the VM lists), `bin_uss` (bytes of the
+  binaries only this process references, store binaries at their real size), `bin_pss` (its
+  fair share of every binary it references), `native_store` (bytes of `Binscope.Store` binaries
+  it references, at real size) and `minor_gcs` (since the last major GC). `nil` for a dead
+  process.
   """
   @spec proc(pid()) :: map() | nil
-  def proc(pid) do
-    keys = [:total_heap_size, :memory, :binary, :garbage_collection, :garbage_collection_info]
+  def proc(pid), do: Map.get(procs([pid]), pid)
 
-    case Process.info(pid, keys) do
-      nil ->
-        nil
+  @doc "`proc/1` for several processes in one `Binscope.processes/1` scan: `%{pid => figures}`."
+  @spec procs([pid()]) :: %{pid() => map()}
+  def procs(pids) do
+    {:ok, records} = Binscope.processes(pids: pids)
+    Map.new(records, &{&1.pid, figures(&1)})
+  end
 
-      info ->
-        bins = info[:binary] |> Enum.uniq_by(&elem(&1, 0))
-        gci = info[:garbage_collection_info]
-
-        %{
-          heap: info[:total_heap_size] * @word,
-          young_heap: Keyword.get(gci, :heap_block_size, 0) * @word,
-          old_heap: Keyword.get(gci, :old_heap_block_size, 0) * @word,
-          memory: info[:memory],
-          bin_bytes: bins |> Enum.map(&elem(&1, 1)) |> Enum.sum(),
-          bin_refs: length(bins),
-          minor_gcs: Keyword.get(info[:garbage_collection], :minor_gcs, 0)
-        }
-    end
+  defp figures(r) do
+    %{
+      heap: r.total_heap_size,
+      old_heap: r.old_heap_size,
+      memory: r.memory,
+      bin_bytes: r.binary_bytes,
+      bin_refs: r.binary_refs,
+      bin_uss: r.binary_uss,
+      bin_pss: r.binary_pss,
+      native_store: r.native_store_bytes,
+      minor_gcs: r.minor_gcs
+    }
   end
 
   @doc "Prints a progress line unless `opts[:quiet]`."
