@@ -21,7 +21,7 @@ defmodule Binscope.Demo.Kit do
   One process's figures in bytes, from `Binscope.processes/1`: `heap` (total heap: young and
   old generation blocks plus heap fragments), `old_heap` (old generation in use), `memory`
   (`process_info(:memory)`), `bin_bytes`/`bin_refs` (the naive sum and count of
-  `process_info(:binary)`: store binaries at the 72 bytes the VM lists), `bin_uss` (bytes of the
+  `process_info(:binary)`: store binaries at the few dozen bytes the VM lists), `bin_uss` (bytes of the
   binaries only this process references, store binaries at their real size), `bin_pss` (its
   fair share of every binary it references), `native_store` (bytes of `Binscope.Store` binaries
   it references, at real size) and `minor_gcs` (since the last major GC). `nil` for a dead
@@ -76,43 +76,58 @@ defmodule Binscope.Demo.Kit do
     pid =
       spawn_link(fn ->
         send(parent, {:sampler_ready, self()})
-        sample_loop(fun, interval_ms, t0, [{ms(t0), fun.()}], [])
+        sample_loop(fun, interval_ms, t0, [{ms(t0), fun.()}], [], nil)
       end)
 
     receive do: ({:sampler_ready, ^pid} -> pid)
   end
 
-  defp sample_loop(fun, interval, t0, samples, events) do
+  # `due` is when the next periodic sample is due (monotonic ms): GC trace messages can arrive
+  # more often than `interval`, so a plain `after` would never fire while a process is busy.
+  defp sample_loop(fun, interval, t0, samples, events, due) do
+    now = System.monotonic_time(:millisecond)
+    due = due || now + interval
+
+    {samples, due} =
+      if now >= due, do: {[{ms(t0), fun.()} | samples], now + interval}, else: {samples, due}
+
     receive do
       {:event, label} ->
         # An event is also a sample, so the chart shows the value right at the event.
-        sample_loop(fun, interval, t0, [{ms(t0), fun.()} | samples], [{ms(t0), label} | events])
+        sample_loop(
+          fun,
+          interval,
+          t0,
+          [{ms(t0), fun.()} | samples],
+          [{ms(t0), label} | events],
+          due
+        )
 
       {:trace, _pid, :gc_major_start, _info} ->
         # The sampler is the GC tracer when a demo asks (`trace_gc/2`): majors become events.
         Process.put(:major_gcs, Process.get(:major_gcs, 0) + 1)
-        sample_loop(fun, interval, t0, samples, [{ms(t0), "major GC"} | events])
+        sample_loop(fun, interval, t0, samples, [{ms(t0), "major GC"} | events], due)
 
       {:trace, _pid, :gc_minor_start, _info} ->
         Process.put(:minor_gcs, Process.get(:minor_gcs, 0) + 1)
-        sample_loop(fun, interval, t0, samples, events)
+        sample_loop(fun, interval, t0, samples, events, due)
 
       {:trace, _pid, _other, _info} ->
-        sample_loop(fun, interval, t0, samples, events)
+        sample_loop(fun, interval, t0, samples, events, due)
 
       {:gc_counts, from, ref} ->
         send(from, {ref, {Process.get(:minor_gcs, 0), Process.get(:major_gcs, 0)}})
-        sample_loop(fun, interval, t0, samples, events)
+        sample_loop(fun, interval, t0, samples, events, due)
 
       {:sample, from, ref} ->
         send(from, {ref, :ok})
-        sample_loop(fun, interval, t0, [{ms(t0), fun.()} | samples], events)
+        sample_loop(fun, interval, t0, [{ms(t0), fun.()} | samples], events, due)
 
       {:stop, from, ref} ->
         samples = [{ms(t0), fun.()} | samples]
         send(from, {ref, %{samples: Enum.reverse(samples), events: Enum.reverse(events)}})
     after
-      interval -> sample_loop(fun, interval, t0, [{ms(t0), fun.()} | samples], events)
+      max(due - now, 0) -> sample_loop(fun, interval, t0, samples, events, due)
     end
   end
 

@@ -7,7 +7,7 @@ defmodule Binscope.Demo.Lifetimes do
   worker's exit frees its whole heap at once, with no GC, and its payload with it. Then one
   long-lived server runs the same jobs: it keeps its garbage, payloads included, until its next
   GC; idle after the last job, it keeps it indefinitely. A manual GC then frees it. The server's
-  binaries are shown as `process_info(:binary)` lists them (store binaries at 72 bytes) and as
+  binaries are shown as `process_info(:binary)` lists them (store binaries at a few dozen bytes) and as
   `Binscope.processes/1` counts them (`binary_uss`, at real size).
   """
   @behaviour Binscope.Demo

@@ -9,8 +9,8 @@ defmodule Binscope.Demo.ManualGc do
 
   Half of each message is an ordinary refc binary (seen by `process_info(:binary)` and
   `:erlang.memory(:binary)`), half a store-backed one, whose release the store records at the
-  exact moment of the GC. Three views side by side: `process_info(:binary)` (store binaries at
-  72 bytes), `Binscope.processes/1`'s `binary_uss` (store binaries at real size), and what
+  exact moment of the GC. Three views side by side: `process_info(:binary)` (store binaries at a
+  few dozen bytes), `Binscope.processes/1`'s `binary_uss` (store binaries at real size), and what
   `Binscope.leaks(mode: :dry_run)` estimates a GC would free, before the GC runs.
   """
   @behaviour Binscope.Demo
@@ -61,11 +61,11 @@ defmodule Binscope.Demo.ManualGc do
     # A short-lived producer makes and sends the payloads, so only `leaky` references them.
     {producer, ref} =
       spawn_monitor(fn ->
-        for i <- 1..count do
+        Enum.each(1..count, fn i ->
           ordinary = :binary.copy(<<rem(i, 250) + 1>>, size)
           native = Store.alloc!(size, fill: rem(i, 250) + 1, label: label)
           send(leaky, {:payload, ordinary, native})
-        end
+        end)
       end)
 
     receive do: ({:DOWN, ^ref, :process, ^producer, :normal} -> :ok)
@@ -188,8 +188,8 @@ defmodule Binscope.Demo.ManualGc do
         ]
       ),
       "\nThe process dropped #{b(r.dropped)} of ordinary binaries and as much store-backed. ",
-      "Idle, process_info(:binary) still listed #{b(r.before.pinfo_bytes)} (store binaries at 72 B ",
-      "each); Binscope.processes counted #{b(r.before.uss)} held by it alone. ",
+      "Idle, process_info(:binary) still listed #{b(r.before.pinfo_bytes)} (store binaries at a few dozen ",
+      "bytes each); Binscope.processes counted #{b(r.before.uss)} held by it alone. ",
       "Binscope.leaks(mode: :dry_run), without collecting, ranked it ##{r.dry_run_rank || "-"} and estimated ",
       "#{estimate}. The manual GC took #{r.gc_us} µs and reclaimed #{b(r.reclaimed)} ",
       "(#{Kit.pct(r.reclaimed, 2 * r.dropped)} of all it dropped; process_info saw #{b(freed)} go); ",
