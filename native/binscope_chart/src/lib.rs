@@ -156,8 +156,9 @@ impl LineChart {
     }
 
     /// The axis ranges: x spans every point and event; y starts at 0 (or below, for negative
-    /// values) and leaves 10% headroom above the highest point for the event labels.
-    fn ranges(&self) -> ((f64, f64), (f64, f64)) {
+    /// values) and leaves a band of `band` pixels above the highest point for the legend and the
+    /// event labels.
+    fn ranges(&self, band: f64) -> ((f64, f64), (f64, f64)) {
         let xs = self
             .series
             .iter()
@@ -168,15 +169,35 @@ impl LineChart {
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.1));
         let (x0, x1) = span(xs);
-        let (y0, y1) = span(ys.chain(std::iter::once(0.0)));
-        let pad = (y1 - y0) * 0.12;
-        (widen(x0, x1), widen(y0, y1 + pad))
+        let (y0, y1) = widen_span(span(ys.chain(std::iter::once(0.0))));
+        let band = band.min(PLOT_H * 0.6);
+        let pad = (y1 - y0) * band / (PLOT_H - band);
+        (widen(x0, x1), (y0, y1 + pad))
+    }
+
+    /// Pixel width of the legend box (estimated from the longest series name).
+    fn legend_width(&self) -> f64 {
+        let longest = self.series.iter().map(|s| s.name.chars().count()).max();
+        longest.map_or(0.0, |n| 40.0 + n as f64 * LEGEND_CHAR_PX)
+    }
+
+    /// Pixel height of the legend box.
+    fn legend_height(&self) -> f64 {
+        if self.series.is_empty() {
+            0.0
+        } else {
+            12.0 + 17.0 * self.series.len() as f64
+        }
     }
 
     /// Draws the chart into an SVG document.
     pub fn to_svg(&self) -> Result<String, ChartError> {
         self.validate()?;
-        let ((x0, x1), (y0, y1)) = self.ranges();
+        let (xr, _) = self.ranges(0.0);
+        let labels = place_labels(&self.events, xr, self.legend_width(), self.legend_height());
+        let rows = labels.iter().map(|l| l.row + 1).max().unwrap_or(0) as f64;
+        let band = (rows * ROW_PX + 6.0).max(self.legend_height() + 6.0);
+        let ((x0, x1), (y0, y1)) = self.ranges(band);
         let mut svg = String::new();
         {
             let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
@@ -200,25 +221,28 @@ impl LineChart {
                 .draw()
                 .map_err(draw_err)?;
 
-            // Events first, so the lines are drawn over the markers.
-            let marker = RGBColor(110, 110, 110);
-            for (i, e) in self.events.iter().enumerate() {
+            // Events first, so the lines are drawn over the markers; labels sit in the band
+            // above the data, in rows, never over each other or the legend.
+            let marker = RGBColor(90, 90, 90);
+            for e in &self.events {
                 chart
                     .draw_series(std::iter::once(PathElement::new(
                         vec![(e.x, y0), (e.x, y1)],
-                        marker.mix(0.6).stroke_width(1),
+                        marker.mix(0.7).stroke_width(1),
                     )))
                     .map_err(draw_err)?;
-                // Stagger labels over four rows so neighbouring events stay readable.
-                let row = (i % 4) as f64;
-                let y = y1 - (y1 - y0) * (0.025 + 0.035 * row);
-                chart
-                    .draw_series(std::iter::once(Text::new(
-                        e.label.clone(),
-                        (e.x, y),
-                        ("sans-serif", 15).into_font().color(&marker),
-                    )))
-                    .map_err(draw_err)?;
+            }
+            let area = chart.plotting_area().strip_coord_spec();
+            let (pw, _) = area.dim_in_pixel();
+            for l in &labels {
+                let px = (l.start * pw as f64).round() as i32;
+                let py = (4.0 + ROW_PX * l.row as f64).round() as i32;
+                area.draw(&Text::new(
+                    l.text.clone(),
+                    (px, py),
+                    ("sans-serif", 14).into_font().color(&marker),
+                ))
+                .map_err(draw_err)?;
             }
 
             for (i, s) in self.series.iter().enumerate() {
@@ -351,6 +375,96 @@ fn write_file(path: &Path, svg: &str) -> Result<(), ChartError> {
 }
 
 /// Smallest and largest of `values` (callers pass at least one value).
+/// Plot area of a line chart in pixels (the canvas minus margins, caption and axis areas).
+const PLOT_W: f64 = WIDTH as f64 - 30.0 - 80.0;
+const PLOT_H: f64 = HEIGHT as f64 - 30.0 - 45.0 - 40.0;
+/// Height of one row of event labels, and the estimated width of one character, in pixels.
+const ROW_PX: f64 = 17.0;
+const LABEL_CHAR_PX: f64 = 7.6;
+const LEGEND_CHAR_PX: f64 = 6.6;
+/// Rows of event labels at most; further labels overlap the last row.
+const MAX_ROWS: usize = 12;
+
+/// An event label placed in the band above the data.
+#[derive(Debug, Clone, PartialEq)]
+struct Placed {
+    text: String,
+    /// Left edge as a fraction of the plot width.
+    start: f64,
+    row: usize,
+}
+
+/// Places event labels in rows: events are taken in x order; runs of the same label closer
+/// than a label's width become one label with a count ("major GC x7"); each label goes to its
+/// event's right (or else its left) in the first row where it overlaps no other
+/// label and not the legend box (top right, `legend_w` x `legend_h` pixels).
+fn place_labels(
+    events: &[Event],
+    (x0, x1): (f64, f64),
+    legend_w: f64,
+    legend_h: f64,
+) -> Vec<Placed> {
+    let frac = |x: f64| if x1 > x0 { (x - x0) / (x1 - x0) } else { 0.0 };
+    let width = |t: &str| (t.chars().count() as f64 * LABEL_CHAR_PX + 6.0) / PLOT_W;
+    let mut sorted: Vec<&Event> = events.iter().collect();
+    sorted.sort_by(|a, b| a.x.total_cmp(&b.x));
+
+    let mut groups: Vec<(String, f64, usize)> = Vec::new();
+    for e in sorted {
+        let x = frac(e.x);
+        match groups.last_mut() {
+            Some((label, gx, n)) if *label == e.label && x - *gx < width(label) => *n += 1,
+            _ => groups.push((e.label.clone(), x, 1)),
+        }
+    }
+
+    let legend_rows = (legend_h / ROW_PX).ceil() as usize;
+    let legend_start = 1.0 - (legend_w + 10.0) / PLOT_W;
+    let mut rows: Vec<Vec<(f64, f64)>> = vec![Vec::new(); MAX_ROWS];
+    for (r, row) in rows.iter_mut().enumerate() {
+        if r < legend_rows {
+            row.push((legend_start, 1.0));
+        }
+    }
+
+    let mut placed = Vec::new();
+    for (label, x, n) in groups {
+        let text = if n > 1 {
+            format!("{label} x{n}")
+        } else {
+            label
+        };
+        let w = width(&text);
+        // In each row from the top: right of the event, else left of it; else the last row.
+        let free = |row: &Vec<(f64, f64)>, start: f64| {
+            start >= 0.0
+                && start + w <= 1.0
+                && row.iter().all(|&(a, b)| start + w <= a || start >= b)
+        };
+        let (row, start) = rows
+            .iter()
+            .enumerate()
+            .find_map(|(r, row)| {
+                [x, x - w]
+                    .into_iter()
+                    .find(|&st| free(row, st))
+                    .map(|st| (r, st))
+            })
+            .unwrap_or((MAX_ROWS - 1, (x - w).clamp(0.0, x)));
+        rows[row].push((start, start + w));
+        placed.push(Placed {
+            text,
+            start: start + 2.0 / PLOT_W,
+            row,
+        });
+    }
+    placed
+}
+
+fn widen_span((lo, hi): (f64, f64)) -> (f64, f64) {
+    widen(lo, hi)
+}
+
 fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
     values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
@@ -526,5 +640,42 @@ mod tests {
         assert_eq!(short(0.1 + 0.2), "0.3");
         assert_eq!(short(-2.25), "-2.25");
         assert_eq!(short(12345678.0), "12345678");
+    }
+
+    #[test]
+    fn event_labels_never_overlap_and_repeats_merge() {
+        let ev = |x: f64, l: &str| Event {
+            x,
+            label: l.to_string(),
+        };
+        let events = vec![
+            ev(0.0, "major GC"),
+            ev(1.0, "major GC"),
+            ev(2.0, "major GC"),
+            ev(3.0, "burst"),
+            ev(50.0, "flush"),
+            ev(99.0, "exit"),
+        ];
+        let placed = place_labels(&events, (0.0, 100.0), 200.0, 60.0);
+        let texts: Vec<&str> = placed.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(texts, ["major GC x3", "burst", "flush", "exit"]);
+        // "burst" starts inside "major GC x3": another row.
+        assert_ne!(placed[0].row, placed[1].row);
+        // Near the right edge the label goes left of its event, below the legend's rows.
+        let exit = &placed[3];
+        assert!(exit.start < 0.99);
+        assert!(exit.row as f64 * ROW_PX >= 60.0 || exit.start + 0.05 < 1.0 - 210.0 / PLOT_W);
+        for (i, a) in placed.iter().enumerate() {
+            for b in &placed[i + 1..] {
+                if a.row == b.row {
+                    let wa = a.text.chars().count() as f64 * LABEL_CHAR_PX / PLOT_W;
+                    let wb = b.text.chars().count() as f64 * LABEL_CHAR_PX / PLOT_W;
+                    assert!(
+                        a.start + wa <= b.start || b.start + wb <= a.start,
+                        "{a:?} {b:?}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -83,9 +83,9 @@ defmodule Binscope.Demo.Heaps do
 
     sampler =
       Kit.sampler(fn ->
-        g = Kit.proc(grower) || %{}
+        g = blocks(grower) || %{}
         i = Kit.proc(idle) || %{}
-        %{young: g[:young_heap], old: g[:old_heap], idle: i[:heap]}
+        %{young: g[:young], old: g[:old], idle: i[:heap]}
       end)
 
     Kit.trace_gc(sampler, grower)
@@ -95,13 +95,13 @@ defmodule Binscope.Demo.Heaps do
       for step <- 1..steps do
         :ok = Kit.call(grower, {:grow, per_step})
         {minor, major} = Kit.gc_counts(sampler, grower)
-        g = Kit.proc(grower)
+        g = blocks(grower)
         i = Kit.proc(idle)
 
         %{
           kept: step * per_step,
-          young: g.young_heap,
-          old: g.old_heap,
+          young: g.young,
+          old: g.old,
           minor: minor,
           major: major,
           idle_heap: i.heap,
@@ -132,6 +132,18 @@ defmodule Binscope.Demo.Heaps do
       idle_after: idle_after,
       chart: chart
     }
+  end
+
+  # The young and old generation blocks (what the heap occupies, in use or not); their sum is the
+  # total heap of `Binscope.processes/1`, which does not split it.
+  defp blocks(pid) do
+    case Process.info(pid, :garbage_collection_info) do
+      {:garbage_collection_info, g} ->
+        %{young: g[:heap_block_size] * Kit.word(), old: g[:old_heap_block_size] * Kit.word()}
+
+      nil ->
+        nil
+    end
   end
 
   defp grow_loop(kept) do

@@ -18,33 +18,37 @@ defmodule Binscope.Demo.Kit do
   def word, do: @word
 
   @doc """
-  One process's figures in bytes: `heap` (total heap: young + old generation, words x word size),
-  `old_heap`, `memory` (`process_info(:memory)`), `bin_bytes`/`bin_refs` (refc binaries it
-  references, from `process_info(:binary)`, each counted once) and `minor_gcs` (since the last
-  major GC). `nil` for a dead process.
+  One process's figures in bytes, from `Binscope.processes/1`: `heap` (total heap: young and
+  old generation blocks plus heap fragments), `old_heap` (old generation in use), `memory`
+  (`process_info(:memory)`), `bin_bytes`/`bin_refs` (the naive sum and count of
+  `process_info(:binary)`: store binaries at the few dozen bytes the VM lists), `bin_uss` (bytes of the
+  binaries only this process references, store binaries at their real size), `bin_pss` (its
+  fair share of every binary it references), `native_store` (bytes of `Binscope.Store` binaries
+  it references, at real size) and `minor_gcs` (since the last major GC). `nil` for a dead
+  process.
   """
   @spec proc(pid()) :: map() | nil
-  def proc(pid) do
-    keys = [:total_heap_size, :memory, :binary, :garbage_collection, :garbage_collection_info]
+  def proc(pid), do: Map.get(procs([pid]), pid)
 
-    case Process.info(pid, keys) do
-      nil ->
-        nil
+  @doc "`proc/1` for several processes in one `Binscope.processes/1` scan: `%{pid => figures}`."
+  @spec procs([pid()]) :: %{pid() => map()}
+  def procs(pids) do
+    {:ok, records} = Binscope.processes(pids: pids)
+    Map.new(records, &{&1.pid, figures(&1)})
+  end
 
-      info ->
-        bins = info[:binary] |> Enum.uniq_by(&elem(&1, 0))
-        gci = info[:garbage_collection_info]
-
-        %{
-          heap: info[:total_heap_size] * @word,
-          young_heap: Keyword.get(gci, :heap_block_size, 0) * @word,
-          old_heap: Keyword.get(gci, :old_heap_block_size, 0) * @word,
-          memory: info[:memory],
-          bin_bytes: bins |> Enum.map(&elem(&1, 1)) |> Enum.sum(),
-          bin_refs: length(bins),
-          minor_gcs: Keyword.get(info[:garbage_collection], :minor_gcs, 0)
-        }
-    end
+  defp figures(r) do
+    %{
+      heap: r.total_heap_size,
+      old_heap: r.old_heap_size,
+      memory: r.memory,
+      bin_bytes: r.binary_bytes,
+      bin_refs: r.binary_refs,
+      bin_uss: r.binary_uss,
+      bin_pss: r.binary_pss,
+      native_store: r.native_store_bytes,
+      minor_gcs: r.minor_gcs
+    }
   end
 
   @doc "Prints a progress line unless `opts[:quiet]`."
@@ -72,43 +76,58 @@ defmodule Binscope.Demo.Kit do
     pid =
       spawn_link(fn ->
         send(parent, {:sampler_ready, self()})
-        sample_loop(fun, interval_ms, t0, [{ms(t0), fun.()}], [])
+        sample_loop(fun, interval_ms, t0, [{ms(t0), fun.()}], [], nil)
       end)
 
     receive do: ({:sampler_ready, ^pid} -> pid)
   end
 
-  defp sample_loop(fun, interval, t0, samples, events) do
+  # `due` is when the next periodic sample is due (monotonic ms): GC trace messages can arrive
+  # more often than `interval`, so a plain `after` would never fire while a process is busy.
+  defp sample_loop(fun, interval, t0, samples, events, due) do
+    now = System.monotonic_time(:millisecond)
+    due = due || now + interval
+
+    {samples, due} =
+      if now >= due, do: {[{ms(t0), fun.()} | samples], now + interval}, else: {samples, due}
+
     receive do
       {:event, label} ->
         # An event is also a sample, so the chart shows the value right at the event.
-        sample_loop(fun, interval, t0, [{ms(t0), fun.()} | samples], [{ms(t0), label} | events])
+        sample_loop(
+          fun,
+          interval,
+          t0,
+          [{ms(t0), fun.()} | samples],
+          [{ms(t0), label} | events],
+          due
+        )
 
       {:trace, _pid, :gc_major_start, _info} ->
         # The sampler is the GC tracer when a demo asks (`trace_gc/2`): majors become events.
         Process.put(:major_gcs, Process.get(:major_gcs, 0) + 1)
-        sample_loop(fun, interval, t0, samples, [{ms(t0), "major GC"} | events])
+        sample_loop(fun, interval, t0, samples, [{ms(t0), "major GC"} | events], due)
 
       {:trace, _pid, :gc_minor_start, _info} ->
         Process.put(:minor_gcs, Process.get(:minor_gcs, 0) + 1)
-        sample_loop(fun, interval, t0, samples, events)
+        sample_loop(fun, interval, t0, samples, events, due)
 
       {:trace, _pid, _other, _info} ->
-        sample_loop(fun, interval, t0, samples, events)
+        sample_loop(fun, interval, t0, samples, events, due)
 
       {:gc_counts, from, ref} ->
         send(from, {ref, {Process.get(:minor_gcs, 0), Process.get(:major_gcs, 0)}})
-        sample_loop(fun, interval, t0, samples, events)
+        sample_loop(fun, interval, t0, samples, events, due)
 
       {:sample, from, ref} ->
         send(from, {ref, :ok})
-        sample_loop(fun, interval, t0, [{ms(t0), fun.()} | samples], events)
+        sample_loop(fun, interval, t0, [{ms(t0), fun.()} | samples], events, due)
 
       {:stop, from, ref} ->
         samples = [{ms(t0), fun.()} | samples]
         send(from, {ref, %{samples: Enum.reverse(samples), events: Enum.reverse(events)}})
     after
-      interval -> sample_loop(fun, interval, t0, [{ms(t0), fun.()} | samples], events)
+      max(due - now, 0) -> sample_loop(fun, interval, t0, samples, events, due)
     end
   end
 

@@ -6,7 +6,9 @@ defmodule Binscope.Demo.Lifetimes do
   garbage, and returns a checksum. First every job runs in its own short-lived worker: the
   worker's exit frees its whole heap at once, with no GC, and its payload with it. Then one
   long-lived server runs the same jobs: it keeps its garbage, payloads included, until its next
-  GC; idle after the last job, it keeps it indefinitely. A manual GC then frees it.
+  GC; idle after the last job, it keeps it indefinitely. A manual GC then frees it. The server's
+  binaries are shown as `process_info(:binary)` lists them (store binaries at a few dozen bytes) and as
+  `Binscope.processes/1` counts them (`binary_uss`, at real size).
   """
   @behaviour Binscope.Demo
 
@@ -145,7 +147,9 @@ defmodule Binscope.Demo.Lifetimes do
           "payloads still alive",
           "payload bytes alive",
           "peak payload bytes",
-          "process heap"
+          "process heap",
+          "process_info(:binary) bytes",
+          "Binscope binary_uss"
         ],
         [
           [
@@ -153,27 +157,34 @@ defmodule Binscope.Demo.Lifetimes do
             w.store_count,
             b(w.store_bytes),
             b(r.workers_peak),
-            "0 B (no process)"
+            "0 B (no process)",
+            "",
+            ""
           ],
           [
             "long-lived server, idle",
             i.store_count,
             b(i.store_bytes),
             b(r.server_peak),
-            b(i.heap)
+            b(i.heap),
+            b(i.bin_bytes),
+            b(i.bin_uss)
           ],
           [
             "server after :erlang.garbage_collect/1",
             c.store_count,
             b(c.store_bytes),
             "",
-            b(c.heap)
+            b(c.heap),
+            b(c.bin_bytes),
+            b(c.bin_uss)
           ]
         ]
       ),
       "\nSame results from both: #{r.same_results?}. Each worker's exit freed its heap and payload ",
       "without a GC; the idle server kept #{i.store_count} dead payloads (#{b(i.store_bytes)}) ",
-      "until a GC of #{r.gc_us} µs freed them.\n",
+      "until a GC of #{r.gc_us} µs freed them. process_info(:binary) listed them at ",
+      "#{b(i.bin_bytes)}; Binscope.processes counted the server's binaries at #{b(i.bin_uss)}.\n",
       "Chart: #{r.chart}\n"
     ]
   end

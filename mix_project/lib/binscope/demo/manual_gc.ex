@@ -9,7 +9,9 @@ defmodule Binscope.Demo.ManualGc do
 
   Half of each message is an ordinary refc binary (seen by `process_info(:binary)` and
   `:erlang.memory(:binary)`), half a store-backed one, whose release the store records at the
-  exact moment of the GC.
+  exact moment of the GC. Three views side by side: `process_info(:binary)` (store binaries at a
+  few dozen bytes), `Binscope.processes/1`'s `binary_uss` (store binaries at real size), and what
+  `Binscope.leaks(mode: :dry_run)` estimates a GC would free, before the GC runs.
   """
   @behaviour Binscope.Demo
 
@@ -40,7 +42,13 @@ defmodule Binscope.Demo.ManualGc do
       Kit.sampler(fn ->
         p = Kit.proc(leaky) || %{}
         s = Map.get(Store.by_label(), label, %{bytes: 0})
-        %{pinfo: p[:bin_bytes], store: s.bytes, vm: :erlang.memory(:binary) - base_vm}
+
+        %{
+          pinfo: p[:bin_bytes],
+          uss: p[:bin_uss],
+          store: s.bytes,
+          vm: :erlang.memory(:binary) - base_vm
+        }
       end)
 
     Kit.progress(
@@ -50,16 +58,22 @@ defmodule Binscope.Demo.ManualGc do
 
     Kit.event(sampler, "burst")
 
-    for i <- 1..count do
-      ordinary = :binary.copy(<<rem(i, 250) + 1>>, size)
-      native = Store.alloc!(size, fill: rem(i, 250) + 1, label: label)
-      send(leaky, {:payload, ordinary, native})
-    end
+    # A short-lived producer makes and sends the payloads, so only `leaky` references them.
+    {producer, ref} =
+      spawn_monitor(fn ->
+        Enum.each(1..count, fn i ->
+          ordinary = :binary.copy(<<rem(i, 250) + 1>>, size)
+          native = Store.alloc!(size, fill: rem(i, 250) + 1, label: label)
+          send(leaky, {:payload, ordinary, native})
+        end)
+      end)
 
+    receive do: ({:DOWN, ^ref, :process, ^producer, :normal} -> :ok)
     :ok = Kit.call(leaky, :flush)
     Kit.event(sampler, "flush (all dropped), idle")
     Process.sleep(Keyword.get(opts, :idle_ms, 300))
     before = snapshot(leaky, label, base_vm)
+    {estimate, rank} = dry_run(leaky)
     Kit.event(sampler, "manual GC")
     {gc_us, true} = :timer.tc(fn -> :erlang.garbage_collect(leaky) end)
     after_gc = snapshot(leaky, label, base_vm)
@@ -76,6 +90,7 @@ defmodule Binscope.Demo.ManualGc do
         recording,
         [
           {:pinfo, "process_info(:binary) bytes"},
+          {:uss, "Binscope binary_uss"},
           {:store, "store-backed bytes alive"},
           {:vm, ":erlang.memory(:binary) delta"}
         ]
@@ -89,6 +104,9 @@ defmodule Binscope.Demo.ManualGc do
       dropped: count * size,
       before: before,
       after: after_gc,
+      dry_run_estimate: estimate,
+      dry_run_rank: rank,
+      reclaimed: before.uss - after_gc.uss,
       gc_us: gc_us,
       chart: chart
     }
@@ -109,6 +127,16 @@ defmodule Binscope.Demo.ManualGc do
     end
   end
 
+  # What the leak finder's dry run (no GC) estimates for `pid`, and its rank in that list.
+  defp dry_run(pid) do
+    {:ok, ranked} = Binscope.leaks(mode: :dry_run, limit: 100)
+
+    case Enum.find_index(ranked, &(&1.pid == pid)) do
+      nil -> {nil, nil}
+      i -> {Enum.at(ranked, i).estimated_bytes, i + 1}
+    end
+  end
+
   defp snapshot(pid, label, base_vm) do
     p = Kit.proc(pid)
     s = Map.get(Store.by_label(), label, %{count: 0, bytes: 0})
@@ -117,6 +145,8 @@ defmodule Binscope.Demo.ManualGc do
       # Ordinary binaries only: store-backed ones are listed at a few dozen bytes each.
       pinfo_bytes: p.bin_bytes,
       pinfo_refs: p.bin_refs,
+      # Store-backed ones at their real size: what this process alone keeps alive.
+      uss: p.bin_uss,
       store_count: s.count,
       store_bytes: s.bytes,
       vm_delta: :erlang.memory(:binary) - base_vm,
@@ -127,10 +157,19 @@ defmodule Binscope.Demo.ManualGc do
   @impl true
   def render(r) do
     row = fn name, s ->
-      [name, s.pinfo_refs, b(s.pinfo_bytes), s.store_count, b(s.store_bytes), b(s.vm_delta)]
+      [
+        name,
+        s.pinfo_refs,
+        b(s.pinfo_bytes),
+        b(s.uss),
+        s.store_count,
+        b(s.store_bytes),
+        b(s.vm_delta)
+      ]
     end
 
     freed = r.before.pinfo_bytes - r.after.pinfo_bytes
+    estimate = if r.dry_run_estimate, do: b(r.dry_run_estimate), else: "n/a (not ranked)"
 
     [
       Table.render(
@@ -138,6 +177,7 @@ defmodule Binscope.Demo.ManualGc do
           "idle process",
           "binary refs",
           "process_info(:binary) bytes",
+          "Binscope binary_uss",
           "store entries",
           "store bytes",
           ":erlang.memory(:binary) delta"
@@ -147,9 +187,12 @@ defmodule Binscope.Demo.ManualGc do
           row.("after :erlang.garbage_collect/1", r.after)
         ]
       ),
-      "\nThe process dropped #{b(r.dropped)} of ordinary binaries (and as much store-backed). ",
-      "Idle, it still held #{b(r.before.pinfo_bytes)} (#{Kit.pct(r.before.pinfo_bytes, r.dropped)}). The manual GC freed #{b(freed)} ",
-      "(#{Kit.pct(freed, r.before.pinfo_bytes)} of what it held) in #{r.gc_us} µs; ",
+      "\nThe process dropped #{b(r.dropped)} of ordinary binaries and as much store-backed. ",
+      "Idle, process_info(:binary) still listed #{b(r.before.pinfo_bytes)} (store binaries at a few dozen ",
+      "bytes each); Binscope.processes counted #{b(r.before.uss)} held by it alone. ",
+      "Binscope.leaks(mode: :dry_run), without collecting, ranked it ##{r.dry_run_rank || "-"} and estimated ",
+      "#{estimate}. The manual GC took #{r.gc_us} µs and reclaimed #{b(r.reclaimed)} ",
+      "(#{Kit.pct(r.reclaimed, 2 * r.dropped)} of all it dropped; process_info saw #{b(freed)} go); ",
       "the store saw #{r.before.store_count - r.after.store_count} entries released at that moment.\n",
       "Chart: #{r.chart}\n"
     ]

@@ -5,7 +5,8 @@ defmodule Binscope.Demo.SubBinary do
   the payloads still pins every payload byte, even after a GC. `:binary.copy/1` of the slice
   makes a small independent binary; after a GC the parents are released.
 
-  The payloads are store-backed, so the store counts the pinned bytes exactly. (Slices of 64
+  The payloads are store-backed, so the store counts the pinned bytes exactly, and so does
+  `Binscope.processes/1` (`binary_uss`), per process. (Slices of 64
   bytes or less behave differently: the GC copies them into heap binaries, so they stop pinning
   their parent at the first GC; measured while building this demo.)
   """
@@ -39,9 +40,15 @@ defmodule Binscope.Demo.SubBinary do
 
     Kit.event(sampler, "payloads made")
 
-    for i <- 1..count do
-      send(keeper, {:payload, Store.alloc!(size, fill: rem(i, 250) + 1, label: label)})
-    end
+    # A short-lived producer makes the payloads, so only the keeper references them.
+    {producer, ref} =
+      spawn_monitor(fn ->
+        for i <- 1..count do
+          send(keeper, {:payload, Store.alloc!(size, fill: rem(i, 250) + 1, label: label)})
+        end
+      end)
+
+    receive do: ({:DOWN, ^ref, :process, ^producer, :normal} -> :ok)
 
     :ok = Kit.call(keeper, :sync)
     held = row("keeper holds #{count} payloads", keeper, stats)
@@ -76,7 +83,14 @@ defmodule Binscope.Demo.SubBinary do
   defp row(step, pid, stats) do
     s = stats.()
     p = Kit.proc(pid)
-    %{step: step, store_count: s.count, store_bytes: s.bytes, bin_refs: p.bin_refs}
+
+    %{
+      step: step,
+      store_count: s.count,
+      store_bytes: s.bytes,
+      bin_refs: p.bin_refs,
+      bin_uss: p.bin_uss
+    }
   end
 
   defp keeper_loop(kept) do
@@ -112,12 +126,22 @@ defmodule Binscope.Demo.SubBinary do
 
     [
       Table.render(
-        ["step", "payloads alive", "payload bytes alive", "binary refs on the heap"],
-        Enum.map(r.rows, &[&1.step, &1.store_count, b(&1.store_bytes), &1.bin_refs])
+        [
+          "step",
+          "payloads alive",
+          "payload bytes alive",
+          "binary refs on the heap",
+          "Binscope binary_uss"
+        ],
+        Enum.map(
+          r.rows,
+          &[&1.step, &1.store_count, b(&1.store_bytes), &1.bin_refs, b(&1.bin_uss)]
+        )
       ),
       "\n#{r.count} slices hold #{b(kept)} of data but pin #{b(Enum.at(r.rows, 1).store_bytes)} ",
       "(the VM's :binary.referenced_byte_size/1 sums to only #{b(r.referenced)}: it sees each ",
-      "store-backed parent at a few dozen bytes). After :binary.copy/1 ",
+      "store-backed parent at a few dozen bytes; Binscope.processes counts ",
+      "#{b(Enum.at(r.rows, 1).bin_uss)} held by the keeper alone). After :binary.copy/1 ",
       "they reference #{b(r.referenced_after)} and the payloads are gone.\n",
       "Chart: #{r.chart}\n"
     ]

@@ -23,6 +23,10 @@ defmodule Binscope.Demo.BinariesTest do
     assert f.refc >= f.receivers
     assert f.vm_binary_delta < 2 * big
     assert f.vm_binary_delta < div(f.size * f.receivers, 20)
+    # Summed over receivers, the naive figure counts the binary once per receiver; the PSS sum
+    # counts at most one copy.
+    assert f.naive_sum == f.size * f.receivers
+    assert f.pss_sum <= f.size and f.pss_sum >= div(f.size, 2)
     # Each receiver holds a ProcBin of a few words.
     assert f.receiver_heap_bytes <= f.receivers * 16 * w
     # The 64-byte one is copied into each receiver's heap.

@@ -30,6 +30,12 @@ defmodule Binscope.Demo.StoreLifecycleTest do
     assert ordinary.vm_binary_delta >= div(20 * @size * 98, 100)
     assert ordinary.pinfo_bytes == 20 * @size
 
+    # Binscope.processes counts the same bytes as the store, each binary once over its holders.
+    assert held.pss == 20 * @size
+    assert orphaned.pss == r.shared * @size
+    assert released.pss == 0
+    assert ordinary.pss == 20 * @size
+
     text = IO.iodata_to_binary(StoreLifecycle.render(r))
     assert text =~ "back to its baseline: 0 entries, 0 bytes"
   end

@@ -23,6 +23,9 @@ defmodule Binscope.Demo.SubBinaryTest do
     assert held.store_count == r.count and held.store_bytes == r.count * size
     # After dropping the payloads and a GC, the slices still pin all of them.
     assert sliced.store_count == r.count and sliced.store_bytes == r.count * size
+    # Binscope.processes sees the keeper alone pinning every parent byte, then only the copies.
+    assert sliced.bin_uss >= r.count * size
+    assert copied.bin_uss <= r.count * 200
     # After copying the slices and a GC, nothing is pinned.
     assert copied.store_count == 0 and copied.store_bytes == 0
     assert eventually(fn -> live() == base end)
