@@ -16,10 +16,14 @@ demo: setup
 ## The whole test suite: Rust gates, Elixir gates, cargo test and mix test.
 test: setup rust-checks elixir-checks
 
-## Benchmarks (reports, not timed tests): ExUnit suites tagged :bench and criterion.
+## Benchmarks (reports, not timed tests): the ExUnit suites tagged :bench (tables on the console,
+## markdown/CSV/SVG under reports/bench/ or $$BINSCOPE_REPORT_DIR/bench/) and the criterion benches
+## of the core (output also in reports/bench/criterion.txt). About 10 minutes on 2 cores.
+## Smoke runs of every suite are part of `make test`.
 bench: setup
 	cd mix_project && MIX_ENV=test mix test --only bench
-	cargo bench -p binscope_core
+	mkdir -p "$${BINSCOPE_REPORT_DIR:-reports}/bench"
+	set -o pipefail; cargo bench -p binscope_core 2>&1 | tee "$${BINSCOPE_REPORT_DIR:-reports}/bench/criterion.txt"
 
 ## Long hardening run: 1,000,000 hostile calls and a 5-minute concurrent soak (short versions
 ## of both run in `make test`). Override with BINSCOPE_HOSTILE_CALLS / BINSCOPE_SOAK_SECONDS.

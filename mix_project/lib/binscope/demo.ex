@@ -18,7 +18,16 @@ defmodule Binscope.Demo do
   @doc "Renders a result of `run/1` for the console."
   @callback render(map()) :: iodata()
 
-  @demos [Binscope.Demo.StoreLifecycle]
+  @demos [
+    Binscope.Demo.Heaps,
+    Binscope.Demo.Binaries,
+    Binscope.Demo.StoreLifecycle,
+    Binscope.Demo.Lifetimes,
+    Binscope.Demo.ManualGc,
+    Binscope.Demo.Hibernate,
+    Binscope.Demo.SubBinary,
+    Binscope.Demo.Tuning
+  ]
 
   @doc "The demo modules, in tour order."
   @spec demos() :: [module()]

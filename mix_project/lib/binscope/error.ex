@@ -1,16 +1,29 @@
 defmodule Binscope.Error do
   @moduledoc """
-  Raised by the bang functions (`Binscope.Store.put!/2` and friends) when the store refuses a
-  request at run time. `reason` is the atom the non-bang function returns in `{:error, reason}`:
+  Raised by the bang functions when the non-bang one returns `{:error, reason}`; `reason` is that
+  same term.
+
+  From the store (`Binscope.Store.put!/2` and friends):
 
     * `:capacity` - the request would take the store over its capacity (`Binscope.Store.set_capacity/1`);
     * `:alloc_failed` - the allocator refused the memory;
     * `:label_limit` - the store already tracks its maximum number of distinct labels (65,536).
+
+  From inspection (`Binscope.memory!/1` and friends, see `Binscope.Remote`): `:not_distributed`,
+  `:noconnection`, `:timeout`, `{:collector_load_failed, _}`, `{:remote_error, _}`,
+  `{:collector_failed, _}`.
   """
   defexception [:reason, :message]
 
   @impl true
-  def exception(reason) when is_atom(reason) do
+  def exception(reason) when reason in [:capacity, :alloc_failed, :label_limit, :too_large] do
     %__MODULE__{reason: reason, message: "Binscope store refused the request: #{reason}"}
+  end
+
+  def exception(reason) do
+    %__MODULE__{
+      reason: reason,
+      message: "Binscope inspection failed: #{inspect(reason, limit: 8)}"
+    }
   end
 end

@@ -26,8 +26,23 @@ defmodule Binscope.Native do
   def store_live(_label, _owner, _older_than_ms, _limit), do: err()
   def store_set_capacity(_capacity), do: err()
 
+  # accounting.rs
+  def accounting_probe, do: err()
+  def accounting_resolve(_lists, _offset, _magic_size), do: err()
+  def accounting_attribute(_lists, _top_shared), do: err()
+  def accounting_live_store_keys(_keys), do: err()
+  def accounting_reclaimed(_before, _after, _live_store_keys), do: err()
+  def accounting_suggest(_facts), do: err()
+
+  # report.rs
+  def report_json(_term, _pretty), do: err()
+
   # allocator.rs
   def allocator_stats, do: err()
+
+  # chart.rs
+  def chart_line(_path, _title, _x_label, _y_label, _series, _events), do: err()
+  def chart_bars(_path, _title, _y_label, _bars), do: err()
 
   defp err, do: :erlang.nif_error(:not_loaded)
 end

@@ -57,17 +57,33 @@ defmodule Binscope.StoreSchedulerTest do
 
     parent = self()
 
-    reports =
-      with_long_schedule_monitor(fn ->
-        task = Task.async(fn -> send(parent, {:worker, self()}) && worker.() end)
-        assert Task.await(task, 30_000) == 18
+    attempt = fn ->
+      reports =
+        with_long_schedule_monitor(fn ->
+          task = Task.async(fn -> send(parent, {:worker, self()}) && worker.() end)
+          assert Task.await(task, 30_000) == 18
+        end)
+
+      assert_received {:worker, worker_pid}
+      # The report names where the process was scheduled in and out (for a NIF that is the
+      # caller's code, not the NIF), so reports are matched by the worker's pid.
+      for {^worker_pid, info} <- reports, do: info
+    end
+
+    # long_schedule measures wall time: when the OS takes the core away from a scheduler thread
+    # (2 cores, more runnable threads than that on a loaded machine), any process then running
+    # is reported. A store call that really holds its scheduler is reported on every attempt;
+    # an OS preemption rarely twice in a row. So: up to three attempts, one must be clean.
+    attempts =
+      Enum.reduce_while(1..3, [], fn _, acc ->
+        case attempt.() do
+          [] -> {:halt, :clean}
+          ours -> {:cont, [ours | acc]}
+        end
       end)
 
-    assert_received {:worker, worker_pid}
-    # The report names where the process was scheduled in and out (for a NIF that is the
-    # caller's code, not the NIF), so reports are matched by the worker's pid.
-    ours = for {^worker_pid, info} <- reports, do: info
-    assert ours == [], "store calls held a scheduler >= 1 ms: #{inspect(ours, limit: 5)}"
+    assert attempts == :clean,
+           "store calls held a scheduler >= 1 ms on 3 attempts: #{inspect(attempts, limit: 8)}"
   end
 
   test "the monitor does catch a 64 MiB copy run on a normal scheduler (the check can fail)" do
@@ -95,6 +111,7 @@ defmodule Binscope.StoreSchedulerTest do
   # to ~9 ms for unbounded ones). The walk results are asserted; the figures are printed.
   test "with 300k live entries, live/1 walks in chunks beside puts and stats (reported)" do
     parent = self()
+    base = settle()
 
     keeper =
       spawn_link(fn ->
@@ -112,7 +129,11 @@ defmodule Binscope.StoreSchedulerTest do
     # An unbounded walk over all 300k entries: reported, not asserted. On 2 cores with more VM
     # threads than cores, a caller that parked on the lock waits for the OS to run it again.
     unbounded = caller_waits(fn -> for _ <- 1..5, do: [] = Store.live(label: :no_such_label) end)
+    ref = Process.monitor(keeper)
     send(keeper, :done)
+    assert_receive {:DOWN, ^ref, :process, ^keeper, _}, 10_000
+    # 300k releases land after the DOWN; later tests take their baseline only once they have.
+    assert eventually(fn -> live() == base end, 30_000)
 
     worst = unbounded |> Enum.map(& &1[:timeout]) |> Enum.max(fn -> 0 end)
 

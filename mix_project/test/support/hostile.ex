@@ -85,7 +85,7 @@ defmodule Binscope.Hostile do
     r = rng(seed)
     dead = dead_pid()
     remote = remote_pid()
-    Stream.repeatedly(fn -> call(uniform(r, 14), r, dead, remote) end)
+    Stream.repeatedly(fn -> call(uniform(r, 22), r, dead, remote) end)
   end
 
   @doc "A PRNG state for `term/1`, `label/1` and `owner/3`."
@@ -112,6 +112,89 @@ defmodule Binscope.Hostile do
     do: {"set_capacity(term)", fn -> Store.set_capacity(bad_capacity(r)) end}
 
   defp call(14, r, _d, _o), do: {"put!(term)", fn -> Store.put!(term(r)) end}
+
+  # Inspection: Binscope's functions and the mix tasks' option parsing.
+  defp call(15, r, _d, _o), do: {"memory(opts)", fn -> Binscope.memory(term(r)) end}
+  defp call(16, r, _d, _o), do: {"processes(opts)", fn -> Binscope.processes(term(r)) end}
+
+  defp call(17, r, d, _o),
+    do: {"processes(pids:)", fn -> Binscope.processes(pids: [d, term(r)]) end}
+
+  defp call(18, r, _d, _o), do: {"top(n, opts)", fn -> Binscope.top(bad_int(r), by: :memory) end}
+  defp call(19, r, _d, _o), do: {"top(3, by:)", fn -> Binscope.top(3, by: term(r)) end}
+  defp call(20, r, _d, _o), do: {"leaks(opts)", fn -> Binscope.leaks(bad_leak_opts(r)) end}
+
+  defp call(21, r, _d, _o),
+    do: {"snapshot(opts)", fn -> Binscope.snapshot(top_shared: term(r)) end}
+
+  defp call(22, r, _d, _o) do
+    task = Enum.at([:memory, :top, :leaks], uniform(r, 3) - 1)
+    {"CLI.parse(#{task})", fn -> Binscope.CLI.parse(task, bad_argv(r)) end}
+  end
+
+  defp bad_leak_opts(r) do
+    case uniform(r, 4) do
+      1 -> [mode: term(r)]
+      2 -> [limit: term(r)]
+      3 -> [candidates: term(r), mode: :dry_run]
+      4 -> [nodes: term(r)]
+    end
+  end
+
+  # Always invalid: a random valid-looking prefix, then one bad element.
+  defp bad_argv(r) do
+    prefix =
+      Enum.take([["--limit", "5"], ["--format", "json"], ["--timeout", "100"]], uniform(r, 3) - 1)
+
+    bad =
+      case uniform(r, 10) do
+        1 ->
+          ["--by", random_string(r)]
+
+        2 ->
+          ["--limit", Enum.at(["-3", "0", "1e9", "x", "99999999999999999999"], uniform(r, 5) - 1)]
+
+        3 ->
+          [
+            "--node",
+            Enum.at(
+              ["no_at_sign", String.duplicate("n", 300) <> "@h", "a@b@c", ""],
+              uniform(r, 4) - 1
+            )
+          ]
+
+        4 ->
+          ["--format", random_string(r)]
+
+        5 ->
+          ["--" <> random_string(r)]
+
+        6 ->
+          [term(r)]
+
+        7 ->
+          ["--cookie", random_string(r)]
+
+        8 ->
+          ["positional" <> random_string(r)]
+
+        9 ->
+          ["--mode", random_string(r)]
+
+        10 ->
+          ["--node", "a@b", "--cookie", "c", "--cookie-file", "/nonexistent"]
+      end
+
+    List.flatten(prefix) ++ bad
+  end
+
+  defp random_string(r) do
+    case uniform(r, 3) do
+      1 -> String.duplicate("z", uniform(r, 5_000))
+      2 -> <<0xFF, uniform(r, 255), 0xC3>>
+      3 -> "x#{uniform(r, 1_000_000)}"
+    end
+  end
 
   defp bad_fill(r), do: Enum.at([-1, 256, 1 <<< 64, 1.0, "7", nil], uniform(r, 6) - 1)
   defp bad_int(r), do: Enum.at([-1, -(1 <<< 70), 2.5, "1", :x, [1]], uniform(r, 6) - 1)

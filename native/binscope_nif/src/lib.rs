@@ -2,7 +2,10 @@
 //!
 //! One Rust module per Elixir area, mirroring the Elixir modules that call it:
 //! - `store` <-> `Binscope.Store` (NIFs prefixed `store_`)
+//! - `accounting` <-> `Binscope.Accounting` / `Binscope.Leaks` (NIFs prefixed `accounting_`)
+//! - `report` <-> `Binscope.Report` (NIFs prefixed `report_`)
 //! - `allocator` <-> `Binscope.Store.allocator/0` (NIFs prefixed `allocator_`)
+//! - `chart` <-> `Binscope.Chart` (NIFs prefixed `chart_`)
 //!
 //! Every NIF is a stub in the hidden Elixir module `Binscope.Native`.
 
@@ -24,9 +27,12 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &[u8] = b"oversize_threshold:0\0";
 
+mod accounting;
 mod allocator;
+mod chart;
 mod error;
 mod label;
+mod report;
 mod store;
 mod timeslice;
 

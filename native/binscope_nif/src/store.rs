@@ -11,6 +11,7 @@
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
+use binscope_core::accounting::HandleIndex;
 use binscope_core::store::{
     Blob, LabelStats, LiveEntry, LiveFilter, OwnerState, OwnerStats, Registry, Stats,
 };
@@ -30,6 +31,22 @@ pub struct StoreBinary(Arc<Blob<LocalPid>>);
 
 #[rustler::resource_impl]
 impl Resource for StoreBinary {}
+
+impl StoreBinary {
+    /// The resource object's address: what `accounting` resolves VM-listed addresses to.
+    pub fn addr(&self) -> usize {
+        self as *const StoreBinary as usize
+    }
+}
+
+impl Drop for StoreBinary {
+    fn drop(&mut self) {
+        HANDLES.remove(self.addr());
+    }
+}
+
+/// Live store resources by address, so scans see store binaries at their real size.
+pub static HANDLES: LazyLock<HandleIndex> = LazyLock::new(HandleIndex::new);
 
 /// One resource object monitors every owner process; its `down` marks the owner dead.
 ///
@@ -75,7 +92,9 @@ fn track_owner(env: Env, owner: LocalPid) -> Result<(), NifError> {
 
 /// Wraps a blob in a fresh resource and returns it as a refc binary (zero copy).
 fn to_binary<'a>(env: Env<'a>, blob: Arc<Blob<LocalPid>>) -> Term<'a> {
+    let (id, size) = (blob.id(), blob.len() as u64);
     let resource = ResourceArc::new(StoreBinary(blob));
+    HANDLES.insert(resource.addr(), id, size);
     resource.make_binary(env, |r| r.0.bytes()).to_term(env)
 }
 

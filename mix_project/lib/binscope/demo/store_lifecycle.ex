@@ -6,7 +6,9 @@ defmodule Binscope.Demo.StoreLifecycle do
   process. The owner exits; the shared ones stay alive (the store reports them with a dead owner).
   The holder drops them and collects; the store is back to exactly its baseline. Along the way the
   table shows `:erlang.memory(:binary)` and `process_info(pid, :binary)`, which barely see the
-  same bytes, and, for contrast, the same amount of ordinary refc binaries.
+  same bytes, `Binscope.processes/1`'s `binary_pss` summed over those processes (store binaries
+  at real size, each split among its holders), and, for contrast, the same amount of ordinary
+  refc binaries.
   """
   @behaviour Binscope.Demo
 
@@ -70,7 +72,8 @@ defmodule Binscope.Demo.StoreLifecycle do
       "store bytes",
       ":erlang.memory(:binary) delta",
       "process_info(:binary) refs",
-      "process_info(:binary) bytes"
+      "process_info(:binary) bytes",
+      "Binscope binary_pss"
     ]
 
     rows =
@@ -81,7 +84,8 @@ defmodule Binscope.Demo.StoreLifecycle do
           Format.bytes(x.store_bytes),
           Format.bytes(x.vm_binary_delta),
           x.pinfo_refs,
-          Format.bytes(x.pinfo_bytes)
+          Format.bytes(x.pinfo_bytes),
+          Format.bytes(x.pss)
         ]
       end
 
@@ -91,7 +95,8 @@ defmodule Binscope.Demo.StoreLifecycle do
       "After the owner exited, the store listed #{r.orphans_reported} binaries whose owner is dead.\n",
       "After release the store is back to its baseline: #{r.final_live_delta} entries, ",
       "#{r.final_bytes_delta} bytes.\n",
-      "The VM's tools see each native binary as ~72 bytes; the store sees its real size.\n"
+      "The VM's tools see each native binary as ~72 bytes; the store and Binscope.processes ",
+      "(binary_pss, summed over the processes listed) see its real size.\n"
     ]
   end
 
@@ -102,7 +107,8 @@ defmodule Binscope.Demo.StoreLifecycle do
       store_bytes: snap.store_bytes - base.store_bytes,
       vm_binary_delta: snap.vm_binary - base.vm_binary,
       pinfo_refs: snap.pinfo_refs,
-      pinfo_bytes: snap.pinfo_bytes
+      pinfo_bytes: snap.pinfo_bytes,
+      pss: snap.pss
     }
   end
 
@@ -123,8 +129,17 @@ defmodule Binscope.Demo.StoreLifecycle do
       store_bytes: stats.live_bytes,
       vm_binary: :erlang.memory(:binary),
       pinfo_refs: length(pinfo),
-      pinfo_bytes: pinfo |> Enum.map(fn {_, size, _} -> size end) |> Enum.sum()
+      pinfo_bytes: pinfo |> Enum.map(fn {_, size, _} -> size end) |> Enum.sum(),
+      # Binscope.processes: each binary split among its holders, store binaries at real size.
+      pss: pss(pids)
     }
+  end
+
+  defp pss([]), do: 0
+
+  defp pss(pids) do
+    {:ok, records} = Binscope.processes(pids: pids)
+    records |> Enum.map(& &1.binary_pss) |> Enum.sum()
   end
 
   defp spawn_owner(count, size, label, holder, shared) do

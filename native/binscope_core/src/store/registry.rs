@@ -172,6 +172,15 @@ impl<O: Owner> Registry<O> {
         Ok(Interned { blob, hit: false })
     }
 
+    /// Which of `ids` are still live entries, in order (one lock for all). The leak finder asks
+    /// this after forcing collections: an entry that is gone was freed, exactly.
+    pub fn contains_ids(&self, ids: &[u64]) -> Vec<bool> {
+        let state = self.shared.lock();
+        ids.iter()
+            .map(|id| state.entries.contains_key(id))
+            .collect()
+    }
+
     /// Store-wide counters, consistent with each other.
     pub fn stats(&self) -> Stats {
         let state = self.shared.lock();
@@ -558,6 +567,17 @@ mod tests {
             (s.live_count, s.live_bytes, s.frees, s.peak_bytes),
             (0, 0, 2, 1005)
         );
+    }
+
+    #[test]
+    fn contains_ids_follows_releases() {
+        let r = reg();
+        let a = r.put(b"a", Label::default_label(), 1).unwrap();
+        let b = r.put(b"b", Label::default_label(), 1).unwrap();
+        let (ia, ib) = (a.id(), b.id());
+        drop(a);
+        assert_eq!(r.contains_ids(&[ia, ib, 999]), vec![false, true, false]);
+        drop(b);
     }
 
     #[test]

@@ -1,0 +1,441 @@
+defmodule Binscope.Bench.Measure do
+  @moduledoc """
+  The measuring machinery behind `Binscope.Bench`: one long-lived worker process per alternative,
+  runs dealt round-robin, and a tracer that receives the workers' garbage-collection events.
+
+  Per run, the worker reads its own counters around the timed section:
+
+    * wall time: `:erlang.monotonic_time/0` around the calls only;
+    * reductions: `process_info(self(), :reductions)`;
+    * heap words allocated and binary bytes allocated: the sizes in
+      `process_info(self(), :garbage_collection_info)` at both ends of the run, plus what every
+      garbage collection inside the run reclaimed (read from `gc_*_start`/`gc_*_end` trace
+      events, timestamped, so each event lands in its run). Heap words count the young and old
+      heaps and heap fragments; binary bytes count the process's virtual binary heap, where
+      every refc binary the process creates or receives is charged its full size (store binaries
+      included);
+    * minor and major GCs: the number of `gc_minor_start`/`gc_major_start` events in the run (a
+      minor collection the VM turns into a major one shows as one of each), and the node-wide
+      `:erlang.statistics(:garbage_collection)` delta (every process, so noisy);
+    * VM binary memory delta (`:erlang.memory(:binary)`, node-wide) and store delta
+      (`Binscope.Store.stats/0`: allocations and live bytes).
+
+  The cost of reading the counters (a few dozen words and reductions) is measured at the start of
+  each worker with an empty run and subtracted. Heap words carry an error of up to ~150 words
+  per collection inside the run (an explicit `:erlang.garbage_collect/0` of an idle process
+  reads as ~60 words): exact enough to compare allocation patterns, not to count single terms.
+  """
+
+  alias Binscope.Bench.Stats
+
+  @metrics_key :binscope_bench_metrics
+
+  @typedoc "One run's raw figures (per run, not per call)."
+  @type sample :: %{
+          time_ns: non_neg_integer(),
+          reductions: integer(),
+          heap_words: integer(),
+          binary_bytes: integer(),
+          minor_gcs: non_neg_integer(),
+          major_gcs: non_neg_integer(),
+          node_gcs: integer(),
+          vm_binary_delta: integer(),
+          store_allocs: integer(),
+          store_bytes_delta: integer(),
+          custom: %{optional(term()) => number()}
+        }
+
+  @doc false
+  @spec metrics_key() :: atom()
+  def metrics_key, do: @metrics_key
+
+  @doc """
+  Runs `alts` (a list of `%{name:, fun:, init:, batch:, spawn_opt:}`) for `warmup + runs` rounds,
+  alternatives in turn (the order rotates every round), and returns the samples of the last
+  `runs` rounds per name, in run order, plus the memory left behind once every worker has exited.
+  """
+  @spec session([map()], keyword()) ::
+          {:ok, %{String.t() => [sample()]}, map()} | {:error, term()}
+  def session(alts, opts) do
+    runs = Keyword.fetch!(opts, :runs)
+    warmup = Keyword.fetch!(opts, :warmup)
+    timeout = Keyword.fetch!(opts, :timeout)
+    trace? = Keyword.fetch!(opts, :trace_gc)
+
+    before = footprint()
+    tracer = if trace?, do: spawn(fn -> tracer_loop(%{}) end)
+    workers = Enum.map(alts, fn alt -> {alt, start_worker(alt, tracer)} end)
+
+    result =
+      try do
+        order = rounds(workers, warmup + runs)
+
+        samples =
+          Enum.reduce(order, %{}, fn {round, {alt, {pid, mref}}}, acc ->
+            sample = run_once(pid, mref, timeout)
+            if round > warmup, do: Map.update(acc, alt.name, [sample], &[sample | &1]), else: acc
+          end)
+
+        samples =
+          Map.new(workers, fn {alt, {pid, _}} ->
+            raw = samples |> Map.get(alt.name, []) |> Enum.reverse()
+            {alt.name, attach_gc(raw, pid, tracer)}
+          end)
+
+        {:ok, samples}
+      catch
+        {:bench_failed, reason} -> {:error, reason}
+      after
+        Enum.each(workers, fn {_, {pid, mref}} -> stop_worker(pid, mref) end)
+        if tracer, do: Process.exit(tracer, :kill)
+      end
+
+    case result do
+      {:ok, samples} ->
+        {:ok, samples, diff(footprint(), before)}
+
+      error ->
+        error
+    end
+  end
+
+  @doc """
+  The execution order of `rounds` rounds over `items`: every round runs each item once, and the
+  starting item rotates by one each round, so no alternative always runs first (or right after
+  the same neighbour). Returns `[{round, item}]`, rounds numbered from 1.
+
+      iex> Binscope.Bench.Measure.rounds([:a, :b, :c], 2)
+      [{1, :a}, {1, :b}, {1, :c}, {2, :b}, {2, :c}, {2, :a}]
+  """
+  @spec rounds([item], non_neg_integer()) :: [{pos_integer(), item}] when item: term()
+  def rounds(_items, 0), do: []
+
+  def rounds(items, n) do
+    k = length(items)
+
+    for r <- 1..n, i <- 0..(k - 1) do
+      {r, Enum.at(items, rem(i + r - 1, k))}
+    end
+  end
+
+  ## Workers
+
+  defp start_worker(alt, tracer) do
+    parent = self()
+
+    {pid, mref} =
+      :erlang.spawn_opt(
+        fn -> worker_init(parent, alt) end,
+        [:monitor | alt.spawn_opt]
+      )
+
+    if tracer do
+      :erlang.trace(pid, true, [:garbage_collection, :monotonic_timestamp, {:tracer, tracer}])
+    end
+
+    send(pid, :go)
+    {pid, mref}
+  end
+
+  defp worker_init(parent, alt) do
+    receive do
+      :go -> :ok
+    end
+
+    state =
+      try do
+        if alt.init, do: alt.init.(), else: nil
+      catch
+        kind, reason -> fail(parent, {:init_failed, alt.name, kind, reason, __STACKTRACE__})
+      end
+
+    # The counters' own cost: the minimum over a few empty runs.
+    empty = for _ <- 1..5, do: elem(one_run(fn s -> s end, 1, nil, 1), 1)
+
+    overhead = %{
+      heap_words: empty |> Enum.map(& &1.heap_words) |> Enum.min(),
+      reductions: empty |> Enum.map(& &1.reductions) |> Enum.min()
+    }
+
+    worker_loop(parent, alt, state, overhead)
+  end
+
+  defp worker_loop(parent, alt, state, overhead) do
+    receive do
+      {:run, from, ref} ->
+        {state, sample} =
+          try do
+            one_run(alt.fun, arity(alt.fun), state, alt.batch)
+          catch
+            kind, reason -> fail(parent, {:run_failed, alt.name, kind, reason, __STACKTRACE__})
+          end
+
+        sample = %{
+          sample
+          | heap_words: max(sample.heap_words - overhead.heap_words, 0),
+            reductions: max(sample.reductions - overhead.reductions, 0)
+        }
+
+        send(from, {ref, sample})
+        worker_loop(parent, alt, state, overhead)
+
+      :stop ->
+        :ok
+    end
+  end
+
+  defp fail(parent, reason) do
+    send(parent, {:bench_worker_failed, self(), reason})
+    exit(:normal)
+  end
+
+  defp arity(fun), do: elem(:erlang.fun_info(fun, :arity), 1)
+
+  defp run_once(pid, mref, timeout) do
+    ref = make_ref()
+    send(pid, {:run, self(), ref})
+
+    receive do
+      {^ref, sample} ->
+        sample
+
+      {:bench_worker_failed, ^pid, reason} ->
+        throw({:bench_failed, reason})
+
+      {:DOWN, ^mref, :process, ^pid, reason} ->
+        throw({:bench_failed, {:worker_died, reason}})
+    after
+      timeout -> throw({:bench_failed, {:timeout, timeout}})
+    end
+  end
+
+  defp stop_worker(pid, mref) do
+    send(pid, :stop)
+
+    receive do
+      {:DOWN, ^mref, :process, ^pid, _} -> :ok
+    after
+      5_000 ->
+        Process.exit(pid, :kill)
+
+        receive do
+          {:DOWN, ^mref, :process, ^pid, _} -> :ok
+        end
+    end
+
+    # Drop a failure report that raced with the stop.
+    receive do
+      {:bench_worker_failed, ^pid, _} -> :ok
+    after
+      0 -> :ok
+    end
+  end
+
+  # One timed run of `batch` calls. The window for GC events opens before the first counter read
+  # and closes before the last, so collections triggered by reading the counters at the end
+  # fall outside it (see the moduledoc).
+  defp one_run(fun, arity, state, batch) do
+    Process.put(@metrics_key, %{})
+    # Node-wide counters first and last: they allocate (`:erlang.memory/1` builds terms), so
+    # they stay outside the window in which heap allocation and GCs are counted.
+    {n0, _, _} = :erlang.statistics(:garbage_collection)
+    vb0 = :erlang.memory(:binary)
+    s0 = Binscope.Store.stats()
+    w0 = :erlang.monotonic_time()
+    g0 = gc_sizes()
+    {:reductions, r0} = Process.info(self(), :reductions)
+    t0 = :erlang.monotonic_time()
+    state = repeat(fun, arity, state, batch)
+    t1 = :erlang.monotonic_time()
+    g1 = gc_sizes()
+    {:reductions, r1} = Process.info(self(), :reductions)
+    s1 = Binscope.Store.stats()
+    vb1 = :erlang.memory(:binary)
+    {n1, _, _} = :erlang.statistics(:garbage_collection)
+
+    sample = %{
+      time_ns: :erlang.convert_time_unit(t1 - t0, :native, :nanosecond),
+      window: {w0, t1},
+      g0: g0,
+      g1: g1,
+      reductions: r1 - r0,
+      heap_words: elem(g1, 0) - elem(g0, 0),
+      binary_bytes: elem(g1, 1) - elem(g0, 1),
+      minor_gcs: 0,
+      major_gcs: 0,
+      node_gcs: n1 - n0,
+      vm_binary_delta: vb1 - vb0,
+      store_allocs: s1.allocs - s0.allocs,
+      store_bytes_delta: s1.live_bytes - s0.live_bytes,
+      custom: Process.get(@metrics_key, %{})
+    }
+
+    {state, sample}
+  end
+
+  defp repeat(_fun, _arity, state, 0), do: state
+
+  defp repeat(fun, 0, state, n),
+    do:
+      (
+        fun.()
+        repeat(fun, 0, state, n - 1)
+      )
+
+  defp repeat(fun, 1, state, n), do: repeat(fun, 1, fun.(state), n - 1)
+
+  # {heap words (young + old + fragments), binary bytes (virtual binary heaps)}
+  defp gc_sizes do
+    {:garbage_collection_info, i} = Process.info(self(), :garbage_collection_info)
+    gc_sizes(i)
+  end
+
+  defp gc_sizes(i) do
+    words = i[:heap_size] + i[:old_heap_size] + i[:mbuf_size]
+    bin = (i[:bin_vheap_size] + i[:bin_old_vheap_size]) * :erlang.system_info(:wordsize)
+    {words, bin}
+  end
+
+  ## GC events
+
+  defp attach_gc(samples, _pid, nil), do: Enum.map(samples, &finish/1)
+
+  defp attach_gc(samples, pid, tracer) do
+    ref = :erlang.trace_delivered(pid)
+
+    receive do
+      {:trace_delivered, ^pid, ^ref} -> :ok
+    after
+      5_000 -> :ok
+    end
+
+    tref = make_ref()
+    send(tracer, {:take, pid, self(), tref})
+
+    events =
+      receive do
+        {^tref, events} -> events
+      after
+        5_000 -> []
+      end
+
+    Enum.map(samples, fn s ->
+      {w0, w1} = s.window
+      inside = Enum.filter(events, fn {_tag, _info, ts} -> ts >= w0 and ts <= w1 end)
+      {rec_words, rec_bin, minors, majors} = reclaimed(inside)
+
+      finish(%{
+        s
+        | heap_words: s.heap_words + rec_words,
+          binary_bytes: s.binary_bytes + rec_bin,
+          minor_gcs: minors,
+          major_gcs: majors
+      })
+    end)
+  end
+
+  defp finish(s), do: Map.drop(s, [:window, :g0, :g1])
+
+  # What the collections in a run reclaimed: sum of (size at start - size at end) per pair.
+  defp reclaimed(events) do
+    {acc, _} =
+      Enum.reduce(events, {{0, 0, 0, 0}, nil}, fn
+        {tag, info, _}, {{w, b, mi, ma}, _} when tag in [:gc_minor_start, :gc_major_start] ->
+          mi = if tag == :gc_minor_start, do: mi + 1, else: mi
+          ma = if tag == :gc_major_start, do: ma + 1, else: ma
+          {{w, b, mi, ma}, gc_sizes(info)}
+
+        {tag, info, _}, {{w, b, mi, ma}, {sw, sb}} when tag in [:gc_minor_end, :gc_major_end] ->
+          {ew, eb} = gc_sizes(info)
+          {{w + sw - ew, b + sb - eb, mi, ma}, nil}
+
+        _, acc ->
+          acc
+      end)
+
+    acc
+  end
+
+  defp tracer_loop(acc) do
+    receive do
+      {:trace_ts, pid, tag, info, ts} ->
+        tracer_loop(Map.update(acc, pid, [{tag, info, ts}], &[{tag, info, ts} | &1]))
+
+      {:take, pid, from, ref} ->
+        send(from, {ref, acc |> Map.get(pid, []) |> Enum.reverse()})
+        tracer_loop(Map.delete(acc, pid))
+
+      _ ->
+        tracer_loop(acc)
+    end
+  end
+
+  ## Memory left behind
+
+  @doc """
+  Node memory now, after letting pending store releases land: `:erlang.memory/0` totals
+  (`:total`, `:processes`, `:binary`, `:ets`) and the store's live bytes.
+  """
+  @spec footprint() :: %{atom() => integer()}
+  def footprint do
+    :erlang.garbage_collect()
+    settle_store()
+    m = :erlang.memory()
+
+    %{
+      total: m[:total],
+      processes: m[:processes],
+      binary: m[:binary],
+      ets: m[:ets],
+      store_bytes: Binscope.Store.stats().live_bytes
+    }
+  end
+
+  defp diff(a, b), do: Map.new(a, fn {k, v} -> {k, v - Map.fetch!(b, k)} end)
+
+  # Store releases run in the collecting process's GC right after a holder exits; wait until the
+  # live counters are unchanged over three polls (at most ~1 s).
+  defp settle_store(last \\ nil, same \\ 0, tries \\ 100)
+  defp settle_store(_last, 3, _tries), do: :ok
+  defp settle_store(_last, _same, 0), do: :ok
+
+  defp settle_store(last, same, tries) do
+    now = Binscope.Store.stats() |> Map.take([:live_count, :live_bytes])
+
+    if now == last do
+      Process.sleep(5)
+      settle_store(now, same + 1, tries - 1)
+    else
+      Process.sleep(5)
+      settle_store(now, 0, tries - 1)
+    end
+  end
+
+  @doc false
+  # Summaries per call of a list of samples (each per run of `batch` calls).
+  @spec summarize([sample(), ...], pos_integer()) :: map()
+  def summarize(samples, batch) do
+    per_call = fn key -> Enum.map(samples, &(Map.fetch!(&1, key) / batch)) end
+    per_run = fn key -> Enum.map(samples, &Map.fetch!(&1, key)) end
+
+    custom_keys = samples |> Enum.flat_map(&Map.keys(&1.custom)) |> Enum.uniq()
+
+    %{
+      time_ns: Stats.summary(per_call.(:time_ns)),
+      reductions: Stats.median(per_call.(:reductions)),
+      heap_words: Stats.median(per_call.(:heap_words)),
+      binary_bytes: Stats.median(per_call.(:binary_bytes)),
+      minor_gcs: Stats.median(per_run.(:minor_gcs)),
+      major_gcs: Stats.median(per_run.(:major_gcs)),
+      node_gcs: Stats.median(per_run.(:node_gcs)),
+      vm_binary_delta: Stats.median(per_run.(:vm_binary_delta)),
+      store_allocs: Stats.median(per_call.(:store_allocs)),
+      store_bytes_delta: Stats.median(per_run.(:store_bytes_delta)),
+      custom:
+        Map.new(custom_keys, fn k ->
+          values = for s <- samples, Map.has_key?(s.custom, k), do: s.custom[k]
+          {k, Stats.summary(values)}
+        end)
+    }
+  end
+end

@@ -1,0 +1,235 @@
+defmodule Binscope.Bench.Suite.StoreVm do
+  @moduledoc """
+  Suite 1, store vs the VM: `Binscope.Store.put/2` and `alloc/2` against `:binary.copy/1` and
+  `<<0::size(n)-unit(8)>>` at 1 KiB, 64 KiB, 1 MiB and 16 MiB, in a steady cycle (a ring of
+  `ring` live binaries in which each new one replaces, and drops, the oldest), and
+  `Binscope.Store.intern/2` at 0%, 50% and 99% duplicate inputs against `put/2` and
+  `:binary.copy/1`. Every comparison runs its alternatives interleaved (`Binscope.Bench.compare/2`).
+
+  `run/1` returns the comparisons and a report (`Binscope.Bench.Report`); options override the
+  sizes (the smoke test in the default suite runs it with tiny ones).
+  """
+
+  alias Binscope.Bench
+  alias Binscope.Bench.Report
+  alias Binscope.Store
+
+  @kib 1024
+  @mib 1024 * 1024
+
+  @defaults [
+    sizes: [@kib, 64 * @kib, @mib, 16 * @mib],
+    bytes_per_run: 128 * @mib,
+    runs: 9,
+    warmup: 1,
+    ring: 8,
+    intern_size: 64 * @kib,
+    intern_count: 256,
+    intern_batch: 4,
+    dup_percents: [0, 50, 99]
+  ]
+
+  @doc "Options for a run of a few seconds that checks the code paths, not the speed."
+  @spec smoke_opts() :: keyword()
+  def smoke_opts do
+    [
+      sizes: [@kib, 64 * @kib],
+      bytes_per_run: 256 * @kib,
+      runs: 2,
+      warmup: 0,
+      ring: 2,
+      intern_size: 4 * @kib,
+      intern_count: 20,
+      intern_batch: 1
+    ]
+  end
+
+  @doc """
+  Runs the suite. Returns `%{cycle: [{size, comparison}], intern: [{dup_percent, comparison,
+  held}], report: report}` where `held` maps each alternative to the bytes it held after one
+  pass over the inputs.
+  """
+  @spec run(keyword()) :: map()
+  def run(opts \\ []) do
+    o = Keyword.merge(@defaults, opts)
+    cycle = for size <- o[:sizes], do: {size, cycle(size, o)}
+    intern = for d <- o[:dup_percents], do: intern(d, o)
+    %{cycle: cycle, intern: intern, report: report(cycle, intern, o)}
+  end
+
+  ## Steady cycle
+
+  defp cycle(size, o) do
+    src = :binary.copy(<<1>>, size)
+    ring = o[:ring]
+    calls = max(o[:ring], div(o[:bytes_per_run], size))
+    # Each alternative's worker builds its own ring of store-free filler first.
+    init = fn -> :queue.from_list(for _ <- 1..ring, do: <<>>) end
+    step = fn make -> fn q -> :queue.in(make.(), elem(:queue.out(q), 1)) end end
+
+    alts = [
+      {":binary.copy", step.(fn -> :binary.copy(src) end)},
+      {"<<0::size(n)-unit(8)>>", step.(fn -> <<0::size(size)-unit(8)>> end)},
+      {"Store.put", step.(fn -> Store.put!(src, label: :bench) end)},
+      {"Store.alloc fill 0", step.(fn -> Store.alloc!(size, label: :bench) end)},
+      {"Store.alloc fill 1", step.(fn -> Store.alloc!(size, fill: 1, label: :bench) end)}
+    ]
+
+    Bench.compare!(alts,
+      init: init,
+      batch: calls,
+      bytes: size,
+      runs: o[:runs],
+      warmup: o[:warmup]
+    )
+  end
+
+  ## Intern with duplicates
+
+  defp intern(dup_percent, o) do
+    size = o[:intern_size]
+    n = o[:intern_count]
+    inputs = inputs(n, size, dup_percent)
+
+    pass = fn make ->
+      fn ->
+        live0 = Store.stats().live_bytes
+        held = Enum.map(inputs, make)
+        # Bytes this pass holds: the store's live bytes it added (a delta, so store binaries
+        # other code holds do not count), the inputs' size for the VM.
+        Bench.record(:store_live_bytes, Store.stats().live_bytes - live0)
+        _ = length(held)
+        # Drop this pass's binaries before the next one, so "0% duplicates" stays 0%: a
+        # previous pass's entries must not serve as dedup hits.
+        :erlang.garbage_collect()
+      end
+    end
+
+    alts = [
+      {":binary.copy", pass.(&:binary.copy/1)},
+      {"Store.put", pass.(&Store.put!(&1, label: :bench))},
+      {"Store.intern", pass.(&Store.intern!(&1, label: :bench))}
+    ]
+
+    cmp =
+      Bench.compare!(alts,
+        batch: o[:intern_batch],
+        bytes: n * size,
+        runs: o[:runs],
+        warmup: o[:warmup]
+      )
+
+    held =
+      Map.new(cmp.results, fn r ->
+        bytes =
+          if r.name == ":binary.copy", do: n * size, else: r.custom[:store_live_bytes].median
+
+        {r.name, bytes}
+      end)
+
+    {dup_percent, cmp, held}
+  end
+
+  @doc """
+  `n` inputs of `size` bytes each, `dup_percent`% of which repeat one template's content; every
+  input sits in its own memory (so each is a real copy source). Deterministic order.
+  """
+  @spec inputs(pos_integer(), pos_integer(), 0..100) :: [binary()]
+  def inputs(n, size, dup_percent) do
+    dups = div(n * dup_percent, 100)
+    template = filler(0, size)
+    uniques = for i <- 1..(n - dups)//1, do: filler(i, size)
+    copies = for _ <- 1..dups//1, do: :binary.copy(template)
+    interleave(uniques, copies)
+  end
+
+  defp filler(i, size) when size >= 8, do: <<i::64, :binary.copy(<<i::8>>, size - 8)::binary>>
+  defp filler(i, size), do: :binary.copy(<<i::8>>, size)
+
+  defp interleave([], b), do: b
+  defp interleave(a, []), do: a
+  defp interleave([x | a], [y | b]), do: [x, y | interleave(a, b)]
+
+  ## Report
+
+  defp report(cycle, intern, o) do
+    cycle_rows =
+      for {size, cmp} <- cycle, r <- cmp.results do
+        zero = Enum.find(cmp.results, &(&1.name == "<<0::size(n)-unit(8)>>"))
+
+        [
+          size_label(size),
+          r.name,
+          Float.round(r.throughput / 1024 ** 3, 2),
+          Report.ratio(cmp.ratios[r.name].speed),
+          Report.ratio(zero.time_ns.median / r.time_ns.median),
+          Report.duration(r.time_ns.median),
+          Report.duration(r.time_ns.p99),
+          round(r.heap_words),
+          round(r.binary_bytes)
+        ]
+      end
+
+    intern_rows =
+      for {d, cmp, held} <- intern, r <- cmp.results do
+        [
+          "#{d}%",
+          r.name,
+          Float.round(r.throughput / 1024 ** 3, 2),
+          Report.ratio(cmp.ratios[r.name].speed),
+          Binscope.Report.Format.bytes(round(held[r.name])),
+          Report.duration(r.time_ns.median)
+        ]
+      end
+
+    bars =
+      for {size, cmp} <- cycle, name <- ["Store.put", "Store.alloc fill 1"] do
+        {"#{size_label(size)} #{String.replace(name, "Store.", "")}", cmp.ratios[name].speed}
+      end
+
+    %{
+      title: "Store vs the VM",
+      intro:
+        "Steady cycle: a ring of #{o[:ring]} live binaries per alternative, each new one replacing " <>
+          "(and dropping) the oldest; about #{Binscope.Report.Format.bytes(o[:bytes_per_run])} " <>
+          "made per run; median of #{o[:runs]} runs after #{o[:warmup]} warm-up, alternatives " <>
+          "interleaved round-robin. `fill 0` maps fresh zeroed pages without touching them; " <>
+          "`fill 1` writes every byte. Intern: #{o[:intern_count]} inputs of " <>
+          "#{Binscope.Report.Format.bytes(o[:intern_size])} per pass, all held until the pass ends.",
+      tables: [
+        %{
+          title: "steady cycle",
+          headers: [
+            "size",
+            "alternative",
+            "GiB/s",
+            "speed vs :binary.copy",
+            "speed vs <<0::size(n)-unit(8)>>",
+            "median/call",
+            "p99/call",
+            "heap words/call",
+            "binary bytes/call"
+          ],
+          rows: cycle_rows
+        },
+        %{
+          title: "intern with duplicates",
+          headers: [
+            "duplicates",
+            "alternative",
+            "GiB/s",
+            "speed vs :binary.copy",
+            "memory held by one pass",
+            "median/pass"
+          ],
+          rows: intern_rows
+        }
+      ],
+      chart: %{title: "Store speed vs :binary.copy (steady cycle)", y_label: "x", bars: bars}
+    }
+  end
+
+  @doc false
+  def size_label(s) when s >= @mib, do: "#{div(s, @mib)} MiB"
+  def size_label(s), do: "#{div(s, @kib)} KiB"
+end

@@ -1,0 +1,80 @@
+defmodule Binscope.CLI.Output do
+  @moduledoc "Renders the command line's reports as a table, JSON or CSV."
+
+  alias Binscope.Report.{CSV, Format, JSON, Table}
+
+  @process_cols [
+    :pid,
+    :name,
+    :memory,
+    :binary_bytes,
+    :binary_pss,
+    :binary_uss,
+    :native_bytes,
+    :message_queue_len,
+    :current_function
+  ]
+  @leak_cols [
+    :pid,
+    :name,
+    :reclaimed_bytes,
+    :reclaimed_refs,
+    :estimated_bytes,
+    :suggestion,
+    :reason
+  ]
+
+  @doc "Renders a report of `task` in `format`."
+  @spec render(atom(), term(), :table | :json | :csv) :: iodata()
+  def render(_task, report, :json), do: [JSON.encode(report, pretty: true), "\n"]
+
+  def render(:memory, m, :csv) do
+    CSV.encode(["category", "bytes"], m |> Enum.sort() |> Enum.map(fn {k, v} -> [k, v] end))
+  end
+
+  def render(:memory, m, :table) do
+    keys =
+      [:total, :processes, :binary, :ets, :atom, :code, :system] ++
+        [:store_live_bytes, :native_allocated, :native_resident, :rss, :unaccounted]
+
+    rows = for k <- keys, Map.has_key?(m, k), do: [Atom.to_string(k), human(m[k]), m[k]]
+    ["node #{m.node}\n", Table.render(["category", "size", "bytes"], rows)]
+  end
+
+  def render(task, rows, format) when task in [:top, :leaks] do
+    cols = if task == :top, do: @process_cols, else: @leak_cols
+    cells = Enum.map(rows, fn r -> Enum.map(cols, &cell(r, &1, format)) end)
+    headers = Enum.map(cols, &Atom.to_string/1)
+
+    case format do
+      :csv -> CSV.encode(headers, cells)
+      :table -> Table.render(headers, cells)
+    end
+  end
+
+  defp cell(r, :name, _), do: name(r)
+  defp cell(r, k, :csv), do: JSON.plain(Map.get(r, k))
+
+  defp cell(r, k, :table) do
+    case Map.get(r, k) do
+      nil -> "-"
+      n when is_integer(n) and k != :message_queue_len and k != :reclaimed_refs -> human(n)
+      v -> v |> JSON.plain() |> to_string()
+    end
+  end
+
+  defp name(%{registered_name: n}) when is_atom(n) and n not in [nil, :undefined],
+    do: inspect(n)
+
+  defp name(r), do: JSON.plain(r.initial_call)
+
+  defp human(n) when is_integer(n), do: Format.bytes(n)
+  defp human(other), do: to_string(other)
+
+  @doc "A one-line explanation of an error reason (never includes a cookie)."
+  @spec reason(term()) :: String.t()
+  def reason(:not_distributed), do: "this node is not distributed"
+  def reason(:noconnection), do: "no connection to the node (down, unreachable, or wrong cookie)"
+  def reason(:timeout), do: "the node did not answer within the timeout"
+  def reason(other), do: inspect(other, limit: 8)
+end

@@ -1,0 +1,182 @@
+defmodule Binscope.Leaks do
+  @moduledoc """
+  The binary-leak finder: which processes hold binaries that only a garbage collection would
+  free, how many bytes a GC gives back, and what to change.
+
+  ## Modes and what they cost
+
+  - `:targeted` (default): one `detail: :basic` sweep of every process (binary lists, memory,
+    mailbox: close to the cost of a plain `process_info/2` sweep), ranks them by the bytes of
+    binaries only they reference (`binary_uss`: a GC can free at most that), fetches full
+    details for the top `candidates` (default 20) and forces a major GC on those only. Latency cost: each collected
+    process stops for its own GC (microseconds for a small heap, milliseconds for a large one);
+    nothing else is touched. The right default on a production node.
+  - `:full`: forces a major GC of *every* process, one at a time, as recon's `bin_leak/1` does,
+    but measured in bytes. Every process on the node pauses for its GC, and the scan takes time
+    proportional to the whole node's live heap. Use on a test node, or knowingly.
+  - `:dry_run`: GCs nothing. Returns the ranking with `estimated_bytes` (an upper bound: the
+    bytes only that process references) and `reclaimed_bytes: nil`.
+
+  `reclaimed_bytes` is exact: a binary counts only when the collections freed it (no other
+  holder: process, ETS table, port or NIF), once, split among the processes that dropped it.
+  Store binaries count at their real size and are checked against the store itself.
+  `reclaimed_refs` is recon's measure: references dropped.
+  """
+
+  alias Binscope.{Accounting, Remote}
+
+  @suggestions %{
+    "hibernate_after" => :hibernate_after,
+    "hibernate_idle" => :hibernate_idle,
+    "fullsweep_after" => :fullsweep_after,
+    "binary_copy" => :binary_copy,
+    "off_heap_queue" => :off_heap_queue,
+    "none" => :none
+  }
+  @otp_loops [:gen_server, :gen_statem, :gen_event, :gen]
+
+  @doc "Runs the leak finder on `node` with validated options (see `Binscope.leaks/1`)."
+  @spec find(node(), map()) :: {:ok, [map()]} | {:error, term()}
+  def find(node, opts) do
+    mode = Map.get(opts, :mode, :targeted)
+    limit = Map.get(opts, :limit, 10)
+    k = Map.get(opts, :candidates, 20)
+
+    # Ranking needs only the binary lists: the cheap `:basic` sweep. The identity and GC facts
+    # the results show are fetched for the few processes that make it into them.
+    detail = if mode == :full, do: :full, else: :basic
+    snap_opts = opts |> Map.put(:top_shared, 0) |> Map.put(:detail, detail)
+
+    with {:ok, snap} <- Accounting.snapshot(node, snap_opts) do
+      me = self()
+      ranked = snap.processes |> Enum.reject(&(&1.pid == me)) |> rank()
+
+      case mode do
+        :dry_run ->
+          with {:ok, top} <- with_details(node, Enum.take(ranked, limit), opts) do
+            {:ok, Enum.map(top, &estimate/1)}
+          end
+
+        :targeted ->
+          with {:ok, cands} <- with_details(node, Enum.take(ranked, k), opts) do
+            collect(node, cands, snap, limit, opts.timeout)
+          end
+
+        :full ->
+          collect(node, ranked, snap, limit, opts.timeout)
+      end
+    end
+  end
+
+  @detail_fields [
+    :initial_call,
+    :current_function,
+    :heap_size,
+    :total_heap_size,
+    :stack_size,
+    :old_heap_size,
+    :reductions,
+    :minor_gcs,
+    :fullsweep_after,
+    :bin_vheap_size,
+    :bin_old_vheap_size
+  ]
+
+  # Full detail for a few records, keeping their whole-node binary attribution.
+  defp with_details(_node, [], _opts), do: {:ok, []}
+
+  defp with_details(node, records, opts) do
+    with {:ok, raw} <- Remote.call(node, :details, [Enum.map(records, & &1.pid)], opts.timeout) do
+      details = raw |> Accounting.attribute(0) |> Map.fetch!(:processes) |> Map.new(&{&1.pid, &1})
+
+      {:ok,
+       for r <- records, d = details[r.pid], d != nil do
+         Map.merge(r, Map.take(d, @detail_fields))
+       end}
+    end
+  end
+
+  # Most likely garbage first: bytes only this process references (a GC frees at most these),
+  # then its fair share of what it shares, then the old heap's binaries.
+  defp rank(records) do
+    Enum.sort_by(records, &{&1.binary_uss, &1.binary_pss, &1.bin_old_vheap_size}, :desc)
+  end
+
+  defp estimate(r) do
+    r
+    |> identity()
+    |> Map.merge(%{
+      reclaimed_bytes: nil,
+      reclaimed_refs: nil,
+      estimated_bytes: r.binary_uss,
+      suggestion: nil,
+      reason: "dry run: up to #{r.binary_uss} bytes are referenced only by this process"
+    })
+  end
+
+  defp identity(r) do
+    Map.take(r, [
+      :pid,
+      :node,
+      :registered_name,
+      :initial_call,
+      :current_function,
+      :message_queue_len,
+      :total_heap_size
+    ])
+  end
+
+  defp collect(node, candidates, snap, limit, timeout) do
+    by_pid = Map.new(candidates, &{&1.pid, &1})
+
+    with {:ok, round} <- Remote.call(node, :gc_round, [Map.keys(by_pid)], timeout) do
+      results = round.results
+      before = Enum.map(results, &elem(&1, 1))
+      after_ = Enum.map(results, &elem(&1, 2))
+
+      reclaimed = Binscope.Native.accounting_reclaimed(before, after_, round.live_store_keys)
+      {retained, _, _} = Binscope.Native.accounting_attribute(after_, 0)
+      w = Map.get(snap, :word_size, :erlang.system_info(:wordsize))
+
+      found =
+        [results, reclaimed, retained]
+        |> Enum.zip_with(fn [res, rec, ret] -> result(res, rec, ret, by_pid, w) end)
+        |> Enum.sort_by(&{&1.reclaimed_bytes, &1.reclaimed_refs}, :desc)
+        |> Enum.take(limit)
+
+      {:ok, found}
+    end
+  end
+
+  defp result({pid, _before, _after, reds, heap, stack, mql}, {refs, bytes, bins}, ret, by_pid, w) do
+    r = Map.fetch!(by_pid, pid)
+    {_refs, _bytes, distinct, _uss, pss, _shared, _store} = ret
+    cur_mod = with {m, _, _} <- r.current_function, do: m
+
+    facts = %{
+      reclaimed_bytes: bytes,
+      retained_binary_bytes: pss,
+      retained_binaries: distinct,
+      heap_bytes: (heap + stack) * w,
+      message_queue_len: mql,
+      reductions_delta: max(reds - (r.reductions || reds), 0),
+      otp_behaviour: cur_mod in @otp_loops,
+      fullsweep_after: r.fullsweep_after || 0,
+      minor_gcs: r.minor_gcs || 0
+    }
+
+    {name, reason} = Binscope.Native.accounting_suggest(facts)
+
+    r
+    |> identity()
+    |> Map.merge(%{
+      reclaimed_bytes: bytes,
+      reclaimed_refs: refs,
+      reclaimed_binaries: bins,
+      retained_binary_bytes: pss,
+      estimated_bytes: r.binary_uss,
+      suggestion: Map.fetch!(@suggestions, name),
+      reason: reason
+    })
+  end
+end

@@ -1,0 +1,37 @@
+defmodule Mix.Tasks.Binscope.Memory do
+  @shortdoc "Where a node's memory is: VM categories, native memory, RSS, unaccounted"
+  @moduledoc """
+  Where a node's memory is, in bytes: every `:erlang.memory/0` category, Binscope's store and
+  native (jemalloc) memory, OS RSS and what none of them accounts for.
+
+      mix binscope.memory
+      mix binscope.memory --node app@10.0.0.5 --cookie-file ~/.app_cookie --format json
+
+  Cost: reads counters only; safe on a busy production node.
+
+  Options:
+
+    --node NAME          inspect NAME (name@host) instead of this VM; connects as a hidden node.
+                         The target needs no Binscope installed: the OTP-only collector is loaded
+                         onto it for the scan.
+    --cookie C           the target's cookie (never printed), or
+    --cookie-file F      read it from F (default: ~/.erlang.cookie, as OTP does)
+    --format FMT         table (default), json or csv
+    --timeout MS         give up on the node after MS milliseconds (default 30000)
+    --help               this text
+
+  Progress goes to stderr every second while a scan runs; the report goes to stdout.
+  """
+  use Mix.Task
+
+  @impl true
+  def run(argv) do
+    Mix.Task.run("compile")
+    Code.ensure_loaded!(Binscope.Native)
+
+    case Binscope.CLI.run(:memory, argv, @moduledoc) do
+      0 -> :ok
+      status -> exit({:shutdown, status})
+    end
+  end
+end

@@ -1,0 +1,45 @@
+defmodule Mix.Tasks.Binscope.Top do
+  @shortdoc "The processes using the most memory or binaries (PSS/USS, native)"
+  @moduledoc """
+  The processes with the largest metric, with shared binaries attributed fairly (PSS), the
+  bytes only they hold (USS) and the native bytes the VM does not show.
+
+      mix binscope.top --by binary_pss --limit 10
+      mix binscope.top --node app@host --by native_bytes --format csv
+
+  Extra options:
+
+    --limit N            rows (default 20)
+    --by METRIC          memory (default), binary_pss, binary_uss, binary_bytes, native_bytes,
+                         total_heap_size, message_queue_len, reductions, minor_gcs, ...
+  --detail LEVEL       full (default) or basic: only name, memory, mailbox and binaries, at
+                       about the cost of a plain process_info sweep (2-3x cheaper)
+
+  Cost: one process_info/2 call per process; no GC; safe on a busy production node.
+
+  Options:
+
+    --node NAME          inspect NAME (name@host) instead of this VM; connects as a hidden node.
+                         The target needs no Binscope installed: the OTP-only collector is loaded
+                         onto it for the scan.
+    --cookie C           the target's cookie (never printed), or
+    --cookie-file F      read it from F (default: ~/.erlang.cookie, as OTP does)
+    --format FMT         table (default), json or csv
+    --timeout MS         give up on the node after MS milliseconds (default 30000)
+    --help               this text
+
+  Progress goes to stderr every second while a scan runs; the report goes to stdout.
+  """
+  use Mix.Task
+
+  @impl true
+  def run(argv) do
+    Mix.Task.run("compile")
+    Code.ensure_loaded!(Binscope.Native)
+
+    case Binscope.CLI.run(:top, argv, @moduledoc) do
+      0 -> :ok
+      status -> exit({:shutdown, status})
+    end
+  end
+end

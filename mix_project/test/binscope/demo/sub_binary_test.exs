@@ -1,0 +1,34 @@
+defmodule Binscope.Demo.SubBinaryTest do
+  use Binscope.StoreCase, async: false
+
+  alias Binscope.Demo.SubBinary
+
+  @moduletag :tmp_dir
+
+  test "slices pin every parent byte; :binary.copy/1 releases them all", %{tmp_dir: dir} do
+    base = settle()
+    size = 256 * 1024
+
+    r =
+      SubBinary.run(
+        scale: 0.2,
+        size: size,
+        label: :demo_sub_binary_test,
+        quiet: true,
+        report_dir: dir
+      )
+
+    [held, sliced, copied] = r.rows
+
+    assert held.store_count == r.count and held.store_bytes == r.count * size
+    # After dropping the payloads and a GC, the slices still pin all of them.
+    assert sliced.store_count == r.count and sliced.store_bytes == r.count * size
+    # Binscope.processes sees the keeper alone pinning every parent byte, then only the copies.
+    assert sliced.bin_uss >= r.count * size
+    assert copied.bin_uss <= r.count * 200
+    # After copying the slices and a GC, nothing is pinned.
+    assert copied.store_count == 0 and copied.store_bytes == 0
+    assert eventually(fn -> live() == base end)
+    assert File.exists?(r.chart)
+  end
+end

@@ -1,0 +1,109 @@
+defmodule Binscope.LeakScenario do
+  @moduledoc """
+  Processes with known binary footprints, for accounting and leak-finder tests (and benches).
+  Every process here stops on `:stop`; `stop_all/1` waits until they are gone.
+  """
+
+  @doc """
+  A burst-then-idle worker: creates `count` refc binaries of `size` bytes (store binaries when
+  `store: true`), drops them and goes idle without collecting. Only a major GC frees them.
+  Returns `{pid, bytes_dropped}` once the binaries are garbage.
+  """
+  def burst_then_idle(count, size, opts \\ []) do
+    parent = self()
+    store? = Keyword.get(opts, :store, false)
+
+    pid =
+      spawn(fn ->
+        bins =
+          for i <- 1..count do
+            if store?,
+              do: Binscope.Store.alloc!(size, fill: rem(i, 256), label: :leak_scenario),
+              else: :binary.copy(<<rem(i, 256)>>, size)
+          end
+
+        total = Enum.reduce(bins, 0, &(byte_size(&1) + &2))
+        send(parent, {:burst_done, self(), total})
+        # `bins` is dead from here on, but stays on the heap until a GC.
+        idle()
+      end)
+
+    receive do
+      {:burst_done, ^pid, total} -> {pid, total}
+    after
+      5_000 -> raise "burst worker did not start"
+    end
+  end
+
+  @doc "`n` idle processes that hold nothing of note."
+  def idle_processes(n), do: for(_ <- 1..n, do: spawn(&idle/0))
+
+  @doc "`n` processes that all hold the same binary `bin` (kept live)."
+  def sharers(bin, n) do
+    for _ <- 1..n do
+      spawn(fn ->
+        receive do
+          :stop -> byte_size(bin)
+        end
+      end)
+    end
+  end
+
+  @doc """
+  A process that keeps only a `slice`-byte sub-binary of each of `count` binaries of `size`
+  bytes: the slices pin their whole parents. Returns `{pid, parent_bytes}`.
+  """
+  def slice_keeper(count, size, slice) do
+    parent = self()
+
+    pid =
+      spawn(fn ->
+        kept =
+          for i <- 1..count do
+            big = :binary.copy(<<rem(i, 256)>>, size)
+            binary_part(big, 0, slice)
+          end
+
+        send(parent, {:sliced, self()})
+
+        receive do
+          :stop -> length(kept)
+        end
+      end)
+
+    receive do
+      {:sliced, ^pid} -> {pid, count * size}
+    after
+      5_000 -> raise "slice keeper did not start"
+    end
+  end
+
+  @doc "A GenServer that holds nothing, for identity tests."
+  def gen_server do
+    {:ok, pid} = Agent.start(fn -> :state end)
+    pid
+  end
+
+  @doc "Stops every pid (`:stop` message, then kill) and waits until each is gone."
+  def stop_all(pids) do
+    for pid <- pids do
+      ref = Process.monitor(pid)
+      send(pid, :stop)
+      Process.exit(pid, :kill)
+
+      receive do
+        {:DOWN, ^ref, :process, ^pid, _} -> :ok
+      after
+        5_000 -> raise "#{inspect(pid)} did not stop"
+      end
+    end
+
+    :ok
+  end
+
+  defp idle do
+    receive do
+      :stop -> :ok
+    end
+  end
+end

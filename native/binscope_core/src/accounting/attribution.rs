@@ -1,0 +1,448 @@
+//! Attribution of shared binaries to the processes that hold them.
+//!
+//! A refc binary shared by K processes appears in each one's `process_info(pid, :binary)` list, so
+//! summing those lists (what recon and observer_cli show) counts it K times. Here every binary is
+//! identified by its key and counted once:
+//! - `bytes` (naive): the sum of the process's list, duplicates included, as other tools report;
+//! - `uss`: bytes of binaries that no other process and nothing else (ETS, ports, NIFs) references;
+//! - `pss`: each binary's size split among its holder processes, in whole bytes, so that the sum of
+//!   `pss` over all processes equals the node's unique binary bytes exactly.
+//!
+//! Cost: two passes over the references with one hash lookup each (criterion: `attribution`).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// One reference to a binary as a process holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BinRef {
+    /// The binary's identity: its address, or a store key (see [`super::store_key`]).
+    pub key: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The VM's reference count for it when read (every holder: processes, ETS, ports, NIFs).
+    pub refc: u64,
+}
+
+/// Every process's binary references, flattened: process `i` holds `refs[bounds[i]..bounds[i+1]]`.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    refs: Vec<BinRef>,
+    bounds: Vec<usize>,
+}
+
+impl Snapshot {
+    pub fn new() -> Self {
+        Snapshot {
+            refs: Vec::new(),
+            bounds: vec![0],
+        }
+    }
+
+    pub fn with_capacity(processes: usize, refs: usize) -> Self {
+        let mut bounds = Vec::with_capacity(processes + 1);
+        bounds.push(0);
+        Snapshot {
+            refs: Vec::with_capacity(refs),
+            bounds,
+        }
+    }
+
+    /// Adds one process's references.
+    pub fn push_process<I: IntoIterator<Item = BinRef>>(&mut self, refs: I) {
+        self.refs.extend(refs);
+        self.bounds.push(self.refs.len());
+    }
+
+    /// Adds one reference to the process being built (finish it with [`Snapshot::end_process`]).
+    pub fn push_ref(&mut self, r: BinRef) {
+        self.refs.push(r);
+    }
+
+    /// Closes the process whose references were pushed with [`Snapshot::push_ref`].
+    pub fn end_process(&mut self) {
+        self.bounds.push(self.refs.len());
+    }
+
+    pub fn processes(&self) -> usize {
+        self.bounds.len() - 1
+    }
+
+    pub fn process(&self, i: usize) -> &[BinRef] {
+        &self.refs[self.bounds[i]..self.bounds[i + 1]]
+    }
+
+    pub fn total_refs(&self) -> usize {
+        self.refs.len()
+    }
+}
+
+/// One process's share of the node's binaries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessShare {
+    /// References held (list length, duplicates included).
+    pub refs: u64,
+    /// Naive bytes: the sum of the list, as other tools report.
+    pub bytes: u64,
+    /// Distinct binaries held.
+    pub distinct: u64,
+    /// Bytes only this process references.
+    pub uss: u64,
+    /// This process's fair share of every binary it holds.
+    pub pss: u64,
+    /// Distinct binaries this process shares with other processes.
+    pub shared: u64,
+    /// Bytes of distinct store entries it holds (their real size, not the VM's 72).
+    pub store_bytes: u64,
+}
+
+/// A binary held by more than one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedBinary {
+    pub key: u64,
+    pub size: u64,
+    /// Processes holding it.
+    pub holders: u64,
+    /// The VM's reference count (larger than the references seen when ETS, ports or NIFs hold it).
+    pub refc: u64,
+}
+
+/// Node-wide totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub processes: u64,
+    pub refs: u64,
+    /// What summing every process's list gives (each shared binary counted once per holder).
+    pub naive_bytes: u64,
+    /// Distinct binaries and their bytes: each counted once. Equals the sum of every `pss`.
+    pub unique_binaries: u64,
+    pub unique_bytes: u64,
+    /// Binaries held by two or more processes, and their bytes (counted once).
+    pub shared_binaries: u64,
+    pub shared_bytes: u64,
+    /// Binaries whose reference count shows holders outside the scanned processes.
+    pub external_binaries: u64,
+}
+
+/// The result of [`attribute`].
+#[derive(Debug, Clone, Default)]
+pub struct Attribution {
+    /// One per process, in snapshot order.
+    pub processes: Vec<ProcessShare>,
+    pub summary: Summary,
+    /// The most widely shared binaries, largest `size * holders` first (at most `top_shared`).
+    pub top_shared: Vec<SharedBinary>,
+}
+
+/// Per-binary facts gathered in the first pass.
+#[derive(Clone, Copy)]
+struct Slot {
+    size: u64,
+    refc: u64,
+    /// Processes holding it, and references seen over all processes.
+    holders: u32,
+    seen_refs: u32,
+    /// 1 + index of the last process that touched the slot, per pass (0 = none).
+    last_pass1: u32,
+    last_pass2: u32,
+    /// Holders already given their share (the first `size % holders` get one byte more).
+    served: u32,
+}
+
+/// Keys of one shard (all keys when `shards` is 1), mapped to dense slot indexes. Pass 1
+/// remembers each reference's slot (`SKIP` for other shards' keys), so pass 2 walks references
+/// in order without hashing again: the hash lookups are the cost at 1M references.
+fn index_keys(snap: &Snapshot, shard: usize, shards: usize) -> (Vec<u32>, Vec<(u64, u64, u64)>) {
+    let mut index: HashMap<u64, u32, BuildHasherDefault<AddrHasher>> =
+        HashMap::with_capacity_and_hasher(snap.total_refs() / shards + 16, Default::default());
+    let mut ref_slot = Vec::with_capacity(snap.total_refs());
+    // (key, size, refc) per slot.
+    let mut keys: Vec<(u64, u64, u64)> = Vec::new();
+    for r in &snap.refs {
+        if shards > 1 && shard_of(r.key, shards) != shard {
+            ref_slot.push(SKIP);
+            continue;
+        }
+        let next = keys.len() as u32;
+        let i = *index.entry(r.key).or_insert(next);
+        if i == next {
+            keys.push((r.key, r.size, r.refc));
+        } else {
+            let k = &mut keys[i as usize];
+            k.2 = k.2.max(r.refc);
+        }
+        ref_slot.push(i);
+    }
+    (ref_slot, keys)
+}
+
+const SKIP: u32 = u32::MAX;
+
+fn shard_of(key: u64, shards: usize) -> usize {
+    ((key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % shards as u64) as usize
+}
+
+/// Attributes every binary of `snap` to its holders. `top_shared` bounds the list of most shared
+/// binaries returned.
+pub fn attribute(snap: &Snapshot, top_shared: usize) -> Attribution {
+    finish(snap, vec![attribute_shard(snap, 0, 1)], top_shared)
+}
+
+/// As [`attribute`], on `threads` threads: binaries are split among them by key, so each binary
+/// is still seen by one thread in process order and the result is identical.
+pub fn attribute_parallel(snap: &Snapshot, top_shared: usize, threads: usize) -> Attribution {
+    let threads = threads.clamp(1, 64);
+    if threads == 1 {
+        return attribute(snap, top_shared);
+    }
+    let parts = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| scope.spawn(move || attribute_shard(snap, t, threads)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("attribution thread panicked"))
+            .collect()
+    });
+    finish(snap, parts, top_shared)
+}
+
+/// One shard's contribution.
+struct Part {
+    processes: Vec<ProcessShare>,
+    summary: Summary,
+    shared: Vec<SharedBinary>,
+}
+
+fn attribute_shard(snap: &Snapshot, shard: usize, shards: usize) -> Part {
+    let n = snap.processes();
+    let (ref_slot, keys) = index_keys(snap, shard, shards);
+    let mut slots: Vec<Slot> = keys
+        .iter()
+        .map(|&(_, size, refc)| Slot {
+            size,
+            refc,
+            holders: 0,
+            seen_refs: 0,
+            last_pass1: 0,
+            last_pass2: 0,
+            served: 0,
+        })
+        .collect();
+
+    for p in 0..n {
+        let mark = p as u32 + 1;
+        for &i in &ref_slot[snap.bounds[p]..snap.bounds[p + 1]] {
+            if i == SKIP {
+                continue;
+            }
+            let slot = &mut slots[i as usize];
+            slot.seen_refs = slot.seen_refs.saturating_add(1);
+            if slot.last_pass1 != mark {
+                slot.last_pass1 = mark;
+                slot.holders += 1;
+            }
+        }
+    }
+
+    let mut processes = Vec::with_capacity(n);
+    let mut summary = Summary::default();
+    for p in 0..n {
+        let mark = p as u32 + 1;
+        let mut share = ProcessShare::default();
+        let (lo, hi) = (snap.bounds[p], snap.bounds[p + 1]);
+        for (r, &i) in snap.refs[lo..hi].iter().zip(&ref_slot[lo..hi]) {
+            if i == SKIP {
+                continue;
+            }
+            share.refs += 1;
+            share.bytes += r.size;
+            let slot = &mut slots[i as usize];
+            if slot.last_pass2 == mark {
+                continue;
+            }
+            slot.last_pass2 = mark;
+            share.distinct += 1;
+            if super::store_entry(r.key).is_some() {
+                share.store_bytes += slot.size;
+            }
+            let holders = u64::from(slot.holders);
+            if holders == 1 && slot.refc <= u64::from(slot.seen_refs) {
+                share.uss += slot.size;
+            }
+            if holders > 1 {
+                share.shared += 1;
+            }
+            let extra = u64::from(u64::from(slot.served) < slot.size % holders);
+            share.pss += slot.size / holders + extra;
+            slot.served += 1;
+        }
+        summary.refs += share.refs;
+        summary.naive_bytes += share.bytes;
+        processes.push(share);
+    }
+
+    let mut shared = Vec::new();
+    for (slot, &(key, _, _)) in slots.iter().zip(&keys) {
+        summary.unique_binaries += 1;
+        summary.unique_bytes += slot.size;
+        if slot.refc > u64::from(slot.seen_refs) {
+            summary.external_binaries += 1;
+        }
+        if slot.holders > 1 {
+            summary.shared_binaries += 1;
+            summary.shared_bytes += slot.size;
+            shared.push(SharedBinary {
+                key,
+                size: slot.size,
+                holders: u64::from(slot.holders),
+                refc: slot.refc,
+            });
+        }
+    }
+    Part {
+        processes,
+        summary,
+        shared,
+    }
+}
+
+fn finish(snap: &Snapshot, parts: Vec<Part>, top_shared: usize) -> Attribution {
+    let mut parts = parts.into_iter();
+    let first = parts.next().expect("at least one part");
+    let (mut processes, mut summary, mut shared) = (first.processes, first.summary, first.shared);
+    for part in parts {
+        for (acc, p) in processes.iter_mut().zip(&part.processes) {
+            acc.refs += p.refs;
+            acc.bytes += p.bytes;
+            acc.distinct += p.distinct;
+            acc.uss += p.uss;
+            acc.pss += p.pss;
+            acc.shared += p.shared;
+            acc.store_bytes += p.store_bytes;
+        }
+        let s = part.summary;
+        summary.refs += s.refs;
+        summary.naive_bytes += s.naive_bytes;
+        summary.unique_binaries += s.unique_binaries;
+        summary.unique_bytes += s.unique_bytes;
+        summary.shared_binaries += s.shared_binaries;
+        summary.shared_bytes += s.shared_bytes;
+        summary.external_binaries += s.external_binaries;
+        shared.extend(part.shared);
+    }
+    summary.processes = snap.processes() as u64;
+
+    let weight = |s: &SharedBinary| s.size.saturating_mul(s.holders);
+    if shared.len() > top_shared {
+        shared.select_nth_unstable_by(top_shared, |a, b| {
+            weight(b).cmp(&weight(a)).then(a.key.cmp(&b.key))
+        });
+        shared.truncate(top_shared);
+    }
+    shared.sort_unstable_by(|a, b| weight(b).cmp(&weight(a)).then(a.key.cmp(&b.key)));
+
+    Attribution {
+        processes,
+        summary,
+        top_shared: shared,
+    }
+}
+
+/// A fast hasher for binary addresses and store keys (both well spread in their high bits after
+/// one multiply). Not for untrusted keys: nothing here is.
+#[derive(Default)]
+pub(crate) struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+        self.0 ^= self.0 >> 29;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(key: u64, size: u64, refc: u64) -> BinRef {
+        BinRef { key, size, refc }
+    }
+
+    #[test]
+    fn one_binary_shared_by_three_counts_once() {
+        let mut s = Snapshot::new();
+        for _ in 0..3 {
+            s.push_process([r(0x1000, 1_000_000, 3)]);
+        }
+        let a = attribute(&s, 10);
+        assert_eq!(a.summary.naive_bytes, 3_000_000);
+        assert_eq!(a.summary.unique_bytes, 1_000_000);
+        let pss: u64 = a.processes.iter().map(|p| p.pss).sum();
+        assert_eq!(pss, 1_000_000);
+        assert!(a.processes.iter().all(|p| p.uss == 0 && p.shared == 1));
+        // 1_000_000 / 3 leaves 1 byte: the first holder gets it.
+        assert_eq!(a.processes[0].pss, 333_334);
+        assert_eq!(a.processes[2].pss, 333_333);
+        assert_eq!(a.top_shared[0].holders, 3);
+    }
+
+    #[test]
+    fn exclusive_binary_is_uss_unless_something_else_holds_it() {
+        let mut s = Snapshot::new();
+        s.push_process([r(1, 500, 1), r(2, 700, 2)]);
+        let a = attribute(&s, 10);
+        // key 2 has refc 2 but one reference seen: ETS or a NIF holds it too.
+        assert_eq!(a.processes[0].uss, 500);
+        assert_eq!(a.processes[0].pss, 1200);
+        assert_eq!(a.summary.external_binaries, 1);
+    }
+
+    #[test]
+    fn duplicate_references_in_one_process_count_once_for_uss_and_pss() {
+        let mut s = Snapshot::new();
+        s.push_process([r(7, 100, 2), r(7, 100, 2)]);
+        let a = attribute(&s, 10);
+        assert_eq!(a.processes[0].refs, 2);
+        assert_eq!(a.processes[0].bytes, 200);
+        assert_eq!(a.processes[0].uss, 100);
+        assert_eq!(a.processes[0].pss, 100);
+        assert_eq!(a.processes[0].distinct, 1);
+    }
+
+    #[test]
+    fn empty_processes_and_empty_snapshot() {
+        let a = attribute(&Snapshot::new(), 5);
+        assert_eq!(a.summary, Summary::default());
+        let mut s = Snapshot::new();
+        s.push_process([]);
+        s.push_process([]);
+        let a = attribute(&s, 5);
+        assert_eq!(a.processes, vec![ProcessShare::default(); 2]);
+        assert_eq!(a.summary.processes, 2);
+    }
+
+    #[test]
+    fn top_shared_is_bounded_and_ordered() {
+        let mut s = Snapshot::new();
+        for p in 0..4u64 {
+            s.push_process((0..=p).map(|k| r(k, 10 * (k + 1), 4)));
+        }
+        let a = attribute(&s, 2);
+        assert_eq!(a.top_shared.len(), 2);
+        assert!(
+            a.top_shared[0].size * a.top_shared[0].holders
+                >= a.top_shared[1].size * a.top_shared[1].holders
+        );
+    }
+}

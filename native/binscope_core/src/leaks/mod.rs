@@ -1,0 +1,12 @@
+//! The binary-leak finder's rules: which processes to collect, what a collection gave back, and
+//! what to change. The VM side (the collector) only gathers lists and forces the collections.
+//!
+//! - [`reclaim`]: from binary lists taken before and after forcing GCs, the bytes actually freed,
+//!   each binary counted once and split exactly among the processes that let it go.
+//! - [`advice`]: one suggestion per process, with the reason in the process's own figures.
+
+pub mod advice;
+pub mod reclaim;
+
+pub use advice::{suggest, Facts, Suggestion};
+pub use reclaim::{reclaimed, Reclaim};

@@ -1,0 +1,106 @@
+//! NIFs of `Binscope.Report` (prefixed `report_`): terms to JSON through `binscope_core::report`.
+//!
+//! Accepted: maps (keys: atoms, strings or integers), proper lists, tuples (as lists), atoms
+//! (`true`/`false`/`nil` as JSON literals, others as strings), integers, floats and UTF-8
+//! binaries. Anything else (pids, refs, funs, non-UTF-8 binaries, improper lists, nesting deeper
+//! than `MAX_DEPTH`) raises `ArgumentError`: the Elixir side turns pids into strings first.
+
+use binscope_core::report::{to_json, Value};
+use rustler::{Binary, Error, NifResult, Term, TermType};
+
+/// Deeper input is refused instead of recursing without bound on a hostile term.
+const MAX_DEPTH: usize = 64;
+
+fn atom_text(t: Term) -> NifResult<String> {
+    t.atom_to_string()
+}
+
+fn key(t: Term) -> NifResult<String> {
+    match t.get_type() {
+        TermType::Atom => atom_text(t),
+        TermType::Binary => utf8(t),
+        TermType::Integer => Ok(integer(t)?.to_string()),
+        _ => Err(Error::BadArg),
+    }
+}
+
+fn utf8(t: Term) -> NifResult<String> {
+    let b: Binary = t.decode()?;
+    std::str::from_utf8(b.as_slice())
+        .map(str::to_owned)
+        .map_err(|_| Error::BadArg)
+}
+
+enum Int {
+    Small(i64),
+    Big(u64),
+}
+
+impl std::fmt::Display for Int {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Int::Small(i) => write!(f, "{i}"),
+            Int::Big(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+fn integer(t: Term) -> NifResult<Int> {
+    if let Ok(i) = t.decode::<i64>() {
+        return Ok(Int::Small(i));
+    }
+    t.decode::<u64>().map(Int::Big)
+}
+
+fn value(t: Term, depth: usize) -> NifResult<Value> {
+    if depth > MAX_DEPTH {
+        return Err(Error::BadArg);
+    }
+    Ok(match t.get_type() {
+        TermType::Atom => match atom_text(t)?.as_str() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            "nil" => Value::Null,
+            other => Value::Str(other.to_owned()),
+        },
+        TermType::Integer => match integer(t)? {
+            Int::Small(i) => Value::Int(i),
+            Int::Big(u) => Value::BigInt(u.to_string()),
+        },
+        TermType::Float => Value::Float(t.decode()?),
+        TermType::Binary => Value::Str(utf8(t)?),
+        TermType::List => {
+            let items: Vec<Term> = t.decode()?;
+            Value::List(
+                items
+                    .into_iter()
+                    .map(|i| value(i, depth + 1))
+                    .collect::<NifResult<_>>()?,
+            )
+        }
+        TermType::Tuple => {
+            let items = rustler::types::tuple::get_tuple(t)?;
+            Value::List(
+                items
+                    .into_iter()
+                    .map(|i| value(i, depth + 1))
+                    .collect::<NifResult<_>>()?,
+            )
+        }
+        TermType::Map => {
+            let iter = rustler::types::map::MapIterator::new(t).ok_or(Error::BadArg)?;
+            let mut pairs = Vec::new();
+            for (k, v) in iter {
+                pairs.push((key(k)?, value(v, depth + 1)?));
+            }
+            Value::Map(pairs)
+        }
+        _ => return Err(Error::BadArg),
+    })
+}
+
+/// JSON text for `term`; `pretty` indents it. Dirty: reports of a whole node can be large.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn report_json(term: Term, pretty: bool) -> NifResult<String> {
+    Ok(to_json(&value(term, 0)?, pretty))
+}
