@@ -36,6 +36,14 @@ fn build(sizes: &[u64], procs: &[Vec<usize>], outside: &[u64]) -> Snapshot {
 }
 
 proptest! {
+    // Under Miri (about 1000x slower): 8 cases per property and no regression file (Miri
+    // isolates the file system). Natively: proptest's default 256.
+    #![proptest_config(if cfg!(miri) {
+        ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() }
+    } else {
+        ProptestConfig::default()
+    })]
+
     #[test]
     fn pss_sums_to_unique_bytes_and_naive_to_list_sums((sizes, procs, outside) in world()) {
         let s = build(&sizes, &procs, &outside);
