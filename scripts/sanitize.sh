@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # AddressSanitizer run of the NIF under an ExUnit subset.
 #
-#   scripts/sanitize.sh [mix test args]     default: the store and hardening test files
+#   scripts/sanitize.sh [mix test args]     default: store, hardening, accounting, leaks, chart,
+#                                           cli and remote test files
 #
 # How: the NIF is built with nightly `-Zsanitizer=address` and its `system_alloc` feature (the
 # system allocator instead of jemalloc, so every native buffer gets ASan redzones and
@@ -14,7 +15,9 @@
 # Left out of the default subset, with the reason:
 # - store_scheduler_test.exs: asserts that no store call holds a scheduler for 1 ms; ASan makes
 #   every instrumented access slower (about 2x), so that timing is not the code's;
-# - "allocator/0 reports jemalloc figures ...": jemalloc is not the allocator in this build.
+# - "allocator/0 reports jemalloc figures ..." and "memory/0 reports every :erlang.memory
+#   category ...": they assert jemalloc's figures grow, and jemalloc is not the allocator here;
+# - the demo and bench suites: they exercise the same NIFs and report timings.
 # LeakSanitizer is off: the VM does not free its own thread stacks etc. at exit (seen: 175 KB in
 # 13 blocks from beam's sys_thread_init_signal_stack), which would bury anything of ours.
 set -euo pipefail
@@ -63,7 +66,10 @@ echo "ASan runtime mapped in beam.smp: $in_vm"
 if [ $# -eq 0 ]; then
   set -- test/binscope/store_test.exs test/binscope/store_bad_input_test.exs \
     test/binscope/store_concurrency_test.exs test/binscope/hardening \
-    --exclude "test:test allocator/0 reports jemalloc figures that follow store allocations"
+    test/binscope/accounting_test.exs test/binscope/leaks_test.exs test/binscope/chart_test.exs \
+    test/binscope/cli_test.exs test/binscope/remote_test.exs \
+    --exclude "test:test allocator/0 reports jemalloc figures that follow store allocations" \
+    --exclude "test:test memory/0 reports every :erlang.memory category, RSS, the store and what is unaccounted"
 fi
 start=$(date +%s)
 set +e
