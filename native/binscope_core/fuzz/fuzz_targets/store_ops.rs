@@ -362,18 +362,30 @@ fn check_live(r: &Registry<Owner>, m: &Model, f: &LiveFilter<Owner>) {
     }
 }
 
+/// What a put, alloc or intern miss asked for.
+struct Request {
+    size: u64,
+    label: Label,
+    owner: Owner,
+    content: Content,
+    interned: bool,
+}
+
 /// A new allocation (put/alloc/miss) or its refusal, checked against the model.
 fn expect_new(
     r: &Registry<Owner>,
     m: &mut Model,
     result: Result<Arc<Blob<Owner>>, StoreError>,
     before: &binscope_core::store::Stats,
-    size: u64,
-    label: Label,
-    owner: Owner,
-    content: Content,
-    interned: bool,
+    req: Request,
 ) {
+    let Request {
+        size,
+        label,
+        owner,
+        content,
+        interned,
+    } = req;
     let expected = m.expect_room(size);
     match (result, expected) {
         (Ok(blob), Ok(())) => {
@@ -428,17 +440,14 @@ fn intern(r: &Registry<Owner>, m: &mut Model, bytes: Vec<u8>, l: Label, o: Owner
                 assert!(!i.hit, "no identical live content: must allocate");
                 i.blob
             });
-            expect_new(
-                r,
-                m,
-                result,
-                &before,
+            let req = Request {
                 size,
-                l,
-                o,
-                Content::Bytes(bytes),
-                true,
-            );
+                label: l,
+                owner: o,
+                content: Content::Bytes(bytes),
+                interned: true,
+            };
+            expect_new(r, m, result, &before, req);
         }
     }
 }
@@ -458,17 +467,14 @@ fn run(ops: Vec<Op>) {
             } => {
                 let (l, o, n) = (label(l), owner(o), len as usize);
                 let res = r.put(&vec![byte; n], l.clone(), o);
-                expect_new(
-                    &r,
-                    &mut m,
-                    res,
-                    &before,
-                    n as u64,
-                    l,
-                    o,
-                    Content::Fill(byte, n),
-                    false,
-                );
+                let req = Request {
+                    size: n as u64,
+                    label: l,
+                    owner: o,
+                    content: Content::Fill(byte, n),
+                    interned: false,
+                };
+                expect_new(&r, &mut m, res, &before, req);
             }
             Op::PutBytes {
                 bytes,
@@ -478,17 +484,14 @@ fn run(ops: Vec<Op>) {
                 let (l, o) = (label(l), owner(o));
                 let res = r.put(&bytes, l.clone(), o);
                 let size = bytes.len() as u64;
-                expect_new(
-                    &r,
-                    &mut m,
-                    res,
-                    &before,
+                let req = Request {
                     size,
-                    l,
-                    o,
-                    Content::Bytes(bytes),
-                    false,
-                );
+                    label: l,
+                    owner: o,
+                    content: Content::Bytes(bytes),
+                    interned: false,
+                };
+                expect_new(&r, &mut m, res, &before, req);
             }
             Op::Alloc {
                 size,
@@ -498,8 +501,14 @@ fn run(ops: Vec<Op>) {
             } => {
                 let (l, o) = (label(l), owner(o));
                 let res = r.alloc(size as u64, fill, l.clone(), o);
-                let c = Content::Fill(fill, size as usize);
-                expect_new(&r, &mut m, res, &before, size as u64, l, o, c, false);
+                let req = Request {
+                    size: u64::from(size),
+                    label: l,
+                    owner: o,
+                    content: Content::Fill(fill, size as usize),
+                    interned: false,
+                };
+                expect_new(&r, &mut m, res, &before, req);
             }
             Op::Intern {
                 seed,
