@@ -68,10 +68,10 @@ defmodule Binscope do
   `node:`/`nodes:`/`timeout:`. Scans every process (one `process_info/2` call each); forces no
   GC. Processes that exit during the scan are skipped.
 
-  `detail: :basic` collects only the registered name, memory, mailbox length and binary list
-  (everything attribution needs): about the cost of a plain `process_info(pid, [:binary,
-  :memory])` sweep, against about 2-3x for `:full`, whose GC items cost the most (see README,
-  Performance). The fields it does not collect are `nil`.
+  `detail: :basic` collects only memory and the binary list (everything attribution needs, the
+  same two `process_info/2` items as a plain `process_info(pid, [:binary, :memory])` sweep) and
+  registered names (from one `Process.registered/0`); the other fields are `nil`. `:full`, the
+  default, costs about 2-3x more: its GC items cost the most (see README, Performance).
 
       iex> {:ok, procs} = Binscope.processes()
       iex> Enum.any?(procs, &(&1.pid == self()))

@@ -22,9 +22,10 @@
 %% result is built on the collector's heap), so none is asked twice.
 -define(ITEMS, [registered_name, initial_call, current_function, memory, message_queue_len,
                 reductions, binary, garbage_collection, garbage_collection_info]).
-%% detail => basic: what attribution and ranking need, at close to the cost of a plain
-%% process_info(P, [binary, memory]) sweep (the GC items above cost the most).
--define(BASIC_ITEMS, [registered_name, memory, message_queue_len, binary]).
+%% detail => basic: what attribution and ranking need, the same two items as a plain
+%% process_info(P, [binary, memory]) sweep (every item costs; the GC items above the most).
+%% Registered names come from one registered/0 call instead.
+-define(BASIC_ITEMS, [memory, binary]).
 
 %% Snapshot of processes: #{node, time_ms, word_size, store, procs => [Record]}.
 %% Opts: #{pids => all | [pid()], detail => full | basic}. Processes that exit during the scan
@@ -45,17 +46,21 @@ snapshot(Opts) ->
       store => store_loaded(),
       procs => Records}.
 
-collect_basic([], Acc) ->
+collect_basic(Pids, Acc) ->
+    Names = maps:from_list([{P, N} || N <- erlang:registered(), P <- [erlang:whereis(N)], is_pid(P)]),
+    collect_basic(Pids, Names, Acc).
+
+collect_basic([], _Names, Acc) ->
     lists:reverse(Acc);
-collect_basic([P | Rest], Acc) ->
+collect_basic([P | Rest], Names, Acc) ->
     case erlang:process_info(P, ?BASIC_ITEMS) of
         undefined ->
-            collect_basic(Rest, Acc);
-        [{registered_name, Name}, {memory, Mem}, {message_queue_len, MQL}, {binary, Bins}] ->
+            collect_basic(Rest, Names, Acc);
+        [{memory, Mem}, {binary, Bins}] ->
             U = undefined,
-            R = {P, name(Name), U, U, Mem, U, U, U, MQL, U, Bins, U, U, U, U, U,
+            R = {P, maps:get(P, Names, U), U, U, Mem, U, U, U, U, U, Bins, U, U, U, U, U,
                  listed_bytes(Bins, 0)},
-            collect_basic(Rest, [R | Acc])
+            collect_basic(Rest, Names, [R | Acc])
     end.
 
 collect([], Acc) ->
@@ -121,17 +126,23 @@ resolve_store(Records) ->
     case calibration() of
         {Offset, MagicSize} ->
             %% Only lists holding an entry of the probe's size can hold store binaries.
-            {Idx, Lists} = lists:unzip([{I, element(11, R)}
-                                        || {I, R} <- lists:zip(lists:seq(1, length(Records)), Records),
-                                           lists:keymember(MagicSize, 2, element(11, R))]),
-            case Lists of
-                [] -> Records;
-                _ ->
-                    Resolved = maps:from_list(lists:zip(Idx, ?NATIVE:accounting_resolve(Lists, Offset, MagicSize))),
-                    replace(Records, 1, Resolved, [])
+            case candidates(Records, MagicSize, 1, [], []) of
+                {[], []} -> Records;
+                {Idx, Lists} ->
+                    Resolved = ?NATIVE:accounting_resolve(Lists, Offset, MagicSize),
+                    replace(Records, 1, maps:from_list(lists:zip(Idx, Resolved)), [])
             end;
         undefined ->
             Records
+    end.
+
+candidates([], _Size, _I, Idx, Lists) ->
+    {lists:reverse(Idx), lists:reverse(Lists)};
+candidates([R | Rest], Size, I, Idx, Lists) ->
+    Bins = element(11, R),
+    case lists:keymember(Size, 2, Bins) of
+        true -> candidates(Rest, Size, I + 1, [I | Idx], [Bins | Lists]);
+        false -> candidates(Rest, Size, I + 1, Idx, Lists)
     end.
 
 replace([], _I, _Resolved, Acc) ->

@@ -85,7 +85,7 @@ defmodule Binscope.Accounting do
       total_heap_size: words(theap, w),
       stack_size: words(stack, w),
       old_heap_size: words(old_heap, w),
-      message_queue_len: mql,
+      message_queue_len: opt(mql),
       reductions: opt(reds),
       binary_refs: refs,
       binary_bytes: listed,

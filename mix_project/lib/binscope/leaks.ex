@@ -5,8 +5,8 @@ defmodule Binscope.Leaks do
 
   ## Modes and what they cost
 
-  - `:targeted` (default): one `detail: :basic` sweep of every process (binary lists, memory,
-    mailbox: close to the cost of a plain `process_info/2` sweep), ranks them by the bytes of
+  - `:targeted` (default): one `detail: :basic` sweep of every process (binary lists and
+    memory: the items of a plain `process_info(pid, [:binary, :memory])` sweep), ranks them by the bytes of
     binaries only they reference (`binary_uss`: a GC can free at most that), fetches full
     details for the top `candidates` (default 20) and forces a major GC on those only. Latency cost: each collected
     process stops for its own GC (microseconds for a small heap, milliseconds for a large one);
@@ -69,6 +69,8 @@ defmodule Binscope.Leaks do
   end
 
   @detail_fields [
+    :registered_name,
+    :message_queue_len,
     :initial_call,
     :current_function,
     :heap_size,

@@ -135,6 +135,7 @@ defmodule Binscope.AccountingTest do
                Map.take(f, [:pid, :binary_pss, :binary_uss, :binary_bytes, :native_store_bytes])
 
       assert b.current_function == nil and b.minor_gcs == nil and b.native_estimated_bytes == nil
+      assert b.message_queue_len == nil and b.registered_name == f.registered_name
       assert is_tuple(f.current_function) and is_integer(f.minor_gcs)
     end
 

@@ -28,7 +28,6 @@ defmodule Binscope.Accounting.Options do
   # What `detail: :basic` collects (the others are nil there).
   @basic_metrics [
     :memory,
-    :message_queue_len,
     :binary_refs,
     :binary_bytes,
     :binary_uss,
