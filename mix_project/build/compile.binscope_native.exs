@@ -64,8 +64,10 @@ defmodule Mix.Tasks.Compile.BinscopeNative do
 
   defp fingerprint(root) do
     files =
-      Path.wildcard(Path.join(root, "native/**/*.{rs,toml}")) ++
-        Enum.map(["Cargo.toml", "Cargo.lock"], &Path.join(root, &1))
+      (Path.wildcard(Path.join(root, "native/**/*.{rs,toml}")) ++
+         Enum.map(["Cargo.toml", "Cargo.lock"], &Path.join(root, &1)))
+      # cargo-fuzz's own workspace and build output are not part of the NIF.
+      |> Enum.reject(&String.contains?(&1, "/fuzz/"))
 
     files
     |> Enum.sort()
