@@ -280,8 +280,9 @@ defmodule Binscope.StoreTest do
       assert Enum.all?(Map.values(before), &(is_integer(&1) and &1 >= 0))
       held = for _ <- 1..16, do: Store.alloc!(@mib, fill: 1)
       grown = Store.allocator()
-      # jemalloc counts every native allocation; unrelated frees may land in between.
-      assert grown.allocated - before.allocated >= 16 * @mib - 64 * 1024
+      # jemalloc counts every native allocation; unrelated frees (earlier tests' binaries whose
+      # last holder is collected meanwhile) may land in between: allow 1 MiB of them.
+      assert grown.allocated - before.allocated >= 15 * @mib
       assert length(held) == 16
       assert grown.resident >= grown.allocated
     end)
