@@ -28,6 +28,25 @@ defmodule Binscope.CLI do
   @modes Map.new(Options.modes(), &{Atom.to_string(&1), &1})
   @details %{"full" => :full, "basic" => :basic}
 
+  @common_help """
+  Options:
+
+    --node NAME          inspect NAME (name@host) instead of this VM; connects as a hidden node.
+                         The target needs no Binscope installed: the OTP-only collector is loaded
+                         onto it for the scan.
+    --cookie C           the target's cookie (never printed), or
+    --cookie-file F      read it from F (default: ~/.erlang.cookie, as OTP does)
+    --format FMT         table (default), json or csv
+    --timeout MS         give up on the node after MS milliseconds (default 30000)
+    --help               this text
+
+  Progress goes to stderr every second while a scan runs; the report goes to stdout.
+  """
+
+  @doc "The options every task takes, as its `--help` shows them."
+  @spec common_help() :: String.t()
+  def common_help, do: @common_help
+
   @typedoc "A report kind."
   @type task :: :memory | :top | :leaks
 

@@ -1,39 +1,21 @@
 defmodule Binscope.AccountingSchedulerTest do
-  # Whole-node scans must not hold a normal scheduler for 1 ms or more: the collector yields
-  # like any Erlang code, hands its results over in chunks, and attribution runs on a dirty
-  # scheduler. The VM's long_schedule monitor reports any process that ran 1 ms without yielding;
+  # Whole-node scans must not hold a normal scheduler for 1 ms or more: the collector runs in
+  # the caller and yields like any Erlang code (no large message copy between processes), and
+  # attribution runs on a dirty scheduler. The VM's long_schedule monitor reports any process that ran 1 ms without yielding;
   # reports are kept for the processes that do the scan (the caller and anything spawned during
   # it), not for the scanned processes, which do not run.
   use Binscope.StoreCase, async: false
 
   alias Binscope.LeakScenario, as: S
+  alias Binscope.SchedulerProof
 
   @procs 20_000
 
+  # Reports for the caller and for processes the scan starts (the scanned ones do not run).
   defp long_schedules_during(fun) do
     before = MapSet.new(Process.list())
-    previous = :erlang.system_monitor(self(), [{:long_schedule, 1}])
-
-    try do
-      result = fun.()
-      {result, collect([], before)}
-    after
-      case previous do
-        :undefined -> :erlang.system_monitor(:undefined)
-        {pid, opts} -> :erlang.system_monitor(pid, opts)
-      end
-    end
-  end
-
-  defp collect(acc, before) do
-    receive do
-      {:monitor, pid, :long_schedule, info} ->
-        if pid == self() or not MapSet.member?(before, pid),
-          do: collect([{pid, info} | acc], before),
-          else: collect(acc, before)
-    after
-      100 -> Enum.reverse(acc)
-    end
+    me = self()
+    SchedulerProof.long_schedules(fun, &(&1 == me or not MapSet.member?(before, &1)))
   end
 
   @tag timeout: 120_000
@@ -55,14 +37,12 @@ defmodule Binscope.AccountingSchedulerTest do
       end)
     end
 
-    # As in the store's scheduler test: an OS preemption of a scheduler thread shows as
-    # long_schedule too, so one of up to three attempts must be clean; a scan that really holds
-    # its scheduler is reported on every attempt.
+    # One clean attempt out of three: see Binscope.SchedulerProof (OS preemption).
     outcome =
-      Enum.reduce_while(1..3, [], fn _, acc ->
+      SchedulerProof.clean_within(3, fn ->
         {results, reports} = scans.()
         assert Enum.all?(results, &match?({:ok, _}, &1))
-        if reports == [], do: {:halt, :clean}, else: {:cont, [reports | acc]}
+        reports
       end)
 
     assert outcome == :clean,

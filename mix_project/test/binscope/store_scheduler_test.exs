@@ -5,26 +5,11 @@ defmodule Binscope.StoreSchedulerTest do
 
   @mib 1024 * 1024
 
+  alias Binscope.SchedulerProof
+
+  # Every report of the run (the tests pick their worker's by pid).
   defp with_long_schedule_monitor(fun) do
-    previous = :erlang.system_monitor(self(), [{:long_schedule, 1}])
-
-    try do
-      fun.()
-      collect_reports([])
-    after
-      case previous do
-        :undefined -> :erlang.system_monitor(:undefined)
-        {pid, opts} -> :erlang.system_monitor(pid, opts)
-      end
-    end
-  end
-
-  defp collect_reports(acc) do
-    receive do
-      {:monitor, pid, :long_schedule, info} -> collect_reports([{pid, info} | acc])
-    after
-      100 -> Enum.reverse(acc)
-    end
+    fun |> SchedulerProof.long_schedules(fn _ -> true end) |> elem(1)
   end
 
   test "put, alloc, intern and the reports never hold a normal scheduler for 1 ms" do
@@ -70,17 +55,8 @@ defmodule Binscope.StoreSchedulerTest do
       for {^worker_pid, info} <- reports, do: info
     end
 
-    # long_schedule measures wall time: when the OS takes the core away from a scheduler thread
-    # (2 cores, more runnable threads than that on a loaded machine), any process then running
-    # is reported. A store call that really holds its scheduler is reported on every attempt;
-    # an OS preemption rarely twice in a row. So: up to three attempts, one must be clean.
-    attempts =
-      Enum.reduce_while(1..3, [], fn _, acc ->
-        case attempt.() do
-          [] -> {:halt, :clean}
-          ours -> {:cont, [ours | acc]}
-        end
-      end)
+    # One clean attempt out of three: see Binscope.SchedulerProof (OS preemption).
+    attempts = SchedulerProof.clean_within(3, attempt)
 
     assert attempts == :clean,
            "store calls held a scheduler >= 1 ms on 3 attempts: #{inspect(attempts, limit: 8)}"

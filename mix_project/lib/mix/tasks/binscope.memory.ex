@@ -9,18 +9,7 @@ defmodule Mix.Tasks.Binscope.Memory do
 
   Cost: reads counters only; safe on a busy production node.
 
-  Options:
-
-    --node NAME          inspect NAME (name@host) instead of this VM; connects as a hidden node.
-                         The target needs no Binscope installed: the OTP-only collector is loaded
-                         onto it for the scan.
-    --cookie C           the target's cookie (never printed), or
-    --cookie-file F      read it from F (default: ~/.erlang.cookie, as OTP does)
-    --format FMT         table (default), json or csv
-    --timeout MS         give up on the node after MS milliseconds (default 30000)
-    --help               this text
-
-  Progress goes to stderr every second while a scan runs; the report goes to stdout.
+  #{Binscope.CLI.common_help()}
   """
   use Mix.Task
 
