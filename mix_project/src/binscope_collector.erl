@@ -233,18 +233,11 @@ rss() ->
 %% Returns #{results => [{Pid, Before, After, RedsBefore, HeapWords, StackWords, MQL}],
 %%           live_store_keys => [Key], gc_us => Total}; a pid that is gone is left out.
 gc_round(Pids) ->
+    Calibration = calibration(),
     T0 = erlang:monotonic_time(microsecond),
-    Raw = lists:filtermap(fun gc_one/1, [P || P <- Pids, is_pid(P), node(P) =:= node()]),
+    Results = lists:filtermap(fun(P) -> gc_one(P, Calibration) end,
+                              [P || P <- Pids, is_pid(P), node(P) =:= node()]),
     T1 = erlang:monotonic_time(microsecond),
-    Results = case calibration() of
-                  {Offset, MagicSize} ->
-                      Befores = ?NATIVE:accounting_resolve([element(2, R) || R <- Raw], Offset, MagicSize),
-                      Afters = ?NATIVE:accounting_resolve([element(3, R) || R <- Raw], Offset, MagicSize),
-                      lists:zipwith3(fun(R, B, A) -> setelement(3, setelement(2, R, B), A) end,
-                                     Raw, Befores, Afters);
-                  undefined ->
-                      Raw
-              end,
     StoreKeys = lists:usort([K || R <- Results, {K, _, _} <- element(2, R), K >= (1 bsl 62)]),
     Live = case StoreKeys of
                [] -> [];
@@ -252,11 +245,14 @@ gc_round(Pids) ->
            end,
     #{results => Results, live_store_keys => Live, gc_us => T1 - T0}.
 
-gc_one(P) ->
+%% The before list is resolved before the collection: a store resource the GC frees leaves the
+%% NIF's index with it, and could no longer be told apart from any other small binary.
+gc_one(P, Calibration) ->
     case erlang:process_info(P, [binary, reductions]) of
         undefined ->
             false;
         [{binary, Before}, {reductions, Reds}] ->
+            Resolved = resolve_one(Before, Calibration),
             case erlang:garbage_collect(P) of
                 false ->
                     false;
@@ -265,7 +261,15 @@ gc_one(P) ->
                         undefined ->
                             false;
                         [{binary, After}, {total_heap_size, H}, {stack_size, S}, {message_queue_len, Q}] ->
-                            {true, {P, Before, After, Reds, H, S, Q}}
+                            {true, {P, Resolved, resolve_one(After, Calibration), Reds, H, S, Q}}
                     end
             end
     end.
+
+resolve_one(Bins, {Offset, MagicSize}) ->
+    case lists:keymember(MagicSize, 2, Bins) of
+        true -> hd(?NATIVE:accounting_resolve([Bins], Offset, MagicSize));
+        false -> Bins
+    end;
+resolve_one(Bins, undefined) ->
+    Bins.

@@ -137,6 +137,21 @@ defmodule Binscope.CLI do
   end
 
   @doc """
+  The mix tasks' entry point: builds and loads the NIF, runs `task` and exits with its status
+  when it is not 0.
+  """
+  @spec main(task(), [String.t()], String.t()) :: :ok
+  def main(task, argv, help_text) do
+    Mix.Task.run("compile")
+    Code.ensure_loaded!(Binscope.Native)
+
+    case run(task, argv, help_text) do
+      0 -> :ok
+      status -> exit({:shutdown, status})
+    end
+  end
+
+  @doc """
   Runs `task` with `argv`, printing the report on stdout and progress and errors on stderr.
   Returns the exit status (0 on success).
   """

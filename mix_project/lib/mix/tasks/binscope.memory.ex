@@ -14,13 +14,5 @@ defmodule Mix.Tasks.Binscope.Memory do
   use Mix.Task
 
   @impl true
-  def run(argv) do
-    Mix.Task.run("compile")
-    Code.ensure_loaded!(Binscope.Native)
-
-    case Binscope.CLI.run(:memory, argv, @moduledoc) do
-      0 -> :ok
-      status -> exit({:shutdown, status})
-    end
-  end
+  def run(argv), do: Binscope.CLI.main(:memory, argv, @moduledoc)
 end

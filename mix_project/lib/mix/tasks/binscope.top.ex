@@ -22,13 +22,5 @@ defmodule Mix.Tasks.Binscope.Top do
   use Mix.Task
 
   @impl true
-  def run(argv) do
-    Mix.Task.run("compile")
-    Code.ensure_loaded!(Binscope.Native)
-
-    case Binscope.CLI.run(:top, argv, @moduledoc) do
-      0 -> :ok
-      status -> exit({:shutdown, status})
-    end
-  end
+  def run(argv), do: Binscope.CLI.main(:top, argv, @moduledoc)
 end
