@@ -64,9 +64,14 @@ defmodule Binscope do
     `native_estimated_bytes` (other NIF binaries, estimated from the virtual binary heap);
   - `minor_gcs`, `fullsweep_after`, `bin_vheap_size`, `bin_old_vheap_size`.
 
-  Options: `pids:` (only these), `detail:` (`:full`, the default, or `:basic`), plus
-  `node:`/`nodes:`/`timeout:`. Scans every process (one `process_info/2` call each); forces no
-  GC. Processes that exit during the scan are skipped.
+  Options: `pids:` (only these), `detail:` (`:full`, the default, or `:basic`), `workers:`,
+  plus `node:`/`nodes:`/`timeout:`. Scans every process (one `process_info/2` call each); forces
+  no GC. Processes that exit during the scan are skipped.
+
+  The scan is split among up to one process per online scheduler of the target node (`workers:
+  :auto`, the default; a split needs at least 4,000 processes per worker). They are ordinary
+  processes at normal priority, preempted like any other, but while the scan runs it competes
+  for every scheduler: on a node whose schedulers are saturated, `workers: 1` keeps it to one.
 
   `detail: :basic` collects only memory and the binary list (everything attribution needs, the
   same two `process_info/2` items as a plain `process_info(pid, [:binary, :memory])` sweep) and
@@ -79,7 +84,7 @@ defmodule Binscope do
   """
   @spec processes(keyword()) :: {:ok, [map()]} | {:ok, per_node([map()])} | {:error, term()}
   def processes(opts \\ []) do
-    o = Options.validate!(opts, [:pids, :detail], "Binscope.processes/1")
+    o = Options.validate!(opts, [:pids, :detail, :workers], "Binscope.processes/1")
     on_target(o, &with({:ok, s} <- Accounting.snapshot(&1, o), do: {:ok, s.processes}))
   end
 
@@ -95,7 +100,7 @@ defmodule Binscope do
   """
   @spec snapshot(keyword()) :: {:ok, map()} | {:ok, per_node(map())} | {:error, term()}
   def snapshot(opts \\ []) do
-    o = Options.validate!(opts, [:pids, :top_shared, :detail], "Binscope.snapshot/1")
+    o = Options.validate!(opts, [:pids, :top_shared, :detail, :workers], "Binscope.snapshot/1")
     on_target(o, &Accounting.snapshot(&1, o))
   end
 
@@ -111,7 +116,7 @@ defmodule Binscope do
   def top(n, opts \\ [])
 
   def top(n, opts) when is_integer(n) and n > 0 do
-    o = Options.validate!(opts, [:by, :detail], "Binscope.top/2")
+    o = Options.validate!(opts, [:by, :detail, :workers], "Binscope.top/2")
     by = Map.get(o, :by, :memory)
 
     on_target(o, fn node ->
@@ -132,7 +137,8 @@ defmodule Binscope do
   `Binscope.Leaks` for the modes and their costs.
 
   Options: `mode:` (`:targeted` default, `:full`, `:dry_run`), `limit:` (results, default 10),
-  `candidates:` (processes collected in `:targeted` mode, default 20), `node:`/`nodes:`/`timeout:`.
+  `candidates:` (processes collected in `:targeted` mode, default 20), `workers:` (as
+  `processes/1`), `node:`/`nodes:`/`timeout:`.
 
   Each result: `pid` and identity, `reclaimed_bytes` (exact, each binary once, store binaries
   included), `reclaimed_refs`, `reclaimed_binaries`, `retained_binary_bytes`, `estimated_bytes`,
@@ -143,7 +149,7 @@ defmodule Binscope do
   """
   @spec leaks(keyword()) :: {:ok, [map()]} | {:ok, per_node([map()])} | {:error, term()}
   def leaks(opts \\ []) do
-    o = Options.validate!(opts, [:mode, :limit, :candidates], "Binscope.leaks/1")
+    o = Options.validate!(opts, [:mode, :limit, :candidates, :workers], "Binscope.leaks/1")
     on_target(o, &Binscope.Leaks.find(&1, o))
   end
 

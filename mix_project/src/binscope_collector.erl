@@ -6,7 +6,10 @@
 %%
 %% Costs and dangers:
 %% - snapshot/1 calls process_info/2 once per process (one lock of each process, briefly).
-%%   Safe on a busy node; it costs about as much as one sweep of process_info(P, [binary, memory]).
+%%   With basic detail it costs about as much as one sweep of process_info(P, [binary, memory]).
+%%   Scans of many processes are split among up to one short-lived worker process per online
+%%   scheduler (ordinary processes, normal priority): the scan ends sooner but, while it runs,
+%%   competes for every scheduler. workers => 1 keeps it to the calling process.
 %% - gc_round/2 FORCES a major garbage collection of every pid it is given (that is its purpose);
 %%   each collection stops that process for as long as it takes to copy its live heap.
 %% - Nothing here changes process flags, sends messages to the inspected processes or keeps state,
@@ -17,7 +20,12 @@
 -export([snapshot/1, details/1, node_memory/0, gc_round/1, calibration/0]).
 
 -define(NATIVE, 'Elixir.Binscope.Native').
-%% A process record, in the order binscope's Elixir side reads it.
+%% Process records are tuples that start {Pid, Binaries, ListedBytes, ...}: the binary list
+%% (resolve_store/2 rewrites it; the attribution NIF reads it in place) and what the VM itself
+%% reports for it (store binaries at their listed size). Basic detail adds {Name, Memory}; full
+%% detail the fields of record/2, in the order Binscope's Elixir side reads them.
+-define(BINS, 2).
+%% The items of a full record.
 %% Heap, stack and total heap sizes come from garbage_collection_info: every item costs (the
 %% result is built on the collector's heap), so none is asked twice.
 -define(ITEMS, [registered_name, initial_call, current_function, memory, message_queue_len,
@@ -27,28 +35,100 @@
 %% Registered names come from one registered/0 call instead.
 -define(BASIC_ITEMS, [memory, binary]).
 
-%% Snapshot of processes: #{node, time_ms, word_size, store, procs => [Record]}.
-%% Opts: #{pids => all | [pid()], detail => full | basic}. Processes that exit during the scan
-%% are skipped. With basic detail, the fields it does not collect are 'undefined'.
+%% Snapshot of processes: #{node, time_ms, word_size, store, workers, procs => [Record]}.
+%% Opts: #{pids => all | [pid()], detail => full | basic, workers => auto | pos_integer()}.
+%% Processes that exit during the scan are skipped.
 snapshot(Opts) ->
     Pids = case maps:get(pids, Opts, all) of
                all -> erlang:processes();
                List when is_list(List) -> [P || P <- List, is_pid(P), node(P) =:= node()]
            end,
-    Raw = case maps:get(detail, Opts, full) of
-              full -> collect(Pids, []);
-              basic -> collect_basic(Pids, [])
-          end,
-    Records = resolve_store(Raw),
+    Detail = maps:get(detail, Opts, full),
+    Scan = #{detail => Detail,
+             names => case Detail of
+                          basic -> registered_names();
+                          full -> #{}
+                      end,
+             calibration => calibration()},
+    Workers = workers(maps:get(workers, Opts, auto), length(Pids)),
     #{node => node(),
       time_ms => erlang:system_time(millisecond),
       word_size => erlang:system_info(wordsize),
       store => store_loaded(),
-      procs => Records}.
+      workers => Workers,
+      procs => collect(Pids, Scan, Workers)}.
 
-collect_basic(Pids, Acc) ->
-    Names = maps:from_list([{P, N} || N <- erlang:registered(), P <- [erlang:whereis(N)], is_pid(P)]),
-    collect_basic(Pids, Names, Acc).
+%% Scans of many processes are split among up to one process per scheduler: process_info/2 on
+%% an idle process is short work, and a sweep of a large node is bound by the scanning process's
+%% own scheduler. Below ?MIN_CHUNK pids per worker, splitting costs more than it saves.
+-define(MIN_CHUNK, 4000).
+%% Workers send their records in pieces of this many processes: every send is one copy that
+%% cannot be preempted, so pieces keep each one well under a millisecond.
+-define(PIECE, 1000).
+
+workers(auto, N) ->
+    max(1, min(erlang:system_info(schedulers_online), N div ?MIN_CHUNK));
+workers(K, N) when is_integer(K), K >= 1 ->
+    max(1, min(K, N div ?MIN_CHUNK)).
+
+%% The caller scans the first chunk itself and the workers the others; records come back in
+%% pid order. A worker that dies (killed from outside: process_info/2 does not raise here) has
+%% its chunk rescanned by the caller.
+collect(Pids, Scan, 1) ->
+    scan(Pids, Scan);
+collect(Pids, Scan, K) ->
+    [Own | Chunks] = split(Pids, (length(Pids) + K - 1) div K, []),
+    Parent = self(),
+    Started = [start_worker(Parent, Chunk, Scan) || Chunk <- Chunks],
+    Mine = scan(Own, Scan),
+    lists:append([Mine | [gather(W, Scan, []) || W <- Started]]).
+
+start_worker(Parent, Chunk, Scan) ->
+    Tag = make_ref(),
+    {Pid, MRef} = spawn_opt(fun() -> send_pieces(Parent, Tag, Chunk, Scan) end, [monitor]),
+    {Tag, Pid, MRef, Chunk}.
+
+send_pieces(Parent, Tag, Pids, Scan) ->
+    {Piece, Rest} = take(Pids, ?PIECE, []),
+    Parent ! {Tag, scan(Piece, Scan)},
+    case Rest of
+        [] -> Parent ! {Tag, done};
+        _ -> send_pieces(Parent, Tag, Rest, Scan)
+    end.
+
+gather({Tag, Pid, MRef, Chunk} = W, Scan, Acc) ->
+    receive
+        {Tag, done} ->
+            erlang:demonitor(MRef, [flush]),
+            lists:append(lists:reverse(Acc));
+        {Tag, Records} ->
+            gather(W, Scan, [Records | Acc]);
+        {'DOWN', MRef, process, Pid, _} ->
+            flush(Tag),
+            scan(Chunk, Scan)
+    end.
+
+flush(Tag) ->
+    receive {Tag, _} -> flush(Tag) after 0 -> ok end.
+
+split([], _Size, Acc) ->
+    lists:reverse(Acc);
+split(L, Size, Acc) ->
+    {Chunk, Rest} = take(L, Size, []),
+    split(Rest, Size, [Chunk | Acc]).
+
+take([], _N, Acc) -> {lists:reverse(Acc), []};
+take(L, 0, Acc) -> {lists:reverse(Acc), L};
+take([H | T], N, Acc) -> take(T, N - 1, [H | Acc]).
+
+%% One process's share of the scan: its records, store binaries resolved.
+scan(Pids, #{detail := full, calibration := C}) ->
+    resolve_store(collect_full(Pids, []), C);
+scan(Pids, #{detail := basic, names := Names, calibration := C}) ->
+    resolve_store(collect_basic(Pids, Names, []), C).
+
+registered_names() ->
+    maps:from_list([{P, N} || N <- erlang:registered(), P <- [erlang:whereis(N)], is_pid(P)]).
 
 collect_basic([], _Names, Acc) ->
     lists:reverse(Acc);
@@ -57,20 +137,18 @@ collect_basic([P | Rest], Names, Acc) ->
         undefined ->
             collect_basic(Rest, Names, Acc);
         [{memory, Mem}, {binary, Bins}] ->
-            U = undefined,
-            R = {P, maps:get(P, Names, U), U, U, Mem, U, U, U, U, U, Bins, U, U, U, U, U,
-                 listed_bytes(Bins, 0)},
+            R = {P, Bins, listed_bytes(Bins, 0), maps:get(P, Names, undefined), Mem},
             collect_basic(Rest, Names, [R | Acc])
     end.
 
-collect([], Acc) ->
+collect_full([], Acc) ->
     lists:reverse(Acc);
-collect([P | Rest], Acc) ->
+collect_full([P | Rest], Acc) ->
     case erlang:process_info(P, ?ITEMS) of
         undefined ->
-            collect(Rest, Acc);
+            collect_full(Rest, Acc);
         Info ->
-            collect(Rest, [record(P, Info) | Acc])
+            collect_full(Rest, [record(P, Info) | Acc])
     end.
 
 record(P, [{registered_name, Name}, {initial_call, Init}, {current_function, Cur},
@@ -78,11 +156,10 @@ record(P, [{registered_name, Name}, {initial_call, Init}, {current_function, Cur
            {garbage_collection, GC}, {garbage_collection_info, GCI}]) ->
     {Minor, Fullsweep} = gc(GC),
     {OldBlock, Block, Mbuf, Stack, OldHeap, Heap, VHeap, OldVHeap} = gc_info(GCI),
-    %% Element 11 is the binary list (resolve_store/1 rewrites it); element 17 is what the VM
-    %% itself reports for them (store binaries at their listed size). The total heap is what
-    %% process_info's total_heap_size reports: young and old heap blocks plus heap fragments.
-    {P, name(Name), initial_call(P, Init), Cur, Mem, OldBlock + Block + Mbuf, Heap, Stack, MQL,
-     Reds, Bins, Minor, Fullsweep, VHeap, OldVHeap, OldHeap, listed_bytes(Bins, 0)}.
+    %% The total heap is what process_info's total_heap_size reports: young and old heap blocks
+    %% plus heap fragments.
+    {P, Bins, listed_bytes(Bins, 0), name(Name), initial_call(P, Init), Cur, Mem,
+     OldBlock + Block + Mbuf, Heap, Stack, MQL, Reds, Minor, Fullsweep, VHeap, OldVHeap, OldHeap}.
 
 %% ERTS builds these lists in a fixed order; match it directly (a scan of 50k processes spends
 %% real time in key lookups) and fall back to lookups if a release ever changes it.
@@ -122,24 +199,21 @@ initial_call(_P, Init) ->
 
 %% Store binaries: when Binscope's NIF is loaded here, rewrite their listed (magic binary)
 %% address and 72-byte size into the store entry's key and real size.
-resolve_store(Records) ->
-    case calibration() of
-        {Offset, MagicSize} ->
-            %% Only lists holding an entry of the probe's size can hold store binaries.
-            case candidates(Records, MagicSize, 1, [], []) of
-                {[], []} -> Records;
-                {Idx, Lists} ->
-                    Resolved = ?NATIVE:accounting_resolve(Lists, Offset, MagicSize),
-                    replace(Records, 1, maps:from_list(lists:zip(Idx, Resolved)), [])
-            end;
-        undefined ->
-            Records
-    end.
+resolve_store(Records, {Offset, MagicSize}) ->
+    %% Only lists holding an entry of the probe's size can hold store binaries.
+    case candidates(Records, MagicSize, 1, [], []) of
+        {[], []} -> Records;
+        {Idx, Lists} ->
+            Resolved = ?NATIVE:accounting_resolve(Lists, Offset, MagicSize),
+            replace(Records, 1, maps:from_list(lists:zip(Idx, Resolved)), [])
+    end;
+resolve_store(Records, undefined) ->
+    Records.
 
 candidates([], _Size, _I, Idx, Lists) ->
     {lists:reverse(Idx), lists:reverse(Lists)};
 candidates([R | Rest], Size, I, Idx, Lists) ->
-    Bins = element(11, R),
+    Bins = element(?BINS, R),
     case lists:keymember(Size, 2, Bins) of
         true -> candidates(Rest, Size, I + 1, [I | Idx], [Bins | Lists]);
         false -> candidates(Rest, Size, I + 1, Idx, Lists)
@@ -149,7 +223,7 @@ replace([], _I, _Resolved, Acc) ->
     lists:reverse(Acc);
 replace([R | Rest], I, Resolved, Acc) ->
     case Resolved of
-        #{I := Bins} -> replace(Rest, I + 1, Resolved, [setelement(11, R, Bins) | Acc]);
+        #{I := Bins} -> replace(Rest, I + 1, Resolved, [setelement(?BINS, R, Bins) | Acc]);
         _ -> replace(Rest, I + 1, Resolved, [R | Acc])
     end.
 

@@ -34,7 +34,7 @@ defmodule Binscope.Accounting do
   """
   @spec snapshot(node(), map()) :: {:ok, snapshot()} | {:error, term()}
   def snapshot(node, opts) do
-    args = [Map.take(opts, [:pids, :detail])]
+    args = [Map.take(opts, [:pids, :detail, :workers])]
 
     with {:ok, raw} <- Remote.call(node, :snapshot, args, opts.timeout) do
       {:ok, attribute(raw, Map.get(opts, :top_shared, 10))}
@@ -44,9 +44,8 @@ defmodule Binscope.Accounting do
   @doc "Turns a collector snapshot (from any node) into records, attributing binaries in Rust."
   @spec attribute(map(), non_neg_integer()) :: snapshot()
   def attribute(%{procs: procs, word_size: w} = raw, top_shared) do
-    lists = Enum.map(procs, &elem(&1, 10))
-    {shares, summary, top} = Binscope.Native.accounting_attribute(lists, top_shared)
-
+    # The NIF reads each record's binary list in place (element 2).
+    {shares, summary, top} = Binscope.Native.accounting_attribute(procs, top_shared)
     records = Enum.zip_with(procs, shares, &record(&1, &2, w, raw.node))
 
     %{
@@ -55,24 +54,57 @@ defmodule Binscope.Accounting do
       store_loaded: raw.store,
       word_size: w,
       processes: records,
-      summary:
-        Map.put(summary, :store_bytes, Enum.sum(Enum.map(records, & &1.native_store_bytes))),
+      summary: summary,
       top_shared: Enum.map(top, &shared/1)
     }
   end
 
+  # `detail: :basic` (a whole-node sweep: this runs for every process, so no per-field calls).
   defp record(
-         {pid, name, init, cur, mem, theap, heap, stack, mql, reds, _bins, minor, fullsweep,
-          vheap, old_vheap, old_heap, listed},
+         {pid, _bins, listed, name, mem},
+         {refs, _bytes, distinct, uss, pss, shared, store_bytes},
+         _w,
+         node
+       ) do
+    %{
+      pid: pid,
+      node: node,
+      registered_name: name,
+      initial_call: nil,
+      current_function: nil,
+      memory: mem,
+      heap_size: nil,
+      total_heap_size: nil,
+      stack_size: nil,
+      old_heap_size: nil,
+      message_queue_len: nil,
+      reductions: nil,
+      binary_refs: refs,
+      binary_bytes: listed,
+      binary_distinct: distinct,
+      binary_uss: uss,
+      binary_pss: pss,
+      binary_shared: shared,
+      native_bytes: store_bytes,
+      native_store_bytes: store_bytes,
+      native_estimated_bytes: nil,
+      minor_gcs: nil,
+      fullsweep_after: nil,
+      bin_vheap_size: nil,
+      bin_old_vheap_size: nil
+    }
+  end
+
+  defp record(
+         {pid, _bins, listed, name, init, cur, mem, theap, heap, stack, mql, reds, minor,
+          fullsweep, vheap, old_vheap, old_heap},
          {refs, _bytes, distinct, uss, pss, shared, store_bytes},
          w,
          node
        ) do
     # The virtual binary heap counts NIF binaries at their real size while the VM lists them at
     # ~72 bytes: what the vheap holds beyond the listed bytes is native memory the VM hides.
-    # Not collected with `detail: :basic` (nil then).
-    estimated =
-      if is_integer(vheap), do: max((vheap + old_vheap) * w - listed - store_bytes, 0), else: nil
+    estimated = max((vheap + old_vheap) * w - listed - store_bytes, 0)
 
     %{
       pid: pid,
@@ -81,32 +113,31 @@ defmodule Binscope.Accounting do
       initial_call: opt(init),
       current_function: opt(cur),
       memory: mem,
-      heap_size: words(heap, w),
-      total_heap_size: words(theap, w),
-      stack_size: words(stack, w),
-      old_heap_size: words(old_heap, w),
-      message_queue_len: opt(mql),
-      reductions: opt(reds),
+      heap_size: heap * w,
+      total_heap_size: theap * w,
+      stack_size: stack * w,
+      old_heap_size: old_heap * w,
+      message_queue_len: mql,
+      reductions: reds,
       binary_refs: refs,
       binary_bytes: listed,
       binary_distinct: distinct,
       binary_uss: uss,
       binary_pss: pss,
       binary_shared: shared,
-      native_bytes: store_bytes + (estimated || 0),
+      native_bytes: store_bytes + estimated,
       native_store_bytes: store_bytes,
       native_estimated_bytes: estimated,
-      minor_gcs: opt(minor),
-      fullsweep_after: opt(fullsweep),
-      bin_vheap_size: words(vheap, w),
-      bin_old_vheap_size: words(old_vheap, w)
+      minor_gcs: minor,
+      fullsweep_after: fullsweep,
+      bin_vheap_size: vheap * w,
+      bin_old_vheap_size: old_vheap * w
     }
   end
 
+  # current_function is `undefined` for a process running native code.
   defp opt(:undefined), do: nil
   defp opt(v), do: v
-  defp words(:undefined, _w), do: nil
-  defp words(n, w), do: n * w
 
   defp shared({key, size, holders, refc}) do
     import Bitwise

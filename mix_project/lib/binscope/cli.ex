@@ -20,8 +20,8 @@ defmodule Binscope.CLI do
   ]
   @switches %{
     memory: @common,
-    top: @common ++ [limit: :integer, by: :string, detail: :string],
-    leaks: @common ++ [limit: :integer, mode: :string, candidates: :integer]
+    top: @common ++ [limit: :integer, by: :string, detail: :string, workers: :integer],
+    leaks: @common ++ [limit: :integer, mode: :string, candidates: :integer, workers: :integer]
   }
   @formats %{"table" => :table, "json" => :json, "csv" => :csv}
   @metrics Map.new(Options.metrics(), &{Atom.to_string(&1), &1})
@@ -121,6 +121,7 @@ defmodule Binscope.CLI do
   defp value(:detail, d), do: lookup(@details, d, "--detail")
   defp value(k, n) when k in [:limit, :candidates] and n > 0 and n <= 1_000_000, do: {:ok, n}
   defp value(:timeout, n) when n > 0 and n <= 3_600_000, do: {:ok, n}
+  defp value(:workers, n) when n > 0 and n <= 1024, do: {:ok, n}
 
   defp value(k, _),
     do: {:error, "--#{String.replace(Atom.to_string(k), "_", "-")} is out of range"}
@@ -179,18 +180,18 @@ defmodule Binscope.CLI do
 
   defp report(:memory, node, o), do: Binscope.memory(node: node, timeout: o.timeout)
 
-  defp report(:top, node, o),
-    do:
-      Binscope.top(Map.get(o, :limit, 20),
-        node: node,
-        by: Map.get(o, :by, :memory),
-        timeout: o.timeout
-      )
+  defp report(:top, node, o) do
+    opts =
+      [node: node, by: Map.get(o, :by, :memory), timeout: o.timeout] ++
+        Enum.to_list(Map.take(o, [:detail, :workers]))
+
+    Binscope.top(Map.get(o, :limit, 20), opts)
+  end
 
   defp report(:leaks, node, o) do
     opts =
       [node: node, timeout: o.timeout] ++
-        Enum.filter(Map.take(o, [:limit, :mode, :candidates]), &elem(&1, 1))
+        Enum.filter(Map.take(o, [:limit, :mode, :candidates, :workers]), &elem(&1, 1))
 
     Binscope.leaks(opts)
   end

@@ -11,7 +11,7 @@ defmodule Binscope.Bench.AccountingFiguresTest do
 
   @moduletag :bench
   @procs String.to_integer(System.get_env("BINSCOPE_BENCH_PROCS", "50000"))
-  @rounds 5
+  @rounds 7
   @mib 1_048_576
 
   @tag timeout: :infinity
@@ -32,18 +32,19 @@ defmodule Binscope.Bench.AccountingFiguresTest do
     sweep = fn -> for p <- Process.list(), do: Process.info(p, [:binary, :memory]) end
     snapshot = fn -> {:ok, _} = Binscope.snapshot(top_shared: 10) end
     basic = fn -> {:ok, _} = Binscope.snapshot(top_shared: 10, detail: :basic) end
+    basic1 = fn -> {:ok, _} = Binscope.snapshot(top_shared: 10, detail: :basic, workers: 1) end
 
     scan =
       for _ <- 1..@rounds do
         {t1, _} = :timer.tc(sweep)
         {t2, _} = :timer.tc(snapshot)
         {t3, _} = :timer.tc(basic)
-        {t1, t2, t3}
+        {t4, _} = :timer.tc(basic1)
+        {t1, t2, t3, t4}
       end
 
-    sweep_us = median(Enum.map(scan, &elem(&1, 0)))
-    snap_us = median(Enum.map(scan, &elem(&1, 1)))
-    basic_us = median(Enum.map(scan, &elem(&1, 2)))
+    [sweep_us, snap_us, basic_us, basic1_us] =
+      for i <- 0..3, do: median(Enum.map(scan, &elem(&1, i)))
 
     leak =
       for _ <- 1..@rounds do
@@ -76,6 +77,12 @@ defmodule Binscope.Bench.AccountingFiguresTest do
         ratio(basic_us, sweep_us)
       ],
       [
+        "Binscope.snapshot(detail: :basic, workers: 1)",
+        ms(basic1_us),
+        per(basic1_us, n),
+        ratio(basic1_us, sweep_us)
+      ],
+      [
         "Binscope.leaks (targeted, 20 candidates)",
         ms(targeted_us),
         per(targeted_us, n),
@@ -84,7 +91,11 @@ defmodule Binscope.Bench.AccountingFiguresTest do
       ["Binscope.leaks(mode: :full)", ms(full_us), per(full_us, n), "1.00 of full"]
     ]
 
-    IO.puts("\naccounting at #{n} processes (median of #{@rounds} interleaved rounds)")
+    IO.puts(
+      "\naccounting at #{n} processes, #{:erlang.system_info(:schedulers_online)} schedulers " <>
+        "(median of #{@rounds} interleaved rounds)"
+    )
+
     IO.write(Binscope.Report.Table.render(["what", "ms", "µs/process", "ratio"], rows))
     S.stop_all(pids)
   end

@@ -35,13 +35,16 @@ defmodule Binscope.CLITest do
           {:memory, ["--cookie", "c"], ~r/--cookie needs --node/},
           {:memory, ["--node", "a@b", "--cookie", "c", "--cookie-file", "f"], ~r/not both/},
           {:memory, ["--by", "memory"], ~r/unknown option --by/},
-          {:top, ["--detail", "all"], ~r/--detail must be one of: basic, full/}
+          {:top, ["--detail", "all"], ~r/--detail must be one of: basic, full/},
+          {:leaks, ["--workers", "0"], ~r/--workers is out of range/},
+          {:top, ["--workers", "1025"], ~r/--workers is out of range/}
         ] do
       assert {:error, m} = CLI.parse(task, argv)
       assert m =~ msg
     end
 
     assert CLI.parse(:leaks, ["--help"]) == :help
+    assert {:ok, %{workers: 2, detail: :basic}} = CLI.parse(:top, ~w(--workers 2 --detail basic))
   end
 
   test "each task prints a table, JSON or CSV on stdout, with status 0" do
@@ -59,6 +62,12 @@ defmodule Binscope.CLITest do
 
     {0, out, _} = run(:top, ~w(--detail basic --by binary_uss --limit 2 --format csv))
     assert length(String.split(out, "\r\n", trim: true)) == 3
+
+    # --detail reaches the scan: basic records leave the GC facts out.
+    {0, out, _} = run(:top, ~w(--detail basic --workers 1 --limit 1 --format json))
+    assert out =~ ~s("minor_gcs": null)
+    {0, out, _} = run(:top, ~w(--limit 1 --format json))
+    assert out =~ ~r/"minor_gcs": \d+/
 
     {0, out, _} = run(:top, ["--help"])
     assert out == "HELP TEXT\n"

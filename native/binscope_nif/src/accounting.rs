@@ -89,9 +89,28 @@ struct Summary {
     shared_binaries: u64,
     shared_bytes: u64,
     external_binaries: u64,
+    /// Store bytes summed over the processes (as `native_store_bytes` in each record).
+    store_bytes: u64,
 }
 
-/// `{[{refs, bytes, distinct, uss, pss, shared, store_bytes}], summary, [{key, size, holders, refc}]}`.
+/// A process's binary list: the list itself, or a collector record (a tuple whose element
+/// `RECORD_BINS` is the list), so the caller need not build a list of lists first.
+const RECORD_BINS: usize = 1;
+
+fn binaries<'a>(item: Term<'a>) -> NifResult<rustler::ListIterator<'a>> {
+    if item.is_tuple() {
+        let record = rustler::types::tuple::get_tuple(item)?;
+        record
+            .get(RECORD_BINS)
+            .ok_or(rustler::Error::BadArg)?
+            .decode()
+    } else {
+        item.decode()
+    }
+}
+
+/// `{[{refs, bytes, distinct, uss, pss, shared, store_bytes}], summary, [{key, size, holders, refc}]}`
+/// for `lists`: one binary list or collector record per process.
 #[rustler::nif(schedule = "DirtyCpu")]
 #[allow(clippy::type_complexity)]
 fn accounting_attribute(
@@ -104,8 +123,8 @@ fn accounting_attribute(
 )> {
     // Decoded straight into the flat snapshot: no vector per process.
     let mut snap = Snapshot::new();
-    for bins in lists {
-        for b in bins.decode::<rustler::ListIterator>()? {
+    for item in lists {
+        for b in binaries(item)? {
             let (key, size, refc): (u64, u64, u64) = b.decode()?;
             snap.push_ref(BinRef { key, size, refc });
         }
@@ -144,6 +163,7 @@ fn accounting_attribute(
         shared_binaries: s.shared_binaries,
         shared_bytes: s.shared_bytes,
         external_binaries: s.external_binaries,
+        store_bytes: a.processes.iter().map(|p| p.store_bytes).sum(),
     };
     let top = a
         .top_shared

@@ -85,6 +85,8 @@ defmodule Binscope.Accounting.Options do
   end
 
   defp value!(:detail, d, _fun) when d in [:full, :basic], do: d
+  defp value!(:workers, :auto, _fun), do: :auto
+  defp value!(:workers, k, _fun) when is_integer(k) and k > 0 and k <= 1024, do: k
   defp value!(:top_shared, n, _fun) when is_integer(n) and n >= 0 and n <= 10_000, do: n
 
   defp value!(key, v, fun) do
@@ -99,6 +101,7 @@ defmodule Binscope.Accounting.Options do
         :mode -> "one of #{inspect(@modes)}"
         :top_shared -> "an integer in 0..10_000"
         :detail -> ":full or :basic"
+        :workers -> ":auto or an integer in 1..1024"
         _ -> "a valid value"
       end
 

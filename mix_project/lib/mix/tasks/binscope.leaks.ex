@@ -15,6 +15,8 @@ defmodule Mix.Tasks.Binscope.Leaks do
                          production node); dry_run: forces no GC, ranks an estimate
     --limit N            results (default 10)
     --candidates K       processes collected in targeted mode (default 20)
+    --workers N          scan with at most N processes (default: one per scheduler of the
+                         target; 1 keeps the scan on one scheduler of a saturated node)
 
   #{Binscope.CLI.common_help()}
   """

@@ -12,8 +12,11 @@ defmodule Mix.Tasks.Binscope.Top do
     --limit N            rows (default 20)
     --by METRIC          memory (default), binary_pss, binary_uss, binary_bytes, native_bytes,
                          total_heap_size, message_queue_len, reductions, minor_gcs, ...
-  --detail LEVEL       full (default) or basic: only name, memory, mailbox and binaries, at
-                       about the cost of a plain process_info sweep (2-3x cheaper)
+    --detail LEVEL       full (default) or basic: only name, memory and binaries, at about
+                         the cost of a plain process_info(pid, [:binary, :memory]) sweep
+                         (full detail's GC items cost about 2.5x more)
+    --workers N          scan with at most N processes (default: one per scheduler of the
+                         target; 1 keeps the scan on one scheduler of a saturated node)
 
   Cost: one process_info/2 call per process; no GC; safe on a busy production node.
 
