@@ -68,10 +68,12 @@ defmodule Binscope do
   plus `node:`/`nodes:`/`timeout:`. Scans every process (one `process_info/2` call each); forces
   no GC. Processes that exit during the scan are skipped.
 
-  The scan is split among up to one process per online scheduler of the target node (`workers:
-  :auto`, the default; a split needs at least 4,000 processes per worker). They are ordinary
-  processes at normal priority, preempted like any other, but while the scan runs it competes
-  for every scheduler: on a node whose schedulers are saturated, `workers: 1` keeps it to one.
+  `workers:` splits the scan among that many processes (`:auto`, the default: one per online
+  scheduler of the target but one, so 1 on a 2-scheduler node; a split needs at least 4,000
+  processes per worker). `process_info/2` of another process is a round trip, so a split scan
+  ends sooner, but it competes for more schedulers: with every scheduler scanning, measured on
+  2 cores, the OS preempted scanners mid-slice (2-5 ms `long_schedule` reports), which is why
+  `:auto` leaves one free. See README, Performance.
 
   `detail: :basic` collects only memory and the binary list (everything attribution needs, the
   same two `process_info/2` items as a plain `process_info(pid, [:binary, :memory])` sweep) and
@@ -95,7 +97,8 @@ defmodule Binscope do
   @doc """
   The whole snapshot: `processes` (as `processes/1`), a node `summary` (`naive_bytes`, against
   `unique_bytes` where each binary counts once; `shared_binaries`, `shared_bytes`,
-  `external_binaries` held by ETS/ports/NIFs too, `store_bytes`) and the `top_shared` binaries.
+  `external_binaries` held by ETS/ports/NIFs too, `store_bytes`), the `top_shared` binaries
+  and the number of `workers` the scan used.
   Options as `processes/1`, plus `top_shared:` (default 10).
   """
   @spec snapshot(keyword()) :: {:ok, map()} | {:ok, per_node(map())} | {:error, term()}
@@ -137,11 +140,14 @@ defmodule Binscope do
   `Binscope.Leaks` for the modes and their costs.
 
   Options: `mode:` (`:targeted` default, `:full`, `:dry_run`), `limit:` (results, default 10),
-  `candidates:` (processes collected in `:targeted` mode, default 20), `workers:` (as
-  `processes/1`), `node:`/`nodes:`/`timeout:`.
+  `candidates:` (processes collected in `:targeted` mode, default 20), `idle_ms:` (how long
+  the shortlist is watched for activity, default 50), `workers:` (as `processes/1`),
+  `node:`/`nodes:`/`timeout:`.
 
   Each result: `pid` and identity, `reclaimed_bytes` (exact, each binary once, store binaries
-  included), `reclaimed_refs`, `reclaimed_binaries`, `retained_binary_bytes`, `estimated_bytes`,
+  included), `reclaimed_refs`, `reclaimed_binaries`, `retained_binary_bytes`, `estimated_bytes`
+  (bytes only it references), `likely_garbage_bytes` (what the ranking expected; `nil` in
+  `:full` mode),
   `suggestion` (`:hibernate_after`, `:hibernate_idle`, `:fullsweep_after`, `:binary_copy`,
   `:off_heap_queue` or `:none`) and `reason`, in the process's own figures.
 
@@ -149,7 +155,13 @@ defmodule Binscope do
   """
   @spec leaks(keyword()) :: {:ok, [map()]} | {:ok, per_node([map()])} | {:error, term()}
   def leaks(opts \\ []) do
-    o = Options.validate!(opts, [:mode, :limit, :candidates, :workers], "Binscope.leaks/1")
+    o =
+      Options.validate!(
+        opts,
+        [:mode, :limit, :candidates, :idle_ms, :workers],
+        "Binscope.leaks/1"
+      )
+
     on_target(o, &Binscope.Leaks.find(&1, o))
   end
 

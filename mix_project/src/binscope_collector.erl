@@ -7,9 +7,8 @@
 %% Costs and dangers:
 %% - snapshot/1 calls process_info/2 once per process (one lock of each process, briefly).
 %%   With basic detail it costs about as much as one sweep of process_info(P, [binary, memory]).
-%%   Scans of many processes are split among up to one short-lived worker process per online
-%%   scheduler (ordinary processes, normal priority): the scan ends sooner but, while it runs,
-%%   competes for every scheduler. workers => 1 keeps it to the calling process.
+%%   Scans of many processes are split among short-lived worker processes (ordinary processes,
+%%   normal priority), by default one per online scheduler but one (none on 2 schedulers).
 %% - gc_round/2 FORCES a major garbage collection of every pid it is given (that is its purpose);
 %%   each collection stops that process for as long as it takes to copy its live heap.
 %% - Nothing here changes process flags, sends messages to the inspected processes or keeps state,
@@ -17,7 +16,7 @@
 %%   is loaded on the node).
 -module(binscope_collector).
 
--export([snapshot/1, details/1, node_memory/0, gc_round/1, calibration/0]).
+-export([snapshot/1, details/1, activity/1, node_memory/0, gc_round/1, calibration/0]).
 
 -define(NATIVE, 'Elixir.Binscope.Native').
 %% Process records are tuples that start {Pid, Binaries, ListedBytes, ...}: the binary list
@@ -58,17 +57,22 @@ snapshot(Opts) ->
       workers => Workers,
       procs => collect(Pids, Scan, Workers)}.
 
-%% Scans of many processes are split among up to one process per scheduler: process_info/2 on
-%% an idle process is short work, and a sweep of a large node is bound by the scanning process's
-%% own scheduler. Below ?MIN_CHUNK pids per worker, splitting costs more than it saves.
+%% Scans of many processes can be split among worker processes. process_info/2 of another
+%% process is a round trip (the target handles the request as a signal), so a single scanner
+%% leaves its scheduler partly idle and several scan faster. workers => auto uses all online
+%% schedulers but one: when every scheduler scanned (measured on 2 cores), the VM's own threads
+%% (dirty GC, busy-waiting schedulers) had no core left and the OS preempted scanners in the
+%% middle of their time slices: 2-5 ms long_schedule reports in about half of the scans, none
+%% with one scheduler left free. Below ?MIN_CHUNK pids per worker, splitting costs more than
+%% it saves.
 -define(MIN_CHUNK, 4000).
 %% Workers send their records in pieces of this many processes: every send is one copy that
 %% cannot be preempted, so pieces keep each one well under a millisecond.
 -define(PIECE, 1000).
 
 workers(auto, N) ->
-    max(1, min(erlang:system_info(schedulers_online), N div ?MIN_CHUNK));
-workers(K, N) when is_integer(K), K >= 1 ->
+    workers(erlang:system_info(schedulers_online) - 1, N);
+workers(K, N) when is_integer(K) ->
     max(1, min(K, N div ?MIN_CHUNK)).
 
 %% The caller scans the first chunk itself and the workers the others; records come back in
@@ -273,6 +277,13 @@ calibrate() ->
 %% Full records (as snapshot/1 with full detail) for a few pids, e.g. leak candidates.
 details(Pids) ->
     snapshot(#{pids => Pids, detail => full}).
+
+%% [{Pid, Reductions, MessageQueueLen}] for a few pids (a second sample of leak candidates, to
+%% tell idle ones from running ones); a pid that is gone is left out.
+activity(Pids) ->
+    [{P, R, Q} || P <- Pids, is_pid(P), node(P) =:= node(),
+                  [{reductions, R}, {message_queue_len, Q}] <-
+                      [erlang:process_info(P, [reductions, message_queue_len])]].
 
 %% The node's memory: erlang:memory/0, OS RSS, and Binscope's store and allocator when loaded.
 node_memory() ->

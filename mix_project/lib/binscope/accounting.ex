@@ -23,6 +23,7 @@ defmodule Binscope.Accounting do
   @type snapshot :: %{
           node: node(),
           time_ms: integer(),
+          workers: pos_integer(),
           processes: [record()],
           summary: map(),
           top_shared: [map()]
@@ -44,25 +45,60 @@ defmodule Binscope.Accounting do
   @doc "Turns a collector snapshot (from any node) into records, attributing binaries in Rust."
   @spec attribute(map(), non_neg_integer()) :: snapshot()
   def attribute(%{procs: procs, word_size: w} = raw, top_shared) do
-    # The NIF reads each record's binary list in place (element 2).
+    # The NIF reads each record's binary list in place (element 2) and packs the figures of
+    # every process into one binary (see `shares/1`).
     {shares, summary, top} = Binscope.Native.accounting_attribute(procs, top_shared)
-    records = Enum.zip_with(procs, shares, &record(&1, &2, w, raw.node))
+    records = records(procs, shares, w, raw.node, [])
 
     %{
       node: raw.node,
       time_ms: raw.time_ms,
       store_loaded: raw.store,
       word_size: w,
+      workers: raw.workers,
       processes: records,
       summary: summary,
       top_shared: Enum.map(top, &shared/1)
     }
   end
 
+  @doc """
+  The per-process figures packed by the attribution NIF, as
+  `[{refs, distinct, uss, pss, shared, store_bytes}]` (for a few processes; whole-node records
+  read the binary in place).
+  """
+  @spec shares(binary()) :: [tuple()]
+  def shares(packed) do
+    for <<r::64-native, d::64-native, u::64-native, p::64-native, s::64-native,
+          st::64-native <-
+            packed>>,
+        do: {r, d, u, p, s, st}
+  end
+
+  # Walks the records and the packed figures in step: no tuple per process in between.
+  defp records(
+         [proc | procs],
+         <<refs::64-native, distinct::64-native, uss::64-native, pss::64-native,
+           shared::64-native, store::64-native, rest::binary>>,
+         w,
+         node,
+         acc
+       ) do
+    r = record(proc, refs, distinct, uss, pss, shared, store, w, node)
+    records(procs, rest, w, node, [r | acc])
+  end
+
+  defp records([], <<>>, _w, _node, acc), do: :lists.reverse(acc)
+
   # `detail: :basic` (a whole-node sweep: this runs for every process, so no per-field calls).
   defp record(
          {pid, _bins, listed, name, mem},
-         {refs, _bytes, distinct, uss, pss, shared, store_bytes},
+         refs,
+         distinct,
+         uss,
+         pss,
+         shared,
+         store_bytes,
          _w,
          node
        ) do
@@ -98,7 +134,12 @@ defmodule Binscope.Accounting do
   defp record(
          {pid, _bins, listed, name, init, cur, mem, theap, heap, stack, mql, reds, minor,
           fullsweep, vheap, old_vheap, old_heap},
-         {refs, _bytes, distinct, uss, pss, shared, store_bytes},
+         refs,
+         distinct,
+         uss,
+         pss,
+         shared,
+         store_bytes,
          w,
          node
        ) do

@@ -21,7 +21,15 @@ defmodule Binscope.CLI do
   @switches %{
     memory: @common,
     top: @common ++ [limit: :integer, by: :string, detail: :string, workers: :integer],
-    leaks: @common ++ [limit: :integer, mode: :string, candidates: :integer, workers: :integer]
+    leaks:
+      @common ++
+        [
+          limit: :integer,
+          mode: :string,
+          candidates: :integer,
+          idle_ms: :integer,
+          workers: :integer
+        ]
   }
   @formats %{"table" => :table, "json" => :json, "csv" => :csv}
   @metrics Map.new(Options.metrics(), &{Atom.to_string(&1), &1})
@@ -122,6 +130,7 @@ defmodule Binscope.CLI do
   defp value(k, n) when k in [:limit, :candidates] and n > 0 and n <= 1_000_000, do: {:ok, n}
   defp value(:timeout, n) when n > 0 and n <= 3_600_000, do: {:ok, n}
   defp value(:workers, n) when n > 0 and n <= 1024, do: {:ok, n}
+  defp value(:idle_ms, n) when n >= 0 and n <= 60_000, do: {:ok, n}
 
   defp value(k, _),
     do: {:error, "--#{String.replace(Atom.to_string(k), "_", "-")} is out of range"}
@@ -191,7 +200,7 @@ defmodule Binscope.CLI do
   defp report(:leaks, node, o) do
     opts =
       [node: node, timeout: o.timeout] ++
-        Enum.filter(Map.take(o, [:limit, :mode, :candidates, :workers]), &elem(&1, 1))
+        Enum.filter(Map.take(o, [:limit, :mode, :candidates, :idle_ms, :workers]), &elem(&1, 1))
 
     Binscope.leaks(opts)
   end

@@ -6,16 +6,22 @@ defmodule Binscope.Leaks do
   ## Modes and what they cost
 
   - `:targeted` (default): one `detail: :basic` sweep of every process (binary lists and
-    memory: the items of a plain `process_info(pid, [:binary, :memory])` sweep), ranks them by the bytes of
-    binaries only they reference (`binary_uss`: a GC can free at most that), fetches full
-    details for the top `candidates` (default 20) and forces a major GC on those only. Latency cost: each collected
-    process stops for its own GC (microseconds for a small heap, milliseconds for a large one);
-    nothing else is touched. The right default on a production node.
+    memory: the items of a plain `process_info(pid, [:binary, :memory])` sweep) ranks them by
+    the bytes of binaries only they reference (`binary_uss`: a GC can free at most that). The
+    top `4 * candidates` get full details (old and young binary heaps, reductions) and, `idle_ms`
+    later (default 50), a second look at their reductions and mailbox. They are then ranked by
+    `likely_garbage_bytes`: all of their `binary_uss` when idle over that window (an idle
+    process runs no GC), only what their old binary heap holds when running (young garbage goes
+    at their next minor GC anyway; old-heap binaries wait for a major one). A major GC is forced
+    on the top `candidates` (default 20) only. Latency cost: the `idle_ms` wait, and each
+    collected process stops for its own GC (microseconds for a small heap, milliseconds for a
+    large one); nothing else is touched. The right default on a production node.
   - `:full`: forces a major GC of *every* process, one at a time, as recon's `bin_leak/1` does,
     but measured in bytes. Every process on the node pauses for its GC, and the scan takes time
     proportional to the whole node's live heap. Use on a test node, or knowingly.
-  - `:dry_run`: GCs nothing. Returns the ranking with `estimated_bytes` (an upper bound: the
-    bytes only that process references) and `reclaimed_bytes: nil`.
+  - `:dry_run`: GCs nothing. Returns the targeted mode's ranking with `estimated_bytes` (an
+    upper bound: the bytes only that process references), `likely_garbage_bytes` and
+    `reclaimed_bytes: nil`.
 
   `reclaimed_bytes` is exact: a binary counts only when the collections freed it (no other
   holder: process, ETS table, port or NIF), once, split among the processes that dropped it.
@@ -34,6 +40,9 @@ defmodule Binscope.Leaks do
     "none" => :none
   }
   @otp_loops [:gen_server, :gen_statem, :gen_event, :gen]
+  # How long the second activity sample of the shortlist waits: a process that ran no
+  # reductions over it (and has no mail) counts as idle.
+  @idle_ms 50
 
   @doc "Runs the leak finder on `node` with validated options (see `Binscope.leaks/1`)."
   @spec find(node(), map()) :: {:ok, [map()]} | {:error, term()}
@@ -49,22 +58,53 @@ defmodule Binscope.Leaks do
 
     with {:ok, snap} <- Accounting.snapshot(node, snap_opts) do
       me = self()
-      ranked = snap.processes |> Enum.reject(&(&1.pid == me)) |> rank()
+      by_uss = snap.processes |> Enum.reject(&(&1.pid == me)) |> by_uss()
 
       case mode do
         :dry_run ->
-          with {:ok, top} <- with_details(node, Enum.take(ranked, limit), opts) do
-            {:ok, Enum.map(top, &estimate/1)}
+          with {:ok, ranked} <- shortlist(node, by_uss, limit, opts) do
+            {:ok, ranked |> Enum.take(limit) |> Enum.map(&estimate/1)}
           end
 
         :targeted ->
-          with {:ok, cands} <- with_details(node, Enum.take(ranked, k), opts) do
-            collect(node, cands, snap, limit, opts.timeout)
+          with {:ok, ranked} <- shortlist(node, by_uss, k, opts) do
+            collect(node, Enum.take(ranked, k), snap, limit, opts.timeout)
           end
 
         :full ->
-          collect(node, ranked, snap, limit, opts.timeout)
+          collect(node, by_uss, snap, limit, opts.timeout)
       end
+    end
+  end
+
+  # The bytes only a process references bound what a GC can free: the top by that make a
+  # shortlist a few times `k` long. Their full details (old and young binary heaps) and a second
+  # activity sample `idle_ms` later rank them by what is likely garbage that only a forced GC
+  # frees soon (`binscope_core::leaks::rank`).
+  defp shortlist(_node, [], _k, _opts), do: {:ok, []}
+
+  defp shortlist(node, by_uss, k, opts) do
+    pool = Enum.take(by_uss, max(4 * k, k + 16))
+
+    with {:ok, detailed} <- with_details(node, pool, opts),
+         :ok <- Process.sleep(Map.get(opts, :idle_ms, @idle_ms)),
+         {:ok, act} <- Remote.call(node, :activity, [Enum.map(detailed, & &1.pid)], opts.timeout) do
+      act = Map.new(act, fn {pid, reds, mql} -> {pid, {reds, mql}} end)
+      alive = Enum.filter(detailed, &Map.has_key?(act, &1.pid))
+
+      candidates =
+        for r <- alive do
+          {reds, mql} = Map.fetch!(act, r.pid)
+          {r.binary_uss, r.bin_vheap_size, r.bin_old_vheap_size, max(reds - r.reductions, 0), mql}
+        end
+
+      ranked = Binscope.Native.accounting_rank(candidates)
+      alive = List.to_tuple(alive)
+
+      {:ok,
+       for {i, likely} <- ranked do
+         alive |> elem(i) |> Map.put(:likely_garbage_bytes, likely)
+       end}
     end
   end
 
@@ -98,10 +138,10 @@ defmodule Binscope.Leaks do
     end
   end
 
-  # Most likely garbage first: bytes only this process references (a GC frees at most these),
-  # then its fair share of what it shares, then the old heap's binaries.
-  defp rank(records) do
-    Enum.sort_by(records, &{&1.binary_uss, &1.binary_pss, &1.bin_old_vheap_size}, :desc)
+  # Bytes only this process references first (a GC frees at most these), then its fair share of
+  # what it shares; pid breaks ties for a stable order.
+  defp by_uss(records) do
+    Enum.sort_by(records, &{&1.binary_uss, &1.binary_pss, &1.pid}, :desc)
   end
 
   defp estimate(r) do
@@ -111,6 +151,7 @@ defmodule Binscope.Leaks do
       reclaimed_bytes: nil,
       reclaimed_refs: nil,
       estimated_bytes: r.binary_uss,
+      likely_garbage_bytes: r.likely_garbage_bytes,
       suggestion: nil,
       reason: "dry run: up to #{r.binary_uss} bytes are referenced only by this process"
     })
@@ -137,7 +178,8 @@ defmodule Binscope.Leaks do
       after_ = Enum.map(results, &elem(&1, 2))
 
       reclaimed = Binscope.Native.accounting_reclaimed(before, after_, round.live_store_keys)
-      {retained, _, _} = Binscope.Native.accounting_attribute(after_, 0)
+      {packed, _, _} = Binscope.Native.accounting_attribute(after_, 0)
+      retained = Accounting.shares(packed)
       w = Map.get(snap, :word_size, :erlang.system_info(:wordsize))
 
       found =
@@ -152,7 +194,7 @@ defmodule Binscope.Leaks do
 
   defp result({pid, _before, _after, reds, heap, stack, mql}, {refs, bytes, bins}, ret, by_pid, w) do
     r = Map.fetch!(by_pid, pid)
-    {_refs, _bytes, distinct, _uss, pss, _shared, _store} = ret
+    {_refs, distinct, _uss, pss, _shared, _store} = ret
     cur_mod = with {m, _, _} <- r.current_function, do: m
 
     facts = %{
@@ -177,6 +219,7 @@ defmodule Binscope.Leaks do
       reclaimed_binaries: bins,
       retained_binary_bytes: pss,
       estimated_bytes: r.binary_uss,
+      likely_garbage_bytes: Map.get(r, :likely_garbage_bytes),
       suggestion: Map.fetch!(@suggestions, name),
       reason: reason
     })

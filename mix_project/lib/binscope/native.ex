@@ -33,6 +33,7 @@ defmodule Binscope.Native do
   def accounting_live_store_keys(_keys), do: err()
   def accounting_reclaimed(_before, _after, _live_store_keys), do: err()
   def accounting_suggest(_facts), do: err()
+  def accounting_rank(_candidates), do: err()
 
   # report.rs
   def report_json(_term, _pretty), do: err()

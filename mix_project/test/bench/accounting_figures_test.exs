@@ -30,21 +30,29 @@ defmodule Binscope.Bench.AccountingFiguresTest do
       end
 
     sweep = fn -> for p <- Process.list(), do: Process.info(p, [:binary, :memory]) end
-    snapshot = fn -> {:ok, _} = Binscope.snapshot(top_shared: 10) end
-    basic = fn -> {:ok, _} = Binscope.snapshot(top_shared: 10, detail: :basic) end
-    basic1 = fn -> {:ok, _} = Binscope.snapshot(top_shared: 10, detail: :basic, workers: 1) end
 
+    alts = [
+      sweep: sweep,
+      full: fn -> {:ok, _} = Binscope.snapshot(top_shared: 10) end,
+      basic: fn -> {:ok, _} = Binscope.snapshot(top_shared: 10, detail: :basic) end,
+      basic2: fn -> {:ok, _} = Binscope.snapshot(top_shared: 10, detail: :basic, workers: 2) end
+    ]
+
+    # Every round runs the alternatives in a rotated order, each from a freshly collected heap:
+    # no alternative pays for the garbage another left.
     scan =
-      for _ <- 1..@rounds do
-        {t1, _} = :timer.tc(sweep)
-        {t2, _} = :timer.tc(snapshot)
-        {t3, _} = :timer.tc(basic)
-        {t4, _} = :timer.tc(basic1)
-        {t1, t2, t3, t4}
+      for r <- 1..@rounds do
+        {head, tail} = Enum.split(alts, rem(r, length(alts)))
+
+        Map.new(tail ++ head, fn {name, f} ->
+          :erlang.garbage_collect()
+          {t, _} = :timer.tc(f)
+          {name, t}
+        end)
       end
 
-    [sweep_us, snap_us, basic_us, basic1_us] =
-      for i <- 0..3, do: median(Enum.map(scan, &elem(&1, i)))
+    [sweep_us, snap_us, basic_us, basic2_us] =
+      for k <- [:sweep, :full, :basic, :basic2], do: median(Enum.map(scan, & &1[k]))
 
     leak =
       for _ <- 1..@rounds do
@@ -61,6 +69,7 @@ defmodule Binscope.Bench.AccountingFiguresTest do
 
     {targeted_us, full_us} = medians(leak)
     n = length(Process.list())
+    {:ok, %{workers: auto}} = Binscope.snapshot(detail: :basic, top_shared: 0)
 
     rows = [
       ["plain sweep process_info([:binary, :memory])", ms(sweep_us), per(sweep_us, n), "1.00"],
@@ -71,16 +80,16 @@ defmodule Binscope.Bench.AccountingFiguresTest do
         ratio(snap_us, sweep_us)
       ],
       [
-        "Binscope.snapshot(detail: :basic)",
+        "Binscope.snapshot(detail: :basic), #{auto} worker(s)",
         ms(basic_us),
         per(basic_us, n),
         ratio(basic_us, sweep_us)
       ],
       [
-        "Binscope.snapshot(detail: :basic, workers: 1)",
-        ms(basic1_us),
-        per(basic1_us, n),
-        ratio(basic1_us, sweep_us)
+        "Binscope.snapshot(detail: :basic, workers: 2)",
+        ms(basic2_us),
+        per(basic2_us, n),
+        ratio(basic2_us, sweep_us)
       ],
       [
         "Binscope.leaks (targeted, 20 candidates)",

@@ -54,7 +54,8 @@ defmodule Binscope.AccountingWorkersTest do
   test "workers: :auto splits only scans large enough to gain from it", %{pids: pids} do
     assert raw(Enum.take(pids, 3_999), :basic, :auto).workers == 1
     auto = raw(pids, :basic, :auto).workers
-    assert auto == min(:erlang.system_info(:schedulers_online), div(@procs, 4_000))
+    # One scheduler is left to the application and the VM's own threads.
+    assert auto == max(1, min(:erlang.system_info(:schedulers_online) - 1, div(@procs, 4_000)))
   end
 
   test "a worker killed mid-scan has its chunk rescanned: no process lost or doubled",

@@ -38,6 +38,27 @@ defmodule Binscope.LeaksTest do
     S.stop_all(idle ++ Enum.map(leakers, &elem(&1, 0)))
   end
 
+  test "targeted: an idle leaker outranks a running process holding more, live, binaries" do
+    busy = S.busy_holder(8 * @mib)
+    {leaker, dropped} = S.burst_then_idle(3, @mib)
+
+    # Ranked by bytes only it references, the running process would come first (8 MiB against
+    # 3): with one candidate, its GC would free nothing. It is running and its binaries are
+    # young, so none of them are likely garbage only a forced GC frees.
+    {:ok, [r]} = Binscope.leaks(limit: 1, candidates: 1)
+    assert r.pid == leaker
+    assert r.reclaimed_bytes == dropped
+    assert r.likely_garbage_bytes == dropped
+
+    {:ok, dry} = Binscope.leaks(mode: :dry_run, limit: 50)
+    b = Enum.find(dry, &(&1.pid == busy))
+    assert b.estimated_bytes >= 8 * @mib
+    assert b.likely_garbage_bytes == 0
+    assert Enum.max_by(dry, & &1.estimated_bytes).pid == busy
+    assert vm_binary_bytes(busy) >= 8 * @mib
+    S.stop_all([busy, leaker])
+  end
+
   test "full mode finds the same leakers; dry run collects nothing" do
     idle = S.idle_processes(300)
     leakers = for n <- 1..2, do: S.burst_then_idle(3, n * @mib)

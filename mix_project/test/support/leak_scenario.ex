@@ -35,6 +35,36 @@ defmodule Binscope.LeakScenario do
     end
   end
 
+  @doc """
+  A running process that holds a live binary of `size` bytes it made itself: it wakes every
+  millisecond (so its reductions keep moving) and allocates almost nothing, so no GC runs and
+  the binary stays on its young binary heap. A GC frees none of it. Returns the pid.
+  """
+  def busy_holder(size) do
+    parent = self()
+
+    pid =
+      spawn(fn ->
+        bin = :binary.copy(<<9>>, size)
+        send(parent, {:holding, self()})
+        tick(bin, 0)
+      end)
+
+    receive do
+      {:holding, ^pid} -> pid
+    after
+      5_000 -> raise "busy holder did not start"
+    end
+  end
+
+  defp tick(bin, n) do
+    receive do
+      :stop -> byte_size(bin) + n
+    after
+      1 -> tick(bin, n + 1)
+    end
+  end
+
   @doc "`n` idle processes that hold nothing of note."
   def idle_processes(n), do: for(_ <- 1..n, do: spawn(&idle/0))
 

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use binscope_core::accounting::{
     attribute, attribute_parallel, store_entry, store_key, BinRef, Snapshot,
 };
-use binscope_core::leaks::{reclaimed, suggest, Facts};
+use binscope_core::leaks::{likely_garbage, rank, reclaimed, suggest, Candidate, Facts};
 use rustler::{Env, NifMap, NifResult, Resource, ResourceArc, Term};
 
 use crate::store::{StoreBinary, HANDLES, REGISTRY};
@@ -109,18 +109,35 @@ fn binaries<'a>(item: Term<'a>) -> NifResult<rustler::ListIterator<'a>> {
     }
 }
 
-/// `{[{refs, bytes, distinct, uss, pss, shared, store_bytes}], summary, [{key, size, holders, refc}]}`
-/// for `lists`: one binary list or collector record per process.
+/// `{key, size, holders, refc}` of one of the most shared binaries.
+type SharedTuple = (u64, u64, u64, u64);
+
+/// `OwnedBinary::new` aborts the VM when the allocation fails; this returns `None` instead.
+fn try_owned_binary(size: usize) -> Option<rustler::OwnedBinary> {
+    let mut raw = std::mem::MaybeUninit::<rustler::sys::ErlNifBinary>::uninit();
+    // SAFETY: enif_alloc_binary initialises `raw` when it returns true, and the OwnedBinary
+    // then owns (and on drop releases) that binary.
+    unsafe {
+        if rustler::sys::enif_alloc_binary(size, raw.as_mut_ptr()) == 0 {
+            return None;
+        }
+        Some(rustler::OwnedBinary::from_raw(raw.assume_init()))
+    }
+}
+
+/// The per-process figures [`accounting_attribute`] packs, in this order, each a native-endian
+/// u64: one fixed-size record per process instead of a list of tuples, so a whole-node result
+/// is one off-heap binary (no per-process term to build here or to garbage-collect in Elixir).
+pub const SHARE_FIELDS: [&str; 6] = ["refs", "distinct", "uss", "pss", "shared", "store_bytes"];
+
+/// `{shares, summary, [{key, size, holders, refc}]}` for `lists` (one binary list or collector
+/// record per process): `shares` packs [`SHARE_FIELDS`] per process, in `lists` order.
 #[rustler::nif(schedule = "DirtyCpu")]
-#[allow(clippy::type_complexity)]
-fn accounting_attribute(
-    lists: rustler::ListIterator,
+fn accounting_attribute<'a>(
+    env: Env<'a>,
+    lists: rustler::ListIterator<'a>,
     top_shared: u64,
-) -> NifResult<(
-    Vec<(u64, u64, u64, u64, u64, u64, u64)>,
-    Summary,
-    Vec<(u64, u64, u64, u64)>,
-)> {
+) -> NifResult<(Term<'a>, Summary, Vec<SharedTuple>)> {
     // Decoded straight into the flat snapshot: no vector per process.
     let mut snap = Snapshot::new();
     for item in lists {
@@ -138,21 +155,18 @@ fn accounting_attribute(
     } else {
         attribute(&snap, top_shared as usize)
     };
-    let per = a
+    let width = SHARE_FIELDS.len() * 8;
+    let mut shares = try_owned_binary(a.processes.len() * width).ok_or(rustler::Error::BadArg)?;
+    for (p, out) in a
         .processes
         .iter()
-        .map(|p| {
-            (
-                p.refs,
-                p.bytes,
-                p.distinct,
-                p.uss,
-                p.pss,
-                p.shared,
-                p.store_bytes,
-            )
-        })
-        .collect();
+        .zip(shares.as_mut_slice().chunks_exact_mut(width))
+    {
+        let fields = [p.refs, p.distinct, p.uss, p.pss, p.shared, p.store_bytes];
+        for (v, o) in fields.iter().zip(out.chunks_exact_mut(8)) {
+            o.copy_from_slice(&v.to_ne_bytes());
+        }
+    }
     let s = a.summary;
     let summary = Summary {
         processes: s.processes,
@@ -170,7 +184,7 @@ fn accounting_attribute(
         .iter()
         .map(|b| (b.key, b.size, b.holders, b.refc))
         .collect();
-    Ok((per, summary, top))
+    Ok((shares.release(env).to_term(env), summary, top))
 }
 
 /// The store entries among `keys` that are still live on this node (the collector asks after
@@ -234,4 +248,25 @@ fn accounting_suggest(facts: FactsMap) -> (String, String) {
     };
     let (s, reason) = suggest(&f);
     (s.name().to_string(), reason)
+}
+
+/// `[{index, likely_garbage_bytes}]`, most likely garbage first, for candidates given as
+/// `{uss, vheap_bytes, old_vheap_bytes, reductions_delta, message_queue_len}`. Dirty: the
+/// shortlist grows with the `candidates:` option.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn accounting_rank(candidates: Vec<(u64, u64, u64, u64, u64)>) -> Vec<(u64, u64)> {
+    let cs: Vec<Candidate> = candidates
+        .into_iter()
+        .map(|(uss, v, ov, r, q)| Candidate {
+            uss,
+            vheap_bytes: v,
+            old_vheap_bytes: ov,
+            reductions_delta: r,
+            message_queue_len: q,
+        })
+        .collect();
+    rank(&cs)
+        .into_iter()
+        .map(|i| (i as u64, likely_garbage(&cs[i])))
+        .collect()
 }

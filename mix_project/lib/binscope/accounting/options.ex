@@ -85,6 +85,7 @@ defmodule Binscope.Accounting.Options do
   end
 
   defp value!(:detail, d, _fun) when d in [:full, :basic], do: d
+  defp value!(:idle_ms, t, _fun) when is_integer(t) and t >= 0 and t <= 60_000, do: t
   defp value!(:workers, :auto, _fun), do: :auto
   defp value!(:workers, k, _fun) when is_integer(k) and k > 0 and k <= 1024, do: k
   defp value!(:top_shared, n, _fun) when is_integer(n) and n >= 0 and n <= 10_000, do: n
@@ -102,6 +103,7 @@ defmodule Binscope.Accounting.Options do
         :top_shared -> "an integer in 0..10_000"
         :detail -> ":full or :basic"
         :workers -> ":auto or an integer in 1..1024"
+        :idle_ms -> "an integer in 0..60_000 (ms)"
         _ -> "a valid value"
       end
 

@@ -15,8 +15,10 @@ defmodule Mix.Tasks.Binscope.Leaks do
                          production node); dry_run: forces no GC, ranks an estimate
     --limit N            results (default 10)
     --candidates K       processes collected in targeted mode (default 20)
-    --workers N          scan with at most N processes (default: one per scheduler of the
-                         target; 1 keeps the scan on one scheduler of a saturated node)
+    --idle-ms MS         how long the shortlist is watched for activity before ranking
+                         (default 50; idle processes rank by all the binaries only they hold)
+    --workers N          scan with N processes (default: one per scheduler of the target but
+                         one; more ends the scan sooner but competes for more schedulers)
 
   #{Binscope.CLI.common_help()}
   """

@@ -15,8 +15,8 @@ defmodule Mix.Tasks.Binscope.Top do
     --detail LEVEL       full (default) or basic: only name, memory and binaries, at about
                          the cost of a plain process_info(pid, [:binary, :memory]) sweep
                          (full detail's GC items cost about 2.5x more)
-    --workers N          scan with at most N processes (default: one per scheduler of the
-                         target; 1 keeps the scan on one scheduler of a saturated node)
+    --workers N          scan with N processes (default: one per scheduler of the target but
+                         one; more ends the scan sooner but competes for more schedulers)
 
   Cost: one process_info/2 call per process; no GC; safe on a busy production node.
 

@@ -3,10 +3,13 @@
 //!
 //! - [`reclaim`]: from binary lists taken before and after forcing GCs, the bytes actually freed,
 //!   each binary counted once and split exactly among the processes that let it go.
+//! - [`rank`]: before any GC, which processes hold binaries only a forced GC would free soon.
 //! - [`advice`]: one suggestion per process, with the reason in the process's own figures.
 
 pub mod advice;
+pub mod rank;
 pub mod reclaim;
 
 pub use advice::{suggest, Facts, Suggestion};
+pub use rank::{likely_garbage, rank, Candidate};
 pub use reclaim::{reclaimed, Reclaim};
