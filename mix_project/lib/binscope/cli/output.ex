@@ -20,6 +20,7 @@ defmodule Binscope.CLI.Output do
     :reclaimed_bytes,
     :reclaimed_refs,
     :estimated_bytes,
+    :likely_garbage_bytes,
     :suggestion,
     :reason
   ]
