@@ -14,7 +14,8 @@ defmodule Binscope.Accounting do
   attribution runs on a dirty scheduler; `workers:` splits the scan, see `Binscope.processes/1`).
 
   Memory: the records are built on the calling process's heap, and the room for them is reserved
-  up front (its `min_heap_size` raised for the call, at most 128 MiB, and put back after) instead
+  up front (its `min_heap_size` and `min_bin_vheap_size` raised for the call, at most 128 MiB
+  each, and put back after) instead
   of growing the heap through a string of collections (`Binscope.Accounting.Heap`).
   """
 
@@ -26,6 +27,8 @@ defmodule Binscope.Accounting do
   @basic_words 80
   @full_words 160
   @record_words 40
+  # Virtual binary heap words per process: the NIF's packed figures (6 words each).
+  @share_words 8
 
   @typedoc "One process's record (sizes in bytes). See `Binscope.processes/1`."
   @type record :: %{atom() => term()}
@@ -54,13 +57,14 @@ defmodule Binscope.Accounting do
       n = length(Map.get(opts, :pids, [])) + :erlang.system_info(:process_count)
       per = if Map.get(opts, :detail, :full) == :basic, do: @basic_words, else: @full_words
 
-      Heap.reserve(n * per, fn ->
+      Heap.reserve(n * per, n * @share_words, fn ->
         with {:ok, raw} <- Remote.call(node, :snapshot, args, opts.timeout),
              do: {:ok, attribute(raw, top)}
       end)
     else
       with {:ok, raw} <- Remote.call(node, :snapshot, args, opts.timeout) do
-        Heap.reserve(length(raw.procs) * @record_words, fn -> {:ok, attribute(raw, top)} end)
+        n = length(raw.procs)
+        Heap.reserve(n * @record_words, n * @share_words, fn -> {:ok, attribute(raw, top)} end)
       end
     end
   end
