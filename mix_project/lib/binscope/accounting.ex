@@ -54,7 +54,12 @@ defmodule Binscope.Accounting do
 
     if node == node() do
       # The scan runs here too: room for it and for the records.
-      n = length(Map.get(opts, :pids, [])) + :erlang.system_info(:process_count)
+      n =
+        case opts do
+          %{pids: pids} -> length(pids)
+          _ -> :erlang.system_info(:process_count)
+        end
+
       per = if Map.get(opts, :detail, :full) == :basic, do: @basic_words, else: @full_words
 
       Heap.reserve(n * per, n * @share_words, fn ->
