@@ -133,11 +133,14 @@ defmodule Binscope.Hostile do
   end
 
   defp bad_leak_opts(r) do
-    case uniform(r, 4) do
+    case uniform(r, 6) do
       1 -> [mode: term(r)]
       2 -> [limit: term(r)]
       3 -> [candidates: term(r), mode: :dry_run]
       4 -> [nodes: term(r)]
+      # Always invalid: a valid idle_ms would make the call wait (up to a minute).
+      5 -> [idle_ms: bad_window(r), mode: :dry_run]
+      6 -> [workers: bad_int(r), mode: :dry_run]
     end
   end
 
@@ -197,6 +200,7 @@ defmodule Binscope.Hostile do
   end
 
   defp bad_fill(r), do: Enum.at([-1, 256, 1 <<< 64, 1.0, "7", nil], uniform(r, 6) - 1)
+  defp bad_window(r), do: Enum.at([-1, 60_001, 1 <<< 64, 0.5, "50", :soon], uniform(r, 6) - 1)
   defp bad_int(r), do: Enum.at([-1, -(1 <<< 70), 2.5, "1", :x, [1]], uniform(r, 6) - 1)
   defp bad_capacity(r), do: Enum.at([-1, 1 <<< 64, 1.0, :unlimited, "10", nil], uniform(r, 6) - 1)
 

@@ -7,17 +7,25 @@ defmodule Binscope.Hardening.FaultsTest do
     base = settle()
     input = :binary.copy("k", 32 * @mib)
 
-    for round <- 1..20 do
-      pid =
-        spawn(fn ->
-          for _ <- 1..1000, do: Store.put!(input, label: :killed_mid_put)
-        end)
+    refs =
+      for round <- 1..20 do
+        {pid, ref} =
+          spawn_monitor(fn ->
+            for _ <- 1..1000, do: Store.put!(input, label: :killed_mid_put)
+          end)
 
-      # Kill at varying points: before, during and between the dirty copies.
-      Process.sleep(rem(round * 7, 13))
-      Process.exit(pid, :kill)
-    end
+        # Kill at varying points: before, during and between the dirty copies.
+        Process.sleep(rem(round * 7, 13))
+        Process.exit(pid, :kill)
+        ref
+      end
 
+    # A process killed inside a dirty copy exits only when the copy returns, and its entries go
+    # when its heap is freed after that (measured: up to ~60 ms after its DOWN while the dirty
+    # schedulers work through the other copies). Exact means back to the baseline once they are
+    # gone, and staying there.
+    for ref <- refs, do: assert_receive({:DOWN, ^ref, :process, _, :killed}, 10_000)
+    assert eventually(fn -> live() == base end, 5_000)
     assert settle() == base
     assert Store.live(label: :killed_mid_put) == []
     assert Store.stats().reserved_bytes == 0
