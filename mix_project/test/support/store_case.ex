@@ -87,26 +87,34 @@ defmodule Binscope.StoreCase do
     end
   end
 
-  @doc "A process that keeps whatever it is sent until told to drop it; returns its pid."
+  @doc """
+  A process that keeps whatever it is sent until told to drop it; returns its pid. It also ends
+  when the process that started it does, so a test that fails half-way leaves no holder (and
+  no held bytes) behind for the next test's baseline. Not linked: tests kill holders.
+  """
   def holder do
-    spawn(fn -> holder_loop([]) end)
+    parent = self()
+    spawn(fn -> holder_loop([], Process.monitor(parent)) end)
   end
 
-  defp holder_loop(kept) do
+  defp holder_loop(kept, parent) do
     receive do
       {:keep, term} ->
-        holder_loop([term | kept])
+        holder_loop([term | kept], parent)
 
       {:drop, from} ->
         :erlang.garbage_collect()
         send(from, {:dropped, self()})
-        holder_loop([])
+        holder_loop([], parent)
 
       {:sync, from} ->
         send(from, {:synced, self()})
-        holder_loop(kept)
+        holder_loop(kept, parent)
 
       :stop ->
+        :ok
+
+      {:DOWN, ^parent, :process, _, _} ->
         :ok
     end
   end
