@@ -62,7 +62,7 @@ snapshot(Opts) ->
 %% leaves its scheduler partly idle and several scan faster. workers => auto uses all online
 %% schedulers but one: when every scheduler scanned (measured on 2 cores), the VM's own threads
 %% (dirty GC, busy-waiting schedulers) had no core left and the OS preempted scanners in the
-%% middle of their time slices: 2-5 ms long_schedule reports in about half of the scans, none
+%% middle of their time slices: 2-5 ms long_schedule reports in up to 14 of 20 scans, none
 %% with one scheduler left free. Below ?MIN_CHUNK pids per worker, splitting costs more than
 %% it saves.
 -define(MIN_CHUNK, 4000).
