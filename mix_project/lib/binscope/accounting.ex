@@ -15,8 +15,7 @@ defmodule Binscope.Accounting do
 
   Memory: the records are built on the calling process's heap, and the room for them is reserved
   up front (its `min_heap_size` and `min_bin_vheap_size` raised for the call, at most 128 MiB
-  each, and put back after) instead
-  of growing the heap through a string of collections (`Binscope.Accounting.Heap`).
+  each, and put back after) instead of growing the heap through a string of collections.
   """
 
   alias Binscope.Accounting.Heap
@@ -29,6 +28,16 @@ defmodule Binscope.Accounting do
   @record_words 40
   # Virtual binary heap words per process: the NIF's packed figures (6 words each).
   @share_words 8
+
+  # Every field of a process record, none collected.
+  @uncollected Map.new(
+                 ~w(pid node registered_name initial_call current_function memory heap_size
+                    total_heap_size stack_size old_heap_size message_queue_len reductions
+                    binary_refs binary_bytes binary_distinct binary_uss binary_pss binary_shared
+                    native_bytes native_store_bytes native_estimated_bytes minor_gcs
+                    fullsweep_after bin_vheap_size bin_old_vheap_size)a,
+                 &{&1, nil}
+               )
 
   @typedoc "One process's record (sizes in bytes). See `Binscope.processes/1`."
   @type record :: %{atom() => term()}
@@ -122,44 +131,23 @@ defmodule Binscope.Accounting do
 
   defp records([], <<>>, _w, _node, acc), do: :lists.reverse(acc)
 
-  # `detail: :basic` (a whole-node sweep: this runs for every process, so no per-field calls).
-  defp record(
-         {pid, _bins, listed, name, mem},
-         refs,
-         distinct,
-         uss,
-         pss,
-         shared,
-         store_bytes,
-         _w,
-         node
-       ) do
+  # `detail: :basic` fills only what it collected into the record's shape (every field,
+  # nil): one map update per process, no per-field calls.
+  defp record({pid, _bins, listed, name, mem}, refs, distinct, uss, pss, shared, store, _w, node) do
     %{
-      pid: pid,
-      node: node,
-      registered_name: name,
-      initial_call: nil,
-      current_function: nil,
-      memory: mem,
-      heap_size: nil,
-      total_heap_size: nil,
-      stack_size: nil,
-      old_heap_size: nil,
-      message_queue_len: nil,
-      reductions: nil,
-      binary_refs: refs,
-      binary_bytes: listed,
-      binary_distinct: distinct,
-      binary_uss: uss,
-      binary_pss: pss,
-      binary_shared: shared,
-      native_bytes: store_bytes,
-      native_store_bytes: store_bytes,
-      native_estimated_bytes: nil,
-      minor_gcs: nil,
-      fullsweep_after: nil,
-      bin_vheap_size: nil,
-      bin_old_vheap_size: nil
+      @uncollected
+      | pid: pid,
+        node: node,
+        registered_name: name,
+        memory: mem,
+        binary_refs: refs,
+        binary_bytes: listed,
+        binary_distinct: distinct,
+        binary_uss: uss,
+        binary_pss: pss,
+        binary_shared: shared,
+        native_bytes: store,
+        native_store_bytes: store
     }
   end
 
@@ -180,31 +168,32 @@ defmodule Binscope.Accounting do
     estimated = max((vheap + old_vheap) * w - listed - store_bytes, 0)
 
     %{
-      pid: pid,
-      node: node,
-      registered_name: name,
-      initial_call: opt(init),
-      current_function: opt(cur),
-      memory: mem,
-      heap_size: heap * w,
-      total_heap_size: theap * w,
-      stack_size: stack * w,
-      old_heap_size: old_heap * w,
-      message_queue_len: mql,
-      reductions: reds,
-      binary_refs: refs,
-      binary_bytes: listed,
-      binary_distinct: distinct,
-      binary_uss: uss,
-      binary_pss: pss,
-      binary_shared: shared,
-      native_bytes: store_bytes + estimated,
-      native_store_bytes: store_bytes,
-      native_estimated_bytes: estimated,
-      minor_gcs: minor,
-      fullsweep_after: fullsweep,
-      bin_vheap_size: vheap * w,
-      bin_old_vheap_size: old_vheap * w
+      @uncollected
+      | pid: pid,
+        node: node,
+        registered_name: name,
+        initial_call: opt(init),
+        current_function: opt(cur),
+        memory: mem,
+        heap_size: heap * w,
+        total_heap_size: theap * w,
+        stack_size: stack * w,
+        old_heap_size: old_heap * w,
+        message_queue_len: mql,
+        reductions: reds,
+        binary_refs: refs,
+        binary_bytes: listed,
+        binary_distinct: distinct,
+        binary_uss: uss,
+        binary_pss: pss,
+        binary_shared: shared,
+        native_bytes: store_bytes + estimated,
+        native_store_bytes: store_bytes,
+        native_estimated_bytes: estimated,
+        minor_gcs: minor,
+        fullsweep_after: fullsweep,
+        bin_vheap_size: vheap * w,
+        bin_old_vheap_size: old_vheap * w
     }
   end
 
