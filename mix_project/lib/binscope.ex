@@ -61,7 +61,10 @@ defmodule Binscope do
   - `binary_pss`: its fair share of each binary it holds (summed over the node, every binary
     counts once); `binary_distinct`, `binary_shared`;
   - `native_bytes` = `native_store_bytes` (exact, Binscope.Store binaries) +
-    `native_estimated_bytes` (other NIF binaries, estimated from the virtual binary heap);
+    `native_estimated_bytes` (other NIF binaries, estimated from the virtual binary heap).
+    On OTP 27 and later `native_estimated_bytes` is `nil` (unknown) and `native_bytes` counts
+    only store binaries: the VM charges another NIF's resource binary only the ~72 bytes of its
+    magic binary (OTP issue 11611), so the virtual binary heap no longer reveals its size;
   - `minor_gcs`, `fullsweep_after`, `bin_vheap_size`, `bin_old_vheap_size`.
 
   Options: `pids:` (only these), `detail:` (`:full`, the default, or `:basic`), `workers:`,

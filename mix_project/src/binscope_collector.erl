@@ -53,6 +53,9 @@ snapshot(Opts) ->
     #{node => node(),
       time_ms => erlang:system_time(millisecond),
       word_size => erlang:system_info(wordsize),
+      %% Whether the virtual binary heap charges NIF resource binaries their size: not from
+      %% OTP 27 on (OTP issue 11611), so the caller cannot estimate other NIFs' native bytes.
+      resource_vheap => list_to_integer(erlang:system_info(otp_release)) < 27,
       store => store_loaded(),
       workers => Workers,
       procs => collect(Pids, Scan, Workers)}.
@@ -204,8 +207,10 @@ initial_call(_P, Init) ->
 %% Store binaries: when Binscope's NIF is loaded here, rewrite their listed (magic binary)
 %% address and 72-byte size into the store entry's key and real size.
 resolve_store(Records, {Offset, MagicSize}) ->
-    %% Only lists holding an entry of the probe's size can hold store binaries.
-    case candidates(Records, MagicSize, 1, [], []) of
+    %% Only lists holding an entry of the probe's size can hold store binaries, unless store
+    %% binaries list at their real size (GC pressure patch, OTP 27+).
+    Any = store_sizes_patched(),
+    case candidates(Records, MagicSize, Any, 1, [], []) of
         {[], []} -> Records;
         {Idx, Lists} ->
             Resolved = ?NATIVE:accounting_resolve(Lists, Offset, MagicSize),
@@ -214,13 +219,24 @@ resolve_store(Records, {Offset, MagicSize}) ->
 resolve_store(Records, undefined) ->
     Records.
 
-candidates([], _Size, _I, Idx, Lists) ->
+candidates([], _Size, _Any, _I, Idx, Lists) ->
     {lists:reverse(Idx), lists:reverse(Lists)};
-candidates([R | Rest], Size, I, Idx, Lists) ->
+candidates([R | Rest], Size, Any, I, Idx, Lists) ->
     Bins = element(?BINS, R),
-    case lists:keymember(Size, 2, Bins) of
-        true -> candidates(Rest, Size, I + 1, [I | Idx], [Bins | Lists]);
-        false -> candidates(Rest, Size, I + 1, Idx, Lists)
+    case may_hold_store(Bins, Size, Any) of
+        true -> candidates(Rest, Size, Any, I + 1, [I | Idx], [Bins | Lists]);
+        false -> candidates(Rest, Size, Any, I + 1, Idx, Lists)
+    end.
+
+may_hold_store([], _Size, _Any) -> false;
+may_hold_store(_Bins, _Size, true) -> true;
+may_hold_store(Bins, Size, false) -> lists:keymember(Size, 2, Bins).
+
+%% Whether store binaries may list at their real size here: Binscope.Store.GcPressure's patch
+%% was calibrated on this node (binaries made while it was enabled keep their size).
+store_sizes_patched() ->
+    try element(1, ?NATIVE:gc_pressure_state())
+    catch _:_ -> false
     end.
 
 replace([], _I, _Resolved, Acc) ->
@@ -352,7 +368,7 @@ gc_one(P, Calibration) ->
     end.
 
 resolve_one(Bins, {Offset, MagicSize}) ->
-    case lists:keymember(MagicSize, 2, Bins) of
+    case may_hold_store(Bins, MagicSize, store_sizes_patched()) of
         true -> hd(?NATIVE:accounting_resolve([Bins], Offset, MagicSize));
         false -> Bins
     end;

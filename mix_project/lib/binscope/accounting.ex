@@ -89,7 +89,10 @@ defmodule Binscope.Accounting do
     # The NIF reads each record's binary list in place (element 2) and packs the figures of
     # every process into one binary (see `shares/1`).
     {shares, summary, top} = Binscope.Native.accounting_attribute(procs, top_shared)
-    records = records(procs, shares, w, raw.node, [])
+    # OTP 27+ charges a NIF resource binary only its magic binary's size (OTP issue 11611), so
+    # the virtual binary heap no longer reveals other NIFs' native bytes: no estimate there.
+    estimable = Map.get(raw, :resource_vheap, true)
+    records = records(procs, shares, {w, estimable}, raw.node, [])
 
     %{
       node: raw.node,
@@ -133,7 +136,7 @@ defmodule Binscope.Accounting do
 
   # `detail: :basic` fills only what it collected into the record's shape (every field,
   # nil): one map update per process, no per-field calls.
-  defp record({pid, _bins, listed, name, mem}, refs, distinct, uss, pss, shared, store, _w, node) do
+  defp record({pid, _bins, listed, name, mem}, refs, distinct, uss, pss, shared, store, _wi, node) do
     %{
       @uncollected
       | pid: pid,
@@ -160,12 +163,13 @@ defmodule Binscope.Accounting do
          pss,
          shared,
          store_bytes,
-         w,
+         {w, estimable},
          node
        ) do
-    # The virtual binary heap counts NIF binaries at their real size while the VM lists them at
-    # ~72 bytes: what the vheap holds beyond the listed bytes is native memory the VM hides.
-    estimated = max((vheap + old_vheap) * w - listed - store_bytes, 0)
+    # Up to OTP 26 the virtual binary heap counts NIF binaries at their real size while the VM
+    # lists them at ~72 bytes: what the vheap holds beyond the listed bytes is native memory the
+    # VM hides. On OTP 27+ it does not (see attribute/2): unknown, so nil.
+    estimated = if estimable, do: max((vheap + old_vheap) * w - listed - store_bytes, 0)
 
     %{
       @uncollected
@@ -187,7 +191,7 @@ defmodule Binscope.Accounting do
         binary_uss: uss,
         binary_pss: pss,
         binary_shared: shared,
-        native_bytes: store_bytes + estimated,
+        native_bytes: store_bytes + (estimated || 0),
         native_store_bytes: store_bytes,
         native_estimated_bytes: estimated,
         minor_gcs: minor,

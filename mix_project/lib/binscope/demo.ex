@@ -25,6 +25,7 @@ defmodule Binscope.Demo do
     Binscope.Demo.Lifetimes,
     Binscope.Demo.ManualGc,
     Binscope.Demo.Hibernate,
+    Binscope.Demo.GcPressure,
     Binscope.Demo.SubBinary,
     Binscope.Demo.Tuning
   ]

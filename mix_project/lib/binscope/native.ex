@@ -5,13 +5,129 @@ defmodule Binscope.Native do
 
   @on_load :load_nif
 
+  import Bitwise, only: [<<<: 2]
+
   @doc false
   def load_nif do
     case :code.priv_dir(:binscope) do
-      {:error, reason} -> {:error, {:no_priv_dir, reason}}
-      priv -> :erlang.load_nif(:filename.join(priv, ~c"native/libbinscope_nif"), 0)
+      {:error, reason} ->
+        {:error, {:no_priv_dir, reason}}
+
+      priv ->
+        with :ok <- :erlang.load_nif(:filename.join(priv, ~c"native/libbinscope_nif"), 0) do
+          :persistent_term.put({Binscope.Store.GcPressure, :status}, calibrate_gc_pressure())
+        end
     end
   end
+
+  # --- GC pressure calibration (see Binscope.Store.GcPressure for what and why) ---------------
+  # It runs here, in on_load, because it must run before any store binary is made, and it calls
+  # only this module's NIFs and OTP/Elixir built-ins: in a release (embedded mode) another module
+  # of this application may not be loaded yet.
+
+  @probe_bytes 1 <<< 20
+  # A probe counts as charged from half its size on: a GC between the two readings may also drop
+  # other garbage (seen: 1 MiB - 56 bytes), while an uncharged probe adds about 72 bytes.
+  @charged_bytes div(@probe_bytes, 2)
+  # The largest distance between a listed magic binary and its resource object (NIF MAX_HEADER).
+  @max_header 256
+
+  # Never fails the load: any surprise leaves the store unpatched, with the reason.
+  defp calibrate_gc_pressure do
+    do_calibrate_gc_pressure()
+  rescue
+    e -> %{mode: :unavailable, reason: "calibration raised: " <> Exception.message(e)}
+  end
+
+  defp do_calibrate_gc_pressure do
+    words_before = vheap_words()
+    {probe, object} = gc_pressure_probe(@probe_bytes, false)
+    charged = (vheap_words() - words_before) * :erlang.system_info(:wordsize)
+
+    result =
+      if charged >= @charged_bytes,
+        do: %{mode: :native, reason: "the VM charges resource binaries their size"},
+        else: patch_gc_pressure(probe, object)
+
+    keep(probe)
+    result
+  end
+
+  defp patch_gc_pressure(probe, object) do
+    with {:ok, {listed, size}} <- listed_header(object),
+         {:ok, _offset} <- gc_pressure_locate(probe, listed, size),
+         :ok <- poke_check(probe, listed, size),
+         :ok <- charge_check() do
+      if System.get_env("BINSCOPE_GC_PRESSURE", "on") in ["off", "false", "0"] do
+        %{mode: :off, reason: "BINSCOPE_GC_PRESSURE=off"}
+      else
+        true = gc_pressure_enable(true)
+        %{mode: :patched, reason: "the VM charges resource binaries their magic binary's size"}
+      end
+    else
+      {:error, reason} ->
+        gc_pressure_reset()
+        %{mode: :unavailable, reason: reason}
+    end
+  end
+
+  # The one binary this process holds whose VM header lies just below the probe's object.
+  defp listed_header(object) do
+    case near(object) do
+      [found] -> {:ok, found}
+      other -> {:error, "#{length(other)} listed binaries could be the probe's header"}
+    end
+  end
+
+  # Writes a test size into the located word and reads it back through process_info/2.
+  defp poke_check(probe, listed, size) do
+    test = size + 4096
+    true = gc_pressure_poke(probe, test)
+    seen = listed_size(listed)
+    true = gc_pressure_poke(probe, size)
+
+    if seen == test and listed_size(listed) == size,
+      do: :ok,
+      else: {:error, "the located word is not the size process_info/2 lists"}
+  end
+
+  # A probe made the way store binaries are made must list, and charge this process, its payload.
+  defp charge_check do
+    words_before = vheap_words()
+    {probe, object} = gc_pressure_probe(@probe_bytes, true)
+    charged = (vheap_words() - words_before) * :erlang.system_info(:wordsize)
+    listed = for {_addr, size} <- near(object), do: size
+    keep(probe)
+
+    cond do
+      listed != [@probe_bytes] ->
+        {:error, "a patched probe lists as #{inspect(listed)} bytes"}
+
+      charged < @charged_bytes ->
+        {:error, "a patched probe charged #{charged} bytes, not its size"}
+
+      true ->
+        :ok
+    end
+  end
+
+  defp near(object) do
+    {:binary, listed} = :erlang.process_info(self(), :binary)
+    for {addr, size, _} <- listed, addr < object, object - addr <= @max_header, do: {addr, size}
+  end
+
+  defp listed_size(addr) do
+    {:binary, listed} = :erlang.process_info(self(), :binary)
+    Enum.find_value(listed, fn {a, size, _} -> if a == addr, do: size end)
+  end
+
+  defp vheap_words do
+    {:garbage_collection_info, info} = :erlang.process_info(self(), :garbage_collection_info)
+    Keyword.fetch!(info, :bin_vheap_size)
+  end
+
+  # Keeps a probe referenced until this point (the checks read its header while it lives).
+  defp keep(probe), do: byte_size(probe)
 
   # store.rs
   def store_put(_data, _label, _owner), do: err()
@@ -34,6 +150,14 @@ defmodule Binscope.Native do
   def accounting_reclaimed(_before, _after, _live_store_keys), do: err()
   def accounting_suggest(_facts), do: err()
   def accounting_rank(_candidates), do: err()
+
+  # gc_pressure.rs
+  def gc_pressure_probe(_len, _charged), do: err()
+  def gc_pressure_locate(_probe, _listed, _size), do: err()
+  def gc_pressure_poke(_probe, _value), do: err()
+  def gc_pressure_reset, do: err()
+  def gc_pressure_enable(_on), do: err()
+  def gc_pressure_state, do: err()
 
   # report.rs
   def report_json(_term, _pretty), do: err()

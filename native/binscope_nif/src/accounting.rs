@@ -43,8 +43,9 @@ type Bins = Vec<(u64, u64, u64)>;
 /// From this many references on, attribution runs on several threads.
 const PARALLEL_REFS: usize = 200_000;
 
-/// Rewrites every `{addr, size, refc}` whose size is `magic_size` and whose `addr + offset` is a
-/// live store resource as `{store_key, real_size, refc}`. Dirty: one call covers a whole node.
+/// Rewrites every `{addr, size, refc}` whose `addr + offset` is a live store resource, listed at
+/// `magic_size` or (with `gc_pressure`'s patch) at the entry's own size, as
+/// `{store_key, real_size, refc}`. Dirty: one call covers a whole node.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn accounting_resolve(lists: Vec<Bins>, offset: i64, magic_size: u64) -> Vec<Bins> {
     lists
@@ -52,13 +53,13 @@ fn accounting_resolve(lists: Vec<Bins>, offset: i64, magic_size: u64) -> Vec<Bin
         .map(|bins| {
             bins.into_iter()
                 .map(|(addr, size, refc)| {
-                    if size != magic_size {
-                        return (addr, size, refc);
-                    }
                     let object = (addr as i64).wrapping_add(offset) as usize;
                     match HANDLES.get(object) {
-                        Some((id, real)) => (store_key(id), real, refc),
-                        None => (addr, size, refc),
+                        // Listed at the magic binary's size, or (GC pressure patch) its own.
+                        Some((id, real)) if size == magic_size || size == real => {
+                            (store_key(id), real, refc)
+                        }
+                        _ => (addr, size, refc),
                     }
                 })
                 .collect()

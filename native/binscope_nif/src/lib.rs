@@ -6,6 +6,7 @@
 //! - `report` <-> `Binscope.Report` (NIFs prefixed `report_`)
 //! - `allocator` <-> `Binscope.Store.allocator/0` (NIFs prefixed `allocator_`)
 //! - `chart` <-> `Binscope.Chart` (NIFs prefixed `chart_`)
+//! - `gc_pressure` <-> `Binscope.Store.GcPressure` (NIFs prefixed `gc_pressure_`)
 //!
 //! Every NIF is a stub in the hidden Elixir module `Binscope.Native`.
 
@@ -31,6 +32,7 @@ mod accounting;
 mod allocator;
 mod chart;
 mod error;
+mod gc_pressure;
 mod label;
 mod report;
 mod store;

@@ -94,6 +94,7 @@ fn track_owner(env: Env, owner: LocalPid) -> Result<(), NifError> {
 fn to_binary<'a>(env: Env<'a>, blob: Arc<Blob<LocalPid>>) -> Term<'a> {
     let (id, size) = (blob.id(), blob.len() as u64);
     let resource = ResourceArc::new(StoreBinary(blob));
+    crate::gc_pressure::charge(&resource, size as usize);
     HANDLES.insert(resource.addr(), id, size);
     resource.make_binary(env, |r| r.0.bytes()).to_term(env)
 }
