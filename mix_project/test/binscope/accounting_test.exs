@@ -106,6 +106,7 @@ defmodule Binscope.AccountingTest do
       :patched -> assert first.binary_bytes == 3 * @mib + @mib + 5
       _ -> assert first.binary_bytes < 1024
     end
+
     assert snap.summary.store_bytes == 3 * 3 * @mib + @mib + 5
 
     {:ok, by_owner} = {:ok, Store.by_owner()}

@@ -220,6 +220,18 @@ defmodule Binscope.Demo.Kit do
     end
   end
 
+  @doc """
+  How the VM's own tools list a store binary on this node, for the demos' prose: at the few dozen
+  bytes of its magic binary, or at its real size where `Binscope.Store.GcPressure` patches it
+  (OTP 27+).
+  """
+  @spec store_listing() :: String.t()
+  def store_listing do
+    if Binscope.Store.GcPressure.listed_at_real_size?(),
+      do: "store binaries at their real size (OTP 27+: the GC pressure patch writes it there)",
+      else: "store binaries at the few dozen bytes of their magic binary"
+  end
+
   @doc "Bytes for tables (`Binscope.Report.Format.bytes/1`)."
   @spec b(integer()) :: String.t()
   def b(n), do: Format.bytes(n)

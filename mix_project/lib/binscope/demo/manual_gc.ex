@@ -188,8 +188,8 @@ defmodule Binscope.Demo.ManualGc do
         ]
       ),
       "\nThe process dropped #{b(r.dropped)} of ordinary binaries and as much store-backed. ",
-      "Idle, process_info(:binary) still listed #{b(r.before.pinfo_bytes)} (store binaries at a few dozen ",
-      "bytes each); Binscope.processes counted #{b(r.before.uss)} held by it alone. ",
+      "Idle, process_info(:binary) still listed #{b(r.before.pinfo_bytes)} (#{Kit.store_listing()}); ",
+      "Binscope.processes counted #{b(r.before.uss)} held by it alone. ",
       "Binscope.leaks(mode: :dry_run), without collecting, ranked it ##{r.dry_run_rank || "-"} and estimated ",
       "#{estimate}. The manual GC took #{r.gc_us} µs and reclaimed #{b(r.reclaimed)} ",
       "(#{Kit.pct(r.reclaimed, 2 * r.dropped)} of all it dropped; process_info saw #{b(freed)} go); ",

@@ -95,8 +95,9 @@ defmodule Binscope.Demo.StoreLifecycle do
       "After the owner exited, the store listed #{r.orphans_reported} binaries whose owner is dead.\n",
       "After release the store is back to its baseline: #{r.final_live_delta} entries, ",
       "#{r.final_bytes_delta} bytes.\n",
-      "The VM's tools see each native binary as ~72 bytes; the store and Binscope.processes ",
-      "(binary_pss, summed over the processes listed) see its real size.\n"
+      "process_info(:binary) lists #{Binscope.Demo.Kit.store_listing()}; :erlang.memory(:binary) ",
+      "never counts them. The store and Binscope.processes (binary_pss, summed over the ",
+      "processes listed) see each at its real size.\n"
     ]
   end
 

@@ -139,8 +139,8 @@ defmodule Binscope.Demo.SubBinary do
         )
       ),
       "\n#{r.count} slices hold #{b(kept)} of data but pin #{b(Enum.at(r.rows, 1).store_bytes)} ",
-      "(the VM's :binary.referenced_byte_size/1 sums to only #{b(r.referenced)}: it sees each ",
-      "store-backed parent at a few dozen bytes; Binscope.processes counts ",
+      "(the VM's :binary.referenced_byte_size/1 sums to #{b(r.referenced)}: it sees ",
+      "#{Kit.store_listing()}; Binscope.processes counts ",
       "#{b(Enum.at(r.rows, 1).bin_uss)} held by the keeper alone). After :binary.copy/1 ",
       "they reference #{b(r.referenced_after)} and the payloads are gone.\n",
       "Chart: #{r.chart}\n"

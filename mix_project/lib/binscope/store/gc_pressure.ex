@@ -103,6 +103,14 @@ defmodule Binscope.Store.GcPressure do
   def charged?, do: status().mode in [:native, :patched]
 
   @doc """
+  `true` when store binaries made now are listed by `process_info(pid, :binary)` (and
+  `:binary.referenced_byte_size/1`) at their real size, i.e. the patch is on (`:patched`).
+  Elsewhere the VM lists each at the size of its magic binary, a few dozen bytes.
+  """
+  @spec listed_at_real_size?() :: boolean()
+  def listed_at_real_size?, do: status().mode == :patched
+
+  @doc """
   Turns the remedy on or off for store binaries made from now on. Returns `{:error, mode}` where
   there is nothing to turn (`:native` needs no remedy; `:unavailable` cannot have one).
   """
