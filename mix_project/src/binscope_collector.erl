@@ -16,7 +16,8 @@
 %%   is loaded on the node).
 -module(binscope_collector).
 
--export([snapshot/1, details/1, activity/1, node_memory/0, gc_round/1, calibration/0]).
+-export([snapshot/1, details/1, activity/1, node_memory/0, gc_round/1, calibration/0,
+         calibration_status/0, check_calibration/2]).
 
 -define(NATIVE, 'Elixir.Binscope.Native').
 %% Process records are tuples that start {Pid, Binaries, ListedBytes, ...}: the binary list
@@ -57,6 +58,10 @@ snapshot(Opts) ->
       %% OTP 27 on (OTP issue 11611), so the caller cannot estimate other NIFs' native bytes.
       resource_vheap => list_to_integer(erlang:system_info(otp_release)) < 27,
       store => store_loaded(),
+      store_resolution => case calibration_status() of
+                              {ok, _} -> ok;
+                              Other -> Other
+                          end,
       workers => Workers,
       procs => collect(Pids, Scan, Workers)}.
 
@@ -250,19 +255,32 @@ replace([R | Rest], I, Resolved, Acc) ->
 store_loaded() ->
     erlang:module_loaded(?NATIVE) andalso erlang:function_exported(?NATIVE, accounting_probe, 0).
 
-%% {Offset, MagicSize} or undefined. A fresh process holding one probe resource binary shows
-%% the binary's listed address and size; the NIF returned the resource's own address.
+%% {Offset, MagicSize} or undefined. A fresh process holding two probe resource binaries shows
+%% their listed addresses and sizes; the NIF returned the resources' own addresses. The
+%% calibration checks itself: both probes must sit at the same distance from their listed
+%% magic binaries, with the same listed size, or store binaries are not resolved at all (and
+%% calibration_status/0 says why) rather than resolved wrongly.
 calibration() ->
+    case calibration_status() of
+        {ok, C} -> C;
+        _ -> undefined
+    end.
+
+%% {ok, {Offset, MagicSize}} | {error, Reason} | not_loaded, cached once it succeeded.
+calibration_status() ->
     case store_loaded() of
-        false -> undefined;
+        false -> not_loaded;
         true ->
             Key = {?MODULE, calibration},
             case persistent_term:get(Key, none) of
                 none ->
-                    C = calibrate(),
-                    C =/= undefined andalso persistent_term:put(Key, C),
-                    C;
-                C -> C
+                    Status = calibrate(),
+                    case Status of
+                        {ok, C} -> persistent_term:put(Key, C);
+                        _ -> ok
+                    end,
+                    Status;
+                C -> {ok, C}
             end
     end.
 
@@ -271,23 +289,30 @@ calibrate() ->
     Ref = make_ref(),
     {Pid, MRef} =
         spawn_monitor(fun() ->
-                              {Bin, Addr} = ?NATIVE:accounting_probe(),
+                              {Bin1, Addr1} = ?NATIVE:accounting_probe(),
+                              {Bin2, Addr2} = ?NATIVE:accounting_probe(),
                               {binary, Listed} = erlang:process_info(self(), binary),
-                              Parent ! {Ref, Listed, Addr},
-                              byte_size(Bin)
+                              Parent ! {Ref, Listed, [Addr1, Addr2]},
+                              byte_size(Bin1) + byte_size(Bin2)
                       end),
     receive
-        {Ref, [{Listed, Size, _Refc}], Addr} ->
+        {Ref, Listed, Addrs} ->
             erlang:demonitor(MRef, [flush]),
-            {Addr - Listed, Size};
-        {Ref, _, _} ->
-            erlang:demonitor(MRef, [flush]),
-            undefined;
-        {'DOWN', MRef, process, Pid, _} ->
-            undefined
+            check_calibration(Listed, Addrs);
+        {'DOWN', MRef, process, Pid, Reason} ->
+            {error, {probe_died, Reason}}
     after 5000 ->
             exit(Pid, kill),
-            undefined
+            {error, probe_timeout}
+    end.
+
+%% Each probe object must lie just above exactly one listed binary; both at the same distance
+%% and listed at the same size.
+check_calibration(Listed, Addrs) ->
+    Pairs = [[{Obj - L, Size} || {L, Size, _} <- Listed, L < Obj, Obj - L =< 256] || Obj <- Addrs],
+    case Pairs of
+        [[C], [C]] -> {ok, C};
+        _ -> {error, {calibration_mismatch, length(Listed), Pairs}}
     end.
 
 %% Full records (as snapshot/1 with full detail) for a few pids, e.g. leak candidates.

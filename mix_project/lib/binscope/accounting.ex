@@ -47,6 +47,7 @@ defmodule Binscope.Accounting do
           node: node(),
           time_ms: integer(),
           workers: pos_integer(),
+          store_resolution: :ok | :not_loaded | {:error, term()},
           processes: [record()],
           summary: map(),
           top_shared: [map()]
@@ -98,6 +99,9 @@ defmodule Binscope.Accounting do
       node: raw.node,
       time_ms: raw.time_ms,
       store_loaded: raw.store,
+      # Whether store binaries were resolved to their entries: `{:error, reason}` when the
+      # node's address calibration failed its self-check (they then count as VM binaries).
+      store_resolution: Map.get(raw, :store_resolution, :ok),
       word_size: w,
       workers: raw.workers,
       processes: records,

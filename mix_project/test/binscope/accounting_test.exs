@@ -184,4 +184,27 @@ defmodule Binscope.AccountingTest do
       assert_raise Binscope.Error, ~r/not_distributed/, fn -> Binscope.memory!(node: :x@y) end
     end
   end
+
+  test "the store address calibration checks itself and refuses on a mismatch" do
+    _ = Store.stats()
+    assert {:ok, {offset, size}} = :binscope_collector.calibration_status()
+    assert offset > 0 and size > 0
+    {:ok, snap} = Binscope.snapshot(detail: :basic)
+    assert snap.store_resolution == :ok
+
+    # Two probes at the same distance from their listed binaries, listed at the same size: ok.
+    assert {:ok, {50, 72}} ==
+             :binscope_collector.check_calibration([{100, 72, 1}, {400, 72, 1}], [150, 450])
+
+    # Different distances, different sizes, or an ambiguous listing: refused, never guessed.
+    for {listed, objects} <- [
+          {[{100, 72, 1}, {400, 72, 1}], [150, 460]},
+          {[{100, 72, 1}, {400, 80, 1}], [150, 450]},
+          {[{100, 72, 1}, {120, 72, 1}, {400, 72, 1}], [150, 450]},
+          {[{100, 72, 1}], [150, 450]}
+        ] do
+      assert {:error, {:calibration_mismatch, _, _}} =
+               :binscope_collector.check_calibration(listed, objects)
+    end
+  end
 end

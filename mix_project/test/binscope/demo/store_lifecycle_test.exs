@@ -23,9 +23,10 @@ defmodule Binscope.Demo.StoreLifecycleTest do
     assert r.final_live_delta == 0 and r.final_bytes_delta == 0
 
     # The VM's own tools: each native binary is listed at well under 1% of its size, or at its
-    # real size where the GC pressure patch writes it there (OTP 27+).
+    # real size where the GC pressure patch writes it there (OTP 27+; the naive sum counts a
+    # binary once per holder).
     if Store.GcPressure.listed_at_real_size?(),
-      do: assert(held.pinfo_bytes == held.store_bytes),
+      do: assert(held.pinfo_bytes >= held.store_bytes),
       else: assert(held.pinfo_bytes < div(held.store_bytes, 100))
 
     assert held.vm_binary_delta < div(held.store_bytes, 10)
