@@ -12,7 +12,9 @@ defmodule Binscope.Leaks do
     later (default 50), a second look at their reductions and mailbox. They are then ranked by
     `likely_garbage_bytes`: all of their `binary_uss` when idle over that window (an idle
     process runs no GC), only what their old binary heap holds when running (young garbage goes
-    at their next minor GC anyway; old-heap binaries wait for a major one). A major GC is forced
+    at their next minor GC anyway; old-heap binaries wait for a major one; the old binary heap
+    counts store binaries at their size on OTP 25 and, with `Binscope.Store.GcPressure`, on
+    OTP 27+, but other NIFs' resource binaries only at ~72 bytes there). A major GC is forced
     on the top `candidates` (default 20) only. Latency cost: the `idle_ms` wait, and each
     collected process stops for its own GC (microseconds for a small heap, milliseconds for a
     large one); nothing else is touched. The right default on a production node.
