@@ -52,7 +52,8 @@ defmodule Binscope do
   @doc """
   One record per process, sizes in bytes:
 
-  - `pid`, `node`, `registered_name`, `initial_call` (proc_lib's real one), `current_function`;
+  - `pid`, `node`, `registered_name`, `label` (set with `proc_lib:set_label/1`, OTP 27+; `nil`
+    when unset or on an older OTP), `initial_call` (proc_lib's real one), `current_function`;
   - `memory`, `heap_size`, `total_heap_size`, `stack_size`, `old_heap_size`, `message_queue_len`,
     `reductions`;
   - `binary_refs`, `binary_bytes`: the naive sum of `process_info(pid, :binary)`, as other tools
@@ -76,8 +77,9 @@ defmodule Binscope do
   `:auto` leaves one free. See README, Performance.
 
   `detail: :basic` collects only memory and the binary list (everything attribution needs, the
-  same two `process_info/2` items as a plain `process_info(pid, [:binary, :memory])` sweep) and
-  registered names (from one `Process.registered/0`); the other fields are `nil`. `:full`, the
+  same two `process_info/2` items as a plain `process_info(pid, [:binary, :memory])` sweep, plus
+  `:label` on OTP 27+), registered names (from one `Process.registered/0`) and labels; the other
+  fields are `nil`. `:full`, the
   default, costs about 2-3x more: its GC items cost the most (see README, Performance).
 
       iex> {:ok, procs} = Binscope.processes()
