@@ -4,7 +4,7 @@ defmodule Binscope.CollectorOtpTest do
   # by key, and the two ways the collector goes onto a remote node.
   use Binscope.StoreCase, async: false
 
-  alias Binscope.Accounting
+  alias Binscope.{Accounting, Cluster, Remote}
   alias Binscope.LeakScenario, as: S
 
   @labels function_exported?(:proc_lib, :set_label, 1)
@@ -196,9 +196,18 @@ defmodule Binscope.CollectorOtpTest do
       end
     end
 
-    test "use the processes iterator where the VM has one (OTP 28+), processes/0 before" do
-      uses_list = calls_processes?(fn -> :binscope_collector.snapshot(%{detail: :basic}) end)
-      assert uses_list == not @iterator
+    test "split among workers, use the processes iterator where the VM has one (OTP 28+)" do
+      pids = for _ <- 1..12_500, do: spawn(fn -> receive(do: (:stop -> :ok)) end)
+
+      try do
+        split = fn -> :binscope_collector.snapshot(%{detail: :basic, workers: 3}) end
+        assert calls_processes?(split) == not @iterator
+        # One scanner consumes the pid list as it goes: it keeps erlang:processes/0.
+        one = fn -> :binscope_collector.snapshot(%{detail: :basic, workers: 1}) end
+        assert calls_processes?(one)
+      after
+        S.stop_all(pids)
+      end
     end
 
     test "find every process, with one scanner or several" do
@@ -218,6 +227,58 @@ defmodule Binscope.CollectorOtpTest do
       after
         S.stop_all(pids)
       end
+    end
+  end
+
+  describe "loading the collector onto another node" do
+    setup do
+      Cluster.distribute!()
+      {peer, node} = Cluster.start_peer()
+
+      on_exit(fn ->
+        try do
+          :peer.stop(peer)
+        catch
+          :exit, _ -> :ok
+        end
+      end)
+
+      %{node: node}
+    end
+
+    test "the plan by release: object code for the same or newer, compile for older" do
+      assert Remote.plan(~c"25", ~c"25") == :object_code
+      assert Remote.plan(~c"25", ~c"29") == :object_code_then_compile
+      assert Remote.plan(~c"29", ~c"25") == :compile
+      assert Remote.plan(~c"29", ~c"27") == :compile
+      assert Remote.plan(~c"27", ~c"R16B") == :compile
+    end
+
+    test "compiled on the target from the abstract code: works, and is not reloaded", c do
+      assert :ok = Remote.load(c.node, :compile, 30_000)
+      local = :binscope_collector.module_info(:md5)
+      there = :erpc.call(c.node, :binscope_collector, :module_info, [:md5])
+      # The target's compiler made it (here the same compiler, but with the source tag).
+      refute there == local
+      assert :ok = Remote.ensure_collector(c.node, 30_000)
+      assert :erpc.call(c.node, :binscope_collector, :module_info, [:md5]) == there
+
+      {:ok, procs} = Binscope.processes(node: c.node)
+      assert Enum.any?(procs, &(&1.registered_name == :code_server))
+      {:ok, m} = Binscope.memory(node: c.node)
+      assert m.node == c.node
+    end
+
+    test "a target without the compiler application gets a clear error, not a crash", c do
+      refute :erpc.call(c.node, :code, :is_loaded, [:compile])
+      true = :erpc.call(c.node, :code, :del_path, [:compiler])
+      release = List.to_string(:erlang.system_info(:otp_release))
+
+      assert {:error, {:collector_load_failed, {:no_compiler, ^release}}} =
+               Remote.load(c.node, :compile, 30_000)
+
+      # The same release still gets the object code.
+      assert {:ok, %{node: _}} = Binscope.memory(node: c.node)
     end
   end
 end
