@@ -63,6 +63,20 @@ defmodule Binscope.CollectorOtpTest do
       S.stop_all([pid])
     end
 
+    test "of any term render as JSON (text where JSON has no form for them)" do
+      odd = {:w, <<255>>, [:a | :b], <<1::3>>, "ok"}
+      json = Binscope.Report.JSON.encode(%{label: odd})
+
+      assert json ==
+               "{\"label\":[\"w\",\"<<255>>\",\"[:a | :b]\",\"<<1::size(3)>>\",\"ok\"]}"
+
+      pid = labelled(odd)
+      {:ok, [r]} = Binscope.processes(pids: [pid])
+      out = IO.iodata_to_binary(Binscope.CLI.Output.render(:top, [r], :json))
+      if @labels, do: assert(out =~ "[:a | :b]"), else: assert(out =~ ~s("label": null))
+      S.stop_all([pid])
+    end
+
     test "come with leak reports" do
       me = self()
 
