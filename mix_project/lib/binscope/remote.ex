@@ -199,8 +199,8 @@ defmodule Binscope.Remote do
         :ok
 
       {:ok, {:error, _}} ->
-        {:ok, release} = erpc(node, :erlang, :system_info, [:otp_release], timeout)
-        {:error, {:collector_load_failed, {:no_compiler, List.to_string(release)}}}
+        with {:ok, release} <- erpc(node, :erlang, :system_info, [:otp_release], timeout),
+             do: {:error, {:collector_load_failed, {:no_compiler, List.to_string(release)}}}
 
       error ->
         error
