@@ -85,7 +85,8 @@ label_item() ->
 %% A whole-node scan. Split among workers on OTP 28+, it takes pids from the processes iterator:
 %% the scanner then never holds the list of every pid next to the chunks split from it (the
 %% caller keeps only the workers' chunks, for rescans). Measured at 200k processes on OTP 29
-%% (basic detail, 2 workers): 21-23 MiB of heap in use against 27-29 MiB from the list. A single
+%% (basic detail, 2 workers): 21-23 MiB of heap in use against 27-29 MiB from the list; at full
+%% detail, within the spread of runs. A single
 %% scanner consumes the list as it builds records, which outweigh it (measured: the same heap in
 %% use either way, and its heap blocks no smaller), so it keeps erlang:processes(), as do older
 %% OTPs.
