@@ -44,6 +44,13 @@ miri:
 sanitize: setup
 	scripts/sanitize.sh
 
+## Cross-version remote: Binscope on OTP 29 inspects a bare OTP 25 node and 25 inspects 29, on
+## loopback (one node in a Debian root, see scripts/otp_root.sh). CROSS_PAIRS="29:25 25:29 27:25"
+## picks other caller:target pairs. Needs root (chroot).
+.PHONY: test-cross-otp
+test-cross-otp: setup
+	scripts/test_cross_otp.sh
+
 setup:
 	@scripts/setup.sh
 

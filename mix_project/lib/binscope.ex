@@ -52,7 +52,8 @@ defmodule Binscope do
   @doc """
   One record per process, sizes in bytes:
 
-  - `pid`, `node`, `registered_name`, `initial_call` (proc_lib's real one), `current_function`;
+  - `pid`, `node`, `registered_name`, `label` (set with `proc_lib:set_label/1`, OTP 27+; `nil`
+    when unset or on an older OTP), `initial_call` (proc_lib's real one), `current_function`;
   - `memory`, `heap_size`, `total_heap_size`, `stack_size`, `old_heap_size`, `message_queue_len`,
     `reductions`;
   - `binary_refs`, `binary_bytes`: the naive sum of `process_info(pid, :binary)`, as other tools
@@ -62,9 +63,10 @@ defmodule Binscope do
     counts once); `binary_distinct`, `binary_shared`;
   - `native_bytes` = `native_store_bytes` (exact, Binscope.Store binaries) +
     `native_estimated_bytes` (other NIF binaries, estimated from the virtual binary heap).
-    On OTP 27 and later `native_estimated_bytes` is `nil` (unknown) and `native_bytes` counts
-    only store binaries: the VM charges another NIF's resource binary only the ~72 bytes of its
-    magic binary (OTP issue 11611), so the virtual binary heap no longer reveals its size;
+    On OTP 27 and later `native_estimated_bytes` and so `native_bytes` are `nil` (unknown; rank
+    by `native_store_bytes` there): the VM charges another NIF's resource binary only the ~72
+    bytes of its magic binary (OTP issue 11611), so the virtual binary heap no longer reveals
+    its size;
   - `minor_gcs`, `fullsweep_after`, `bin_vheap_size`, `bin_old_vheap_size`.
 
   Options: `pids:` (only these), `detail:` (`:full`, the default, or `:basic`), `workers:`,
@@ -79,8 +81,9 @@ defmodule Binscope do
   `:auto` leaves one free. See README, Performance.
 
   `detail: :basic` collects only memory and the binary list (everything attribution needs, the
-  same two `process_info/2` items as a plain `process_info(pid, [:binary, :memory])` sweep) and
-  registered names (from one `Process.registered/0`); the other fields are `nil`. `:full`, the
+  same two `process_info/2` items as a plain `process_info(pid, [:binary, :memory])` sweep, plus
+  `:label` on OTP 27+), registered names (from one `Process.registered/0`) and labels; the other
+  fields are `nil`. `:full`, the
   default, costs about 2-3x more: its GC items cost the most (see README, Performance).
 
       iex> {:ok, procs} = Binscope.processes()

@@ -31,7 +31,7 @@ defmodule Binscope.Accounting do
 
   # Every field of a process record, none collected.
   @uncollected Map.new(
-                 ~w(pid node registered_name initial_call current_function memory heap_size
+                 ~w(pid node registered_name label initial_call current_function memory heap_size
                     total_heap_size stack_size old_heap_size message_queue_len reductions
                     binary_refs binary_bytes binary_distinct binary_uss binary_pss binary_shared
                     native_bytes native_store_bytes native_estimated_bytes minor_gcs
@@ -140,12 +140,23 @@ defmodule Binscope.Accounting do
 
   # `detail: :basic` fills only what it collected into the record's shape (every field,
   # nil): one map update per process, no per-field calls.
-  defp record({pid, _bins, listed, name, mem}, refs, distinct, uss, pss, shared, store, _wi, node) do
+  defp record(
+         {pid, _bins, listed, name, label, mem},
+         refs,
+         distinct,
+         uss,
+         pss,
+         shared,
+         store,
+         _w,
+         node
+       ) do
     %{
       @uncollected
       | pid: pid,
         node: node,
         registered_name: name,
+        label: opt(label),
         memory: mem,
         binary_refs: refs,
         binary_bytes: listed,
@@ -159,7 +170,7 @@ defmodule Binscope.Accounting do
   end
 
   defp record(
-         {pid, _bins, listed, name, init, cur, mem, theap, heap, stack, mql, reds, minor,
+         {pid, _bins, listed, name, label, init, cur, mem, theap, heap, stack, mql, reds, minor,
           fullsweep, vheap, old_vheap, old_heap},
          refs,
          distinct,
@@ -172,21 +183,25 @@ defmodule Binscope.Accounting do
        ) do
     # Up to OTP 26 the virtual binary heap counts NIF binaries at their real size while the VM
     # lists them at ~72 bytes: what the vheap holds beyond the listed bytes is native memory the
-    # VM hides. On OTP 27+ it does not (see attribute/2): unknown, so nil.
-    estimated = if estimable, do: max((vheap + old_vheap) * w - listed - store_bytes, 0)
+    # VM hides. On OTP 27+ it does not (see attribute/2), and a figure the VM's list lacked
+    # (`:undefined`) is unknown too: nil.
+    estimated =
+      if estimable and is_integer(vheap) and is_integer(old_vheap),
+        do: max((vheap + old_vheap) * w - listed - store_bytes, 0)
 
     %{
       @uncollected
       | pid: pid,
         node: node,
         registered_name: name,
+        label: opt(label),
         initial_call: opt(init),
         current_function: opt(cur),
         memory: mem,
-        heap_size: heap * w,
-        total_heap_size: theap * w,
-        stack_size: stack * w,
-        old_heap_size: old_heap * w,
+        heap_size: bytes(heap, w),
+        total_heap_size: bytes(theap, w),
+        stack_size: bytes(stack, w),
+        old_heap_size: bytes(old_heap, w),
         message_queue_len: mql,
         reductions: reds,
         binary_refs: refs,
@@ -195,19 +210,24 @@ defmodule Binscope.Accounting do
         binary_uss: uss,
         binary_pss: pss,
         binary_shared: shared,
-        native_bytes: store_bytes + (estimated || 0),
+        # Unknown (nil) with its estimate: never the store part passed off as the whole.
+        native_bytes: estimated && store_bytes + estimated,
         native_store_bytes: store_bytes,
         native_estimated_bytes: estimated,
-        minor_gcs: minor,
-        fullsweep_after: fullsweep,
-        bin_vheap_size: vheap * w,
-        bin_old_vheap_size: old_vheap * w
+        minor_gcs: opt(minor),
+        fullsweep_after: opt(fullsweep),
+        bin_vheap_size: bytes(vheap, w),
+        bin_old_vheap_size: bytes(old_vheap, w)
     }
   end
 
-  # current_function is `undefined` for a process running native code.
+  # current_function is `undefined` for a process running native code, a label for a process
+  # without one (or on OTP before 27), a GC figure when the VM's list lacked its key.
   defp opt(:undefined), do: nil
   defp opt(v), do: v
+
+  defp bytes(words, w) when is_integer(words), do: words * w
+  defp bytes(:undefined, _w), do: nil
 
   defp shared({key, size, holders, refc}) do
     import Bitwise

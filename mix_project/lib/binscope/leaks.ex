@@ -97,7 +97,10 @@ defmodule Binscope.Leaks do
       candidates =
         for r <- alive do
           {reds, mql} = Map.fetch!(act, r.pid)
-          {r.binary_uss, r.bin_vheap_size, r.bin_old_vheap_size, max(reds - r.reductions, 0), mql}
+          # A binary heap figure the VM did not report (nil) ranks as an empty heap: the
+          # ranking then rests on binary_uss and activity alone.
+          {r.binary_uss, r.bin_vheap_size || 0, r.bin_old_vheap_size || 0,
+           max(reds - r.reductions, 0), mql}
         end
 
       ranked = Binscope.Native.accounting_rank(candidates)
@@ -112,6 +115,7 @@ defmodule Binscope.Leaks do
 
   @detail_fields [
     :registered_name,
+    :label,
     :message_queue_len,
     :initial_call,
     :current_function,
@@ -164,6 +168,7 @@ defmodule Binscope.Leaks do
       :pid,
       :node,
       :registered_name,
+      :label,
       :initial_call,
       :current_function,
       :message_queue_len,

@@ -4,18 +4,26 @@ defmodule Binscope.Remote do
   or on many nodes at once, with a hard timeout on every call.
 
   A remote node does not need Binscope installed: when it lacks the collector, or has a different
-  version, the collector's object code is loaded onto it (`:code.load_binary/3` over `:erpc`).
-  Nothing else is loaded or started there. The collector gathers compact data on the target
+  version, the collector is loaded onto it (`:code.load_binary/3` over `:erpc`). A target on the
+  same OTP release as this node, or a newer one, gets this node's object code. Object code from a
+  newer compiler does not load on an older release (OTP 29's is refused by OTP 25), so a target
+  on an older release compiles the collector's abstract code with its own compiler (OTP's
+  `compiler` application, loaded there for it; a few hundred milliseconds of one scheduler, once
+  per collector version). A target without the compiler application gets
+  `{:error, {:collector_load_failed, {:no_compiler, release}}}`. Nothing else is loaded or started
+  there. The collector gathers compact data on the target
   (process_info lists, forced GCs when a leak mode asks for them); attribution runs here, in Rust.
 
   Security: remote inspection goes only through distributed Erlang, so it needs the node's cookie,
   like any `:erpc` call. A remote scan sees what `process_info/2` shows: pids, registered names,
   initial calls, current functions, memory figures and binary addresses, sizes and reference
-  counts. It never reads message contents, process dictionaries (beyond proc_lib's
-  `$initial_call`), ETS contents or binary data.
+  counts, and process labels (OTP 27+). It never reads message contents, process dictionaries
+  (beyond proc_lib's `$initial_call` and the label `process_info/2` returns), ETS contents or
+  binary data.
 
   Failures come back per node as `{:error, reason}`: `:not_distributed` (this node is not alive),
-  `:noconnection` (down, unreachable or wrong cookie), `:timeout`, `{:collector_load_failed, _}`,
+  `:noconnection` (down, unreachable or wrong cookie), `:timeout`, `{:collector_load_failed, _}`
+  (`:no_compiler`, `{:compile, errors}`, or the target's `:code.load_binary/3` error),
   or `{:remote_error, _}`. No call waits longer than its timeout.
   """
 
@@ -65,16 +73,23 @@ defmodule Binscope.Remote do
     |> Map.new(fn {n, ref} -> {n, await(ref, timeout + 1_000)} end)
   end
 
-  @doc "Makes sure `node` runs the same collector as this node; loads it there when not."
+  @doc """
+  Makes sure `node` runs the same collector as this node; loads it there when not.
+
+  How it is loaded depends on the target's OTP release (see the module doc): this node's object
+  code when the target runs the same release or a newer one (compiled on the target if the newer
+  one refuses it), the collector's abstract code compiled by the target's own compiler when the
+  target runs an older release. A collector compiled on the target carries this node's
+  collector's MD5 in its `binscope_source_md5` attribute, so the next call finds it current.
+  """
   @spec ensure_collector(node(), timeout()) :: :ok | {:error, term()}
   def ensure_collector(node, timeout) do
     local = @collector.module_info(:md5)
 
     case erpc(node, :erlang, :function_exported, [@collector, :module_info, 1], timeout) do
       {:ok, true} ->
-        case erpc(node, @collector, :module_info, [:md5], timeout) do
-          {:ok, ^local} -> :ok
-          {:ok, _other} -> load(node, timeout)
+        case erpc(node, @collector, :module_info, [], timeout) do
+          {:ok, info} -> if current?(info, local), do: :ok, else: load(node, timeout)
           error -> error
         end
 
@@ -86,19 +101,119 @@ defmodule Binscope.Remote do
     end
   end
 
+  defp current?(info, local) do
+    info[:md5] == local or
+      Keyword.get(info[:attributes] || [], :binscope_source_md5) == [local]
+  end
+
   defp load(node, timeout) do
+    with {:ok, release} <- erpc(node, :erlang, :system_info, [:otp_release], timeout) do
+      case plan(:erlang.system_info(:otp_release), release) do
+        :object_code ->
+          load(node, :object_code, timeout)
+
+        :object_code_then_compile ->
+          with {:error, {:collector_load_failed, _}} <- load(node, :object_code, timeout),
+               do: load(node, :compile, timeout)
+
+        :compile ->
+          load(node, :compile, timeout)
+      end
+    end
+  end
+
+  @doc false
+  # How the collector goes onto a target running OTP `remote` from a node running `local`
+  # (`:erlang.system_info(:otp_release)` of each). Object code from a newer compiler does not
+  # load on an older release (OTP 29's fails on OTP 25 with `{:features_not_allowed,
+  # [:maybe_expr]}`, and still with `:badfile` when compiled without that feature); a newer
+  # release loads older object code within its support window, and is compiled for when not.
+  @spec plan(charlist(), charlist()) :: :object_code | :object_code_then_compile | :compile
+  def plan(local, remote) do
+    case {release(local), release(remote)} do
+      {l, l} when is_integer(l) -> :object_code
+      {l, r} when is_integer(l) and is_integer(r) and r > l -> :object_code_then_compile
+      _ -> :compile
+    end
+  end
+
+  defp release(r) do
+    case Integer.parse(to_string(r)) do
+      {n, ""} -> n
+      _ -> nil
+    end
+  end
+
+  @doc false
+  # Loads the collector onto `node` by `how` (`:object_code` or `:compile`), replacing the one
+  # there. Public for the tests of each way.
+  @spec load(node(), :object_code | :compile, timeout()) :: :ok | {:error, term()}
+  def load(node, :object_code, timeout) do
     case :code.get_object_code(@collector) do
-      {mod, bin, file} ->
-        _ = erpc(node, :code, :soft_purge, [mod], timeout)
+      {mod, bin, file} -> load_binary(node, mod, file, bin, timeout)
+      :error -> {:error, {:collector_load_failed, :no_object_code}}
+    end
+  end
 
-        case erpc(node, :code, :load_binary, [mod, file, bin], timeout) do
-          {:ok, {:module, ^mod}} -> :ok
-          {:ok, {:error, reason}} -> {:error, {:collector_load_failed, reason}}
-          error -> error
-        end
+  def load(node, :compile, timeout) do
+    with {:ok, forms} <- abstract_code(),
+         :ok <- compiler_present(node, timeout),
+         {:ok, mod, bin} <- compile_on(node, forms, timeout) do
+      load_binary(node, mod, ~c"binscope_collector.erl", bin, timeout)
+    end
+  end
 
-      :error ->
-        {:error, {:collector_load_failed, :no_object_code}}
+  defp load_binary(node, mod, file, bin, timeout) do
+    _ = erpc(node, :code, :soft_purge, [mod], timeout)
+
+    case erpc(node, :code, :load_binary, [mod, file, bin], timeout) do
+      {:ok, {:module, ^mod}} -> :ok
+      {:ok, {:error, reason}} -> {:error, {:collector_load_failed, reason}}
+      error -> error
+    end
+  end
+
+  # The collector's abstract code (from its debug_info), tagged with this node's collector's
+  # MD5. The target's own parser never sees source text: the forms are plain terms its compiler
+  # reads, and the collector uses nothing newer than OTP 25's language.
+  defp abstract_code do
+    with {_mod, bin, _file} <- :code.get_object_code(@collector),
+         {:ok, {mod, [debug_info: {:debug_info_v1, backend, meta}]}} <-
+           :beam_lib.chunks(bin, [:debug_info]),
+         {:ok, forms} <- backend.debug_info(:erlang_v1, mod, meta, []) do
+      tag = {:attribute, 1, :binscope_source_md5, @collector.module_info(:md5)}
+
+      {:ok,
+       Enum.flat_map(forms, fn
+         {:attribute, _, :module, _} = m -> [m, tag]
+         f -> [f]
+       end)}
+    else
+      _ -> {:error, {:collector_load_failed, :no_abstract_code}}
+    end
+  end
+
+  defp compiler_present(node, timeout) do
+    case erpc(node, :code, :ensure_loaded, [:compile], timeout) do
+      {:ok, {:module, :compile}} ->
+        :ok
+
+      {:ok, {:error, _}} ->
+        with {:ok, release} <- erpc(node, :erlang, :system_info, [:otp_release], timeout),
+             do: {:error, {:collector_load_failed, {:no_compiler, List.to_string(release)}}}
+
+      error ->
+        error
+    end
+  end
+
+  defp compile_on(node, forms, timeout) do
+    case erpc(node, :compile, :forms, [forms, [:binary, :return_errors]], timeout) do
+      {:ok, {:ok, mod, bin}} -> {:ok, mod, bin}
+      {:ok, {:ok, mod, bin, _warnings}} -> {:ok, mod, bin}
+      {:ok, {:error, errors, _warnings}} -> {:error, {:collector_load_failed, {:compile, errors}}}
+      {:ok, :error} -> {:error, {:collector_load_failed, {:compile, :error}}}
+      error -> error
     end
   end
 

@@ -67,6 +67,8 @@ defmodule Binscope.CLI.Output do
   defp name(%{registered_name: n}) when is_atom(n) and n not in [nil, :undefined],
     do: inspect(n)
 
+  # A process label (proc_lib:set_label/1, OTP 27+) names an unregistered process.
+  defp name(%{label: l}) when l != nil, do: inspect(l, limit: 8)
   defp name(r), do: JSON.plain(r.initial_call)
 
   defp human(n) when is_integer(n), do: Format.bytes(n)

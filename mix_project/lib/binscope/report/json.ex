@@ -14,11 +14,21 @@ defmodule Binscope.Report.JSON do
     Binscope.Native.report_json(plain(term), Keyword.get(opts, :pretty, false) == true)
   end
 
-  @doc "The term with pids, ports, refs and MFAs turned into strings (what JSON and CSV show)."
+  @doc """
+  The term with pids, ports, refs and MFAs turned into strings (what JSON and CSV show). Terms
+  JSON has no form for (improper lists, binaries that are not UTF-8, bitstrings; a process label
+  can be any term) become their `inspect` text.
+  """
   @spec plain(term()) :: term()
   def plain(%{__struct__: _} = s), do: inspect(s)
   def plain(m) when is_map(m), do: Map.new(m, fn {k, v} -> {plain_key(k), plain(v)} end)
-  def plain(l) when is_list(l), do: Enum.map(l, &plain/1)
+
+  def plain(l) when is_list(l) do
+    if List.improper?(l), do: inspect(l), else: Enum.map(l, &plain/1)
+  end
+
+  def plain(b) when is_binary(b), do: if(String.valid?(b), do: b, else: inspect(b))
+  def plain(b) when is_bitstring(b), do: inspect(b)
 
   def plain({m, f, a}) when is_atom(m) and is_atom(f) and is_integer(a),
     do: "#{inspect(m)}:#{f}/#{a}" |> String.trim_leading(":")
