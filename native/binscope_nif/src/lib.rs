@@ -22,10 +22,15 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// OS at once, so every 16 MiB put faulted in 4096 fresh pages (measured: 0.39x the speed of
 /// `:binary.copy` in a steady put/drop cycle). Freed pages now stay for jemalloc's usual decay
 /// (10 s) and show in `allocator().resident` meanwhile.
+///
+/// `retain:false`: purged pages are unmapped rather than kept as "retained" address space, and
+/// jemalloc maps what an extent needs instead of growing its mappings geometrically (by default
+/// each 256 MiB allocation mapped 350-520 MB more). Under an address-space limit that keeps the
+/// process's mapped size close to what is in use, which the store's admission reads (see `space`).
 #[cfg(not(feature = "system_alloc"))]
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8] = b"oversize_threshold:0\0";
+pub static malloc_conf: &[u8] = b"oversize_threshold:0,retain:false\0";
 
 mod accounting;
 mod allocator;
@@ -33,6 +38,7 @@ mod chart;
 mod error;
 mod label;
 mod report;
+mod space;
 mod store;
 mod timeslice;
 
