@@ -42,8 +42,117 @@ mod space;
 mod store;
 mod timeslice;
 
-rustler::init!("Elixir.Binscope.Native", load = load);
+// The library's entry point, written out instead of `rustler::init!` (which it follows) for two
+// things that macro cannot do: an upgrade callback, and one entry per copy of the library.
+//
+// The library is linked with `-z nodelete` (build.rs), so purging `Binscope.Native` and loading
+// it again reuses this copy: the registry, the allocator and rustler's table of resource types
+// are the ones before. That table then has to be right for the new module instance:
+// - Resource types are registered again at each load and upgrade, under names that alternate
+//   between two sets (`register_resources`). A type belongs to the instance that opened
+//   it; an upgrade cannot open a name the current instance holds, and the old instance's types
+//   are freed (or orphaned, while its resources live) once it is purged, so the table must point
+//   at the new ones, never at those.
+// - An upgrade (`:code.load_file` or IEx `r/1` over loaded code) is accepted only from this same
+//   copy, recognised by its private data pointing at `INSTANCE`. A different build of the
+//   library has its own registry and allocator: its new resources would be counted in the wrong
+//   registry and freed by the wrong allocator, so it is refused and the old code stays current.
+//
+// The function table is built once per copy (rustler's macro leaked a new one at every load).
 
-fn load(env: rustler::Env, _info: rustler::Term) -> bool {
-    store::on_load(env)
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use rustler::codegen_runtime::{c_int, ErlNifEntry, ResourceRegistration as Registration};
+use rustler::sys::{ErlNifEnv, ErlNifTerm};
+
+/// What this copy's module instances carry as private data.
+static INSTANCE: u8 = 0;
+
+fn instance() -> *mut c_void {
+    &INSTANCE as *const u8 as *mut c_void
+}
+
+struct Entry(ErlNifEntry);
+// SAFETY: the entry is written once and only read after; its pointers are to 'static data.
+unsafe impl Sync for Entry {}
+unsafe impl Send for Entry {}
+
+static ENTRY: OnceLock<Entry> = OnceLock::new();
+
+/// # Safety
+/// Called by the VM when it loads the library.
+#[no_mangle]
+pub unsafe extern "C" fn nif_init() -> *const ErlNifEntry {
+    rustler::codegen_runtime::internal_write_symbols();
+    &ENTRY
+        .get_or_init(|| {
+            let funcs: Box<[_]> = rustler::codegen_runtime::inventory::iter::<rustler::Nif>()
+                .map(rustler::Nif::get_def)
+                .collect();
+            let mut entry = ErlNifEntry::new(c"Elixir.Binscope.Native", Box::leak(funcs), load);
+            entry.upgrade = Some(upgrade);
+            Entry(entry)
+        })
+        .0
+}
+
+unsafe extern "C" fn load(
+    env: *mut ErlNifEnv,
+    priv_data: *mut *mut c_void,
+    _info: ErlNifTerm,
+) -> c_int {
+    *priv_data = instance();
+    start(env)
+}
+
+unsafe extern "C" fn upgrade(
+    env: *mut ErlNifEnv,
+    priv_data: *mut *mut c_void,
+    old_priv_data: *mut *mut c_void,
+    _info: ErlNifTerm,
+) -> c_int {
+    if *old_priv_data != instance() {
+        // A different copy of the library is current (see above): refuse.
+        return 1;
+    }
+    *priv_data = instance();
+    start(env)
+}
+
+/// 0 when loaded, as the VM wants it.
+unsafe fn start(env: *mut ErlNifEnv) -> c_int {
+    let ok = std::panic::catch_unwind(|| {
+        let env = rustler::Env::new_init_env(&env, env);
+        register_resources(env) && store::on_load(env)
+    });
+    c_int::from(!matches!(ok, Ok(true)))
+}
+
+/// Which of the two sets of resource type names the current module instance holds.
+static NAMES_IN_USE: AtomicUsize = AtomicUsize::new(1);
+
+/// Opens this module instance's resource types (see above for why at each load and upgrade),
+/// under the set of names the current instance does not hold. rustler's table then points at
+/// them. StoreBinary goes first: if its name were taken, nothing is recorded.
+fn register_resources(env: rustler::Env) -> bool {
+    const NAMES: [(&str, &str); 2] = [
+        ("Binscope.StoreBinary.0", "Binscope.OwnerWatch.0"),
+        ("Binscope.StoreBinary.1", "Binscope.OwnerWatch.1"),
+    ];
+    let set = 1 - NAMES_IN_USE.load(Ordering::Relaxed);
+    let (binary, watch) = NAMES[set];
+    let ok = Registration::new::<store::StoreBinary>()
+        .with_name(binary)
+        .register(env)
+        .is_ok()
+        && Registration::new::<store::OwnerWatch>()
+            .with_name(watch)
+            .register(env)
+            .is_ok();
+    if ok {
+        NAMES_IN_USE.store(set, Ordering::Relaxed);
+    }
+    ok
 }

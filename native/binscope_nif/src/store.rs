@@ -31,7 +31,8 @@ pub static REGISTRY: LazyLock<Registry<LocalPid>> =
 /// The resource behind each stored binary handed to Elixir.
 pub struct StoreBinary(Arc<Blob<LocalPid>>);
 
-#[rustler::resource_impl]
+// Registered by `register_resources` (lib.rs), not by rustler's collected list.
+#[rustler::resource_impl(register = false)]
 impl Resource for StoreBinary {}
 
 impl StoreBinary {
@@ -59,7 +60,7 @@ static WATCHER: OnceLock<ResourceArc<OwnerWatch>> = OnceLock::new();
 
 pub struct OwnerWatch;
 
-#[rustler::resource_impl]
+#[rustler::resource_impl(register = false)]
 impl Resource for OwnerWatch {
     const IMPLEMENTS_DOWN: bool = true;
 
