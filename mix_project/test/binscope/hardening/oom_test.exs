@@ -37,7 +37,10 @@ defmodule Binscope.Hardening.OomTest do
   # VM's output when it exits with a status other than 0.
   defp run_limited(limit, small) do
     paths =
-      Enum.flat_map([:binscope, :elixir, :logger], &["-pa", to_string(:code.lib_dir(&1, :ebin))])
+      Enum.flat_map(
+        [:binscope, :elixir, :logger],
+        &["-pa", Path.join(to_string(:code.lib_dir(&1)), "ebin")]
+      )
 
     eval = "'Elixir.Binscope.Hardening.OomScenario':main(#{small})."
 

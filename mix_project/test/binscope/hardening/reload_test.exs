@@ -31,7 +31,10 @@ defmodule Binscope.Hardening.ReloadTest do
 
   defp run(cycles) do
     paths =
-      Enum.flat_map([:binscope, :elixir, :logger], &["-pa", to_string(:code.lib_dir(&1, :ebin))])
+      Enum.flat_map(
+        [:binscope, :elixir, :logger],
+        &["-pa", Path.join(to_string(:code.lib_dir(&1)), "ebin")]
+      )
 
     eval = "'Elixir.Binscope.Hardening.ReloadScenario':main(#{cycles})."
 
