@@ -59,6 +59,23 @@ defmodule Binscope.Hardening.ReloadScenario do
       end
 
     with_held = length(Store.live(label: :upgrade))
+
+    # A new owner after the upgrades is monitored through the watcher made before them (its
+    # resource type belongs to a purged instance now): its exit must still be seen.
+    parent = self()
+
+    {owner, ref} =
+      spawn_monitor(fn -> send(parent, {:owned, Store.put!("owned", label: :owned)}) end)
+
+    owned = receive do: ({:owned, b} -> b)
+    receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
+
+    owner_down_seen =
+      wait_for(fn ->
+        match?([%{owner: ^owner, owner_alive?: false}], Store.live(label: :owned))
+      end)
+
+    _ = byte_size(owned)
     sum = for <<b <- held>>, reduce: 0, do: (a -> a + b)
     listed = Enum.any?(Store.live(label: :upgrade), &(&1.size == 100_000))
 
@@ -68,7 +85,8 @@ defmodule Binscope.Hardening.ReloadScenario do
       live_before: base,
       live_after: with_held,
       held_sum: sum,
-      held_listed: listed
+      held_listed: listed,
+      owner_down_seen: owner_down_seen
     }
   end
 
@@ -104,6 +122,14 @@ defmodule Binscope.Hardening.ReloadScenario do
     result = :persistent_term.get(:binscope_other_copy, :not_run)
     File.rm_rf!(dir)
     %{load: result, put_after: Store.put("after the other copy"), stats: Store.stats()}
+  end
+
+  defp wait_for(fun, tries \\ 200) do
+    cond do
+      fun.() -> true
+      tries == 0 -> false
+      true -> Process.sleep(5) && wait_for(fun, tries - 1)
+    end
   end
 
   defp vm do

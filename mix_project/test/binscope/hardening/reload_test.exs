@@ -23,6 +23,7 @@ defmodule Binscope.Hardening.ReloadTest do
     assert {u.live_before, u.live_after} == {1, 51}, "the held binary and the 50 fresh ones"
     assert u.held_sum == 100_000 * ?u
     assert u.held_listed
+    assert u.owner_down_seen, "an owner's exit is seen through the watcher made before"
 
     # A different copy of the library is refused; the loaded one goes on.
     assert {:error, {:upgrade, _}} = r.other_copy.load
