@@ -133,24 +133,31 @@ unsafe fn start(env: *mut ErlNifEnv) -> c_int {
 /// Which of the two sets of resource type names the current module instance holds.
 static NAMES_IN_USE: AtomicUsize = AtomicUsize::new(1);
 
-/// Opens this module instance's resource types (see above for why at each load and upgrade),
-/// under the set of names the current instance does not hold. rustler's table then points at
-/// them. StoreBinary goes first: if its name were taken, nothing is recorded.
+/// Opens this module instance's resource types (see above for why at each load and upgrade):
+/// every type rustler collected (`#[rustler::resource_impl]`), under the set of names the current
+/// instance does not hold. rustler's table then points at them. If the first name were taken,
+/// nothing is recorded; the names of one set are all free or all taken together.
 fn register_resources(env: rustler::Env) -> bool {
-    const NAMES: [(&str, &str); 2] = [
-        ("Binscope.StoreBinary.0", "Binscope.OwnerWatch.0"),
-        ("Binscope.StoreBinary.1", "Binscope.OwnerWatch.1"),
-    ];
+    // Built once per copy of the library (the names must be 'static): the collected list is
+    // fixed for a copy, so index i is always the same type.
+    static NAMES: OnceLock<Vec<[&'static str; 2]>> = OnceLock::new();
+    let collected: Vec<&'static Registration> =
+        rustler::codegen_runtime::inventory::iter::<Registration>().collect();
+    let names = NAMES.get_or_init(|| {
+        let name = |i: usize, set: usize| -> &'static str {
+            Box::leak(format!("Binscope.Native.resource{i}.{set}").into_boxed_str())
+        };
+        (0..collected.len())
+            .map(|i| [name(i, 0), name(i, 1)])
+            .collect()
+    });
     let set = 1 - NAMES_IN_USE.load(Ordering::Relaxed);
-    let (binary, watch) = NAMES[set];
-    let ok = Registration::new::<store::StoreBinary>()
-        .with_name(binary)
-        .register(env)
-        .is_ok()
-        && Registration::new::<store::OwnerWatch>()
-            .with_name(watch)
-            .register(env)
-            .is_ok();
+    let ok = collected.iter().zip(names).all(|(reg, names)| {
+        // SAFETY: a Registration is plain data (function pointers, a name, the callbacks'
+        // init struct) with no Drop: a bitwise copy is an independent, valid value.
+        let copy: Registration = unsafe { std::ptr::read(*reg) };
+        copy.with_name(names[set]).register(env).is_ok()
+    });
     if ok {
         NAMES_IN_USE.store(set, Ordering::Relaxed);
     }

@@ -31,8 +31,7 @@ pub static REGISTRY: LazyLock<Registry<LocalPid>> =
 /// The resource behind each stored binary handed to Elixir.
 pub struct StoreBinary(Arc<Blob<LocalPid>>);
 
-// Registered by `register_resources` (lib.rs), not by rustler's collected list.
-#[rustler::resource_impl(register = false)]
+#[rustler::resource_impl]
 impl Resource for StoreBinary {}
 
 impl StoreBinary {
@@ -60,7 +59,7 @@ static WATCHER: OnceLock<ResourceArc<OwnerWatch>> = OnceLock::new();
 
 pub struct OwnerWatch;
 
-#[rustler::resource_impl(register = false)]
+#[rustler::resource_impl]
 impl Resource for OwnerWatch {
     const IMPLEMENTS_DOWN: bool = true;
 
