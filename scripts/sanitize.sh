@@ -63,13 +63,16 @@ in_vm=$(erl -noshell -eval '{ok,M}=file:read_file("/proc/self/maps"),
 echo "ASan runtime mapped in beam.smp: $in_vm"
 [ "$in_vm" = true ] || exit 2
 
+# Left out: the out-of-memory test (oom_test.exs). Its VM runs under an address-space limit,
+# which ASan's shadow memory (terabytes of reserved address space) exceeds at start-up.
 if [ $# -eq 0 ]; then
   set -- test/binscope/store_test.exs test/binscope/store_bad_input_test.exs \
     test/binscope/store_concurrency_test.exs test/binscope/hardening \
     test/binscope/accounting_test.exs test/binscope/leaks_test.exs test/binscope/chart_test.exs \
     test/binscope/cli_test.exs test/binscope/remote_test.exs \
     --exclude "test:test allocator/0 reports jemalloc figures that follow store allocations" \
-    --exclude "test:test memory/0 reports every :erlang.memory category, RSS, the store and what is unaccounted"
+    --exclude "test:test memory/0 reports every :erlang.memory category, RSS, the store and what is unaccounted" \
+    --exclude "test:test a VM under prlimit --as=4GiB fills the store to :alloc_failed and stays up"
 fi
 start=$(date +%s)
 set +e

@@ -23,10 +23,15 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// OS at once, so every 16 MiB put faulted in 4096 fresh pages (measured: 0.39x the speed of
 /// `:binary.copy` in a steady put/drop cycle). Freed pages now stay for jemalloc's usual decay
 /// (10 s) and show in `allocator().resident` meanwhile.
+///
+/// `retain:false`: purged pages are unmapped rather than kept as "retained" address space, and
+/// jemalloc maps what an extent needs instead of growing its mappings geometrically (by default
+/// each 256 MiB allocation mapped 350-520 MB more). Under an address-space limit that keeps the
+/// process's mapped size close to what is in use, which the store's admission reads (see `space`).
 #[cfg(not(feature = "system_alloc"))]
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8] = b"oversize_threshold:0\0";
+pub static malloc_conf: &[u8] = b"oversize_threshold:0,retain:false\0";
 
 mod accounting;
 mod allocator;
@@ -35,11 +40,128 @@ mod error;
 mod gc_pressure;
 mod label;
 mod report;
+mod space;
 mod store;
 mod timeslice;
 
-rustler::init!("Elixir.Binscope.Native", load = load);
+// The library's entry point, written out instead of `rustler::init!` (which it follows) for two
+// things that macro cannot do: an upgrade callback, and one entry per copy of the library.
+//
+// The library is linked with `-z nodelete` (build.rs), so purging `Binscope.Native` and loading
+// it again reuses this copy: the registry, the allocator and rustler's table of resource types
+// are the ones before. That table then has to be right for the new module instance:
+// - Resource types are registered again at each load and upgrade, under names that alternate
+//   between two sets (`register_resources`). A type belongs to the instance that opened
+//   it; an upgrade cannot open a name the current instance holds, and the old instance's types
+//   are freed (or orphaned, while its resources live) once it is purged, so the table must point
+//   at the new ones, never at those.
+// - An upgrade (`:code.load_file` or IEx `r/1` over loaded code) is accepted only from this same
+//   copy, recognised by its private data pointing at `INSTANCE`. A different build of the
+//   library has its own registry and allocator: its new resources would be counted in the wrong
+//   registry and freed by the wrong allocator, so it is refused and the old code stays current.
+//
+// The function table is built once per copy (rustler's macro leaked a new one at every load).
 
-fn load(env: rustler::Env, _info: rustler::Term) -> bool {
-    store::on_load(env)
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use rustler::codegen_runtime::{c_int, ErlNifEntry, ResourceRegistration as Registration};
+use rustler::sys::{ErlNifEnv, ErlNifTerm};
+
+/// What this copy's module instances carry as private data.
+static INSTANCE: u8 = 0;
+
+fn instance() -> *mut c_void {
+    &INSTANCE as *const u8 as *mut c_void
+}
+
+struct Entry(ErlNifEntry);
+// SAFETY: the entry is written once and only read after; its pointers are to 'static data.
+unsafe impl Sync for Entry {}
+unsafe impl Send for Entry {}
+
+static ENTRY: OnceLock<Entry> = OnceLock::new();
+
+/// # Safety
+/// Called by the VM when it loads the library.
+#[no_mangle]
+pub unsafe extern "C" fn nif_init() -> *const ErlNifEntry {
+    rustler::codegen_runtime::internal_write_symbols();
+    &ENTRY
+        .get_or_init(|| {
+            let funcs: Box<[_]> = rustler::codegen_runtime::inventory::iter::<rustler::Nif>()
+                .map(rustler::Nif::get_def)
+                .collect();
+            let mut entry = ErlNifEntry::new(c"Elixir.Binscope.Native", Box::leak(funcs), load);
+            entry.upgrade = Some(upgrade);
+            Entry(entry)
+        })
+        .0
+}
+
+unsafe extern "C" fn load(
+    env: *mut ErlNifEnv,
+    priv_data: *mut *mut c_void,
+    _info: ErlNifTerm,
+) -> c_int {
+    *priv_data = instance();
+    start(env)
+}
+
+unsafe extern "C" fn upgrade(
+    env: *mut ErlNifEnv,
+    priv_data: *mut *mut c_void,
+    old_priv_data: *mut *mut c_void,
+    _info: ErlNifTerm,
+) -> c_int {
+    if *old_priv_data != instance() {
+        // A different copy of the library is current (see above): refuse.
+        return 1;
+    }
+    *priv_data = instance();
+    start(env)
+}
+
+/// 0 when loaded, as the VM wants it.
+unsafe fn start(env: *mut ErlNifEnv) -> c_int {
+    let ok = std::panic::catch_unwind(|| {
+        let env = rustler::Env::new_init_env(&env, env);
+        register_resources(env) && store::on_load(env)
+    });
+    c_int::from(!matches!(ok, Ok(true)))
+}
+
+/// Which of the two sets of resource type names the current module instance holds.
+static NAMES_IN_USE: AtomicUsize = AtomicUsize::new(1);
+
+/// Opens this module instance's resource types (see above for why at each load and upgrade):
+/// every type rustler collected (`#[rustler::resource_impl]`), under the set of names the current
+/// instance does not hold. rustler's table then points at them. If the first name were taken,
+/// nothing is recorded; the names of one set are all free or all taken together.
+fn register_resources(env: rustler::Env) -> bool {
+    // Built once per copy of the library (the names must be 'static): the collected list is
+    // fixed for a copy, so index i is always the same type.
+    static NAMES: OnceLock<Vec<[&'static str; 2]>> = OnceLock::new();
+    let collected: Vec<&'static Registration> =
+        rustler::codegen_runtime::inventory::iter::<Registration>().collect();
+    let names = NAMES.get_or_init(|| {
+        let name = |i: usize, set: usize| -> &'static str {
+            Box::leak(format!("Binscope.Native.resource{i}.{set}").into_boxed_str())
+        };
+        (0..collected.len())
+            .map(|i| [name(i, 0), name(i, 1)])
+            .collect()
+    });
+    let set = 1 - NAMES_IN_USE.load(Ordering::Relaxed);
+    let ok = collected.iter().zip(names).all(|(reg, names)| {
+        // SAFETY: a Registration is plain data (function pointers, a name, the callbacks'
+        // init struct) with no Drop: a bitwise copy is an independent, valid value.
+        let copy: Registration = unsafe { std::ptr::read(*reg) };
+        copy.with_name(names[set]).register(env).is_ok()
+    });
+    if ok {
+        NAMES_IN_USE.store(set, Ordering::Relaxed);
+    }
+    ok
 }

@@ -23,8 +23,10 @@ use crate::error::NifError;
 use crate::label::{self, LabelTerm};
 use crate::timeslice::charged;
 
-/// The node-wide registry. It lives as long as the library is loaded.
-pub static REGISTRY: LazyLock<Registry<LocalPid>> = LazyLock::new(Registry::new);
+/// The node-wide registry. It lives as long as the library is loaded. Payloads are admitted only
+/// while the process has room for them and a headroom (see `space`).
+pub static REGISTRY: LazyLock<Registry<LocalPid>> =
+    LazyLock::new(|| Registry::with_space_probe(crate::space::available));
 
 /// The resource behind each stored binary handed to Elixir.
 pub struct StoreBinary(Arc<Blob<LocalPid>>);

@@ -12,6 +12,7 @@ mod blob;
 pub mod buffer;
 mod label;
 mod registry;
+pub mod space;
 mod stats;
 
 pub use blob::Blob;

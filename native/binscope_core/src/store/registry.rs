@@ -17,6 +17,7 @@ use std::time::Instant;
 use parking_lot::{Mutex, MutexGuard};
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::space::{self, Space, SpaceProbe};
 use super::stats::{LabelStats, LiveEntry, LiveFilter, OwnerStats, Stats};
 use super::{buffer, Blob, Label, Owner, MAX_BINARY_SIZE, MAX_LABELS, MAX_LABEL_BYTES};
 use crate::StoreError;
@@ -68,6 +69,8 @@ pub(super) struct Shared<O: Owner> {
     /// nobody holds for long), and whoever takes the registry lock next applies the queue first.
     /// Every reader goes through [`Shared::lock`], so what anyone observes is always exact.
     released: Mutex<Vec<u64>>,
+    /// Admission against the memory the process may still map (see `space`).
+    space: Space,
 }
 
 struct Entry<O> {
@@ -97,7 +100,14 @@ struct State<O: Owner> {
 }
 
 impl<O: Owner> Registry<O> {
+    /// A registry with no memory probe: only the payload allocation itself can fail.
     pub fn new() -> Self {
+        Self::with_space_probe(space::unlimited)
+    }
+
+    /// A registry that admits a payload only while `probe` says there is room for it (see
+    /// [`SpaceProbe`]); a refused one fails with [`StoreError::AllocFailed`], counters untouched.
+    pub fn with_space_probe(probe: SpaceProbe) -> Self {
         Registry {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -110,6 +120,7 @@ impl<O: Owner> Registry<O> {
                     counters: Stats::default(),
                 }),
                 released: Mutex::new(Vec::new()),
+                space: Space::new(probe),
             }),
         }
     }
@@ -147,8 +158,10 @@ impl<O: Owner> Registry<O> {
             return Ok(Interned { blob, hit: true });
         }
 
+        self.shared.admit(size)?;
         self.shared.lock().reserve(size, &label, &owner)?;
         let Some(data) = buffer::try_copy(bytes) else {
+            self.shared.space.refused();
             self.shared.lock().unreserve(size, &owner);
             return Err(StoreError::AllocFailed);
         };
@@ -302,9 +315,11 @@ impl<O: Owner> Registry<O> {
         make: impl FnOnce() -> Option<Box<[u8]>>,
     ) -> Result<Arc<Blob<O>>, StoreError> {
         check_request(size, &label)?;
+        self.shared.admit(size)?;
         self.shared.lock().reserve(size, &label, &owner)?;
         // The copy or fill runs outside the lock; the reservation keeps the capacity exact.
         let Some(data) = make() else {
+            self.shared.space.refused();
             self.shared.lock().unreserve(size, &owner);
             return Err(StoreError::AllocFailed);
         };
@@ -347,6 +362,15 @@ fn check_request(size: u64, label: &Label) -> Result<(), StoreError> {
 }
 
 impl<O: Owner> Shared<O> {
+    /// Refuses a payload the process has no room for, before anything is counted.
+    fn admit(&self, size: u64) -> Result<(), StoreError> {
+        if self.space.admit(size) {
+            Ok(())
+        } else {
+            Err(StoreError::AllocFailed)
+        }
+    }
+
     /// The registry lock, with every queued release applied.
     fn lock(&self) -> MutexGuard<'_, State<O>> {
         // parking_lot locks are never poisoned: a panic elsewhere cannot wedge the store.
