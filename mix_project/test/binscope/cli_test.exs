@@ -50,6 +50,12 @@ defmodule Binscope.CLITest do
     end
 
     assert CLI.parse(:leaks, ["--help"]) == :help
+    # --help wins over anything else on the line.
+    assert CLI.parse(:top, ["--limit", "0", "--help"]) == :help
+
+    # The help text warns that a cookie on the command line is public, and says what else works.
+    help = CLI.common_help()
+    assert help =~ "/proc/PID/cmdline" and help =~ "BINSCOPE_COOKIE" and help =~ "--cookie-file"
     assert {:ok, %{workers: 2, detail: :basic}} = CLI.parse(:top, ~w(--workers 2 --detail basic))
   end
 
