@@ -98,7 +98,8 @@ defmodule Binscope.CLI.Connect do
 
     case bounded(deadline, fn -> :erl_epmd.names(String.to_charlist(host)) end) do
       {:ok, {:ok, names}} ->
-        listed = for {n, _port} <- names, do: List.to_string(n)
+        me = node() |> Atom.to_string() |> String.split("@") |> hd()
+        listed = for {n, _port} <- names, List.to_string(n) != me, do: List.to_string(n)
 
         if short in listed do
           :ok
