@@ -44,9 +44,15 @@ defmodule Binscope.Leaks do
   # reductions over it (and has no mail) counts as idle.
   @idle_ms 50
 
-  @doc "Runs the leak finder on `node` with validated options (see `Binscope.leaks/1`)."
+  @doc """
+  Runs the leak finder on `node` with validated options (see `Binscope.leaks/1`), before
+  `opts.deadline` (or `opts.timeout` ms from now). Throws the collector's timeout when it runs
+  out (`Binscope.Remote.bounded/1` turns it into `{:error, :timeout}`, as `Binscope.leaks/1` does).
+  """
   @spec find(node(), map()) :: {:ok, [map()]} | {:error, term()}
   def find(node, opts) do
+    # A deadline for the whole scan (Binscope.leaks/1 gives one; a bare timeout works too).
+    opts = Map.put_new_lazy(opts, :deadline, fn -> Remote.deadline(opts.timeout) end)
     mode = Map.get(opts, :mode, :targeted)
     limit = Map.get(opts, :limit, 10)
     k = Map.get(opts, :candidates, 20)
