@@ -4,8 +4,14 @@ defmodule Binscope do
 
   Every function runs on the local node by default; `node: n` runs it on another node, and
   `nodes: [n1, n2] | :connected` on many at once, returning `%{node => {:ok, _} | {:error, _}}`.
-  Remote targets need no Binscope installed (see `Binscope.Remote`); every remote call is bounded
-  by `timeout:` (ms, default 30_000).
+  Remote targets need no Binscope installed (see `Binscope.Remote`).
+
+  Every call is bounded by `timeout:` (ms, default 30_000), locally as on `node:` and `nodes:`:
+  it returns by then plus a small margin (`Binscope.Remote.margin_ms/0`, 100 ms; measured in
+  the README, Reliability), with `{:error, :timeout}` (per node with `nodes:`) when the work did
+  not finish. A timed-out call leaves nothing behind: no scan or GC process, no message, the
+  caller's heap reservation put back. A leak scan that times out has forced the collections it
+  got through, no more.
 
   | function | scans every process | forces GC | safe on a busy production node |
   |---|---|---|---|
@@ -42,7 +48,7 @@ defmodule Binscope do
   @spec memory(keyword()) :: {:ok, map()} | {:ok, per_node(map())} | {:error, term()}
   def memory(opts \\ []) do
     o = Options.validate!(opts, [], "Binscope.memory/1")
-    on_target(o, &Accounting.node_memory(&1, o.timeout))
+    on_target(o, &Accounting.node_memory(&2, &1.deadline))
   end
 
   @doc "Like `memory/1`, raising `Binscope.Error` on failure."
@@ -93,7 +99,7 @@ defmodule Binscope do
   @spec processes(keyword()) :: {:ok, [map()]} | {:ok, per_node([map()])} | {:error, term()}
   def processes(opts \\ []) do
     o = Options.validate!(opts, [:pids, :detail, :workers], "Binscope.processes/1")
-    on_target(o, &with({:ok, s} <- Accounting.snapshot(&1, o), do: {:ok, s.processes}))
+    on_target(o, &with({:ok, s} <- Accounting.snapshot(&2, &1), do: {:ok, s.processes}))
   end
 
   @doc "Like `processes/1`, raising `Binscope.Error` on failure."
@@ -110,7 +116,7 @@ defmodule Binscope do
   @spec snapshot(keyword()) :: {:ok, map()} | {:ok, per_node(map())} | {:error, term()}
   def snapshot(opts \\ []) do
     o = Options.validate!(opts, [:pids, :top_shared, :detail, :workers], "Binscope.snapshot/1")
-    on_target(o, &Accounting.snapshot(&1, o))
+    on_target(o, &Accounting.snapshot(&2, &1))
   end
 
   @doc """
@@ -128,7 +134,7 @@ defmodule Binscope do
     o = Options.validate!(opts, [:by, :detail, :workers], "Binscope.top/2")
     by = Map.get(o, :by, :memory)
 
-    on_target(o, fn node ->
+    on_target(o, fn o, node ->
       with {:ok, s} <- Accounting.snapshot(node, o), do: {:ok, Accounting.top(s.processes, n, by)}
     end)
   end
@@ -168,19 +174,25 @@ defmodule Binscope do
         "Binscope.leaks/1"
       )
 
-    on_target(o, &Binscope.Leaks.find(&1, o))
+    on_target(o, &Binscope.Leaks.find(&2, &1))
   end
 
   @doc "Like `leaks/1`, raising `Binscope.Error` on failure."
   @spec leaks!(keyword()) :: [map()]
   def leaks!(opts \\ []), do: bang(leaks(opts))
 
+  # One deadline for the whole call, taken before anything else runs.
   defp on_target(%{nodes: nodes} = o, fun) do
+    deadline = Binscope.Remote.deadline(o.timeout)
+    o = Map.put(o, :deadline, deadline)
     nodes = if nodes == :connected, do: [node() | Node.list([:visible, :hidden])], else: nodes
-    {:ok, Binscope.Remote.each(nodes, o.timeout, fun)}
+    {:ok, Binscope.Remote.each(nodes, deadline, &fun.(o, &1))}
   end
 
-  defp on_target(o, fun), do: fun.(Map.get(o, :node, node()))
+  defp on_target(o, fun) do
+    o = Map.put(o, :deadline, Binscope.Remote.deadline(o.timeout))
+    Binscope.Remote.bounded(fn -> fun.(o, Map.get(o, :node, node())) end)
+  end
 
   defp bang({:ok, v}), do: v
   defp bang({:error, reason}), do: raise(Binscope.Error, reason)

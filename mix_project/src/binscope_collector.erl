@@ -16,8 +16,8 @@
 %%   is loaded on the node).
 -module(binscope_collector).
 
--export([snapshot/1, details/1, activity/1, node_memory/0, gc_round/1, calibration/0,
-         calibration_status/0, check_calibration/2]).
+-export([snapshot/1, details/1, details/2, activity/1, node_memory/0, gc_round/1, gc_round/2,
+         calibration/0, calibration_status/0, check_calibration/2]).
 %% Exported for tests: the figures taken from garbage_collection and garbage_collection_info.
 -export([gc_fields/2]).
 
@@ -39,11 +39,21 @@
 %% plus the label where the VM has it.
 %% Registered names come from one registered/0 call instead.
 -define(BASIC_ITEMS, [memory, binary]).
+%% Deadlines. A scan or GC round given budget_ms => Ms (in its options) gives up once Ms have
+%% passed on this node: it throws ?TIMEOUT, after killing and waiting for the processes it
+%% started (none is left behind, none of their messages stays in the caller's mailbox). Scans
+%% look at the clock every ?CHECK_EVERY processes; a GC round waits for each collection with the
+%% time left and abandons it (the target's GC completes on its own; the helper that asked is
+%% killed). Without budget_ms nothing is bounded here, as before.
+-define(TIMEOUT, {binscope_collector, timeout}).
+-define(CHECK_EVERY, 256).
 
 %% Snapshot of processes: #{node, time_ms, word_size, store, workers, procs => [Record]}.
-%% Opts: #{pids => all | [pid()], detail => full | basic, workers => auto | pos_integer()}.
+%% Opts: #{pids => all | [pid()], detail => full | basic, workers => auto | pos_integer(),
+%%        budget_ms => non_neg_integer()}.
 %% Processes that exit during the scan are skipped.
 snapshot(Opts) ->
+    Deadline = deadline(Opts),
     Detail = maps:get(detail, Opts, full),
     Label = label_item(),
     Scan = #{detail => Detail,
@@ -55,7 +65,8 @@ snapshot(Opts) ->
                           basic -> registered_names();
                           full -> #{}
                       end,
-             calibration => calibration()},
+             calibration => calibration(),
+             deadline => Deadline},
     WorkersOpt = maps:get(workers, Opts, auto),
     {Workers, Procs} =
         case maps:get(pids, Opts, all) of
@@ -136,8 +147,24 @@ collect(Pids, Scan, K) ->
     [Own | Chunks] = split(Pids, (length(Pids) + K - 1) div K, []),
     Parent = self(),
     Started = [start_worker(Parent, Chunk, Scan) || Chunk <- Chunks],
-    Mine = scan(Own, Scan),
-    lists:append([Mine | [gather(W, Scan, []) || W <- Started]]).
+    try
+        Mine = scan(Own, Scan),
+        lists:append([Mine | [gather(W, Scan, []) || W <- Started]])
+    catch
+        throw:?TIMEOUT ->
+            lists:foreach(fun stop_worker/1, Started),
+            throw(?TIMEOUT)
+    end.
+
+%% Kills a worker, waits until it is gone (a fresh monitor: its first one may have fired or
+%% been dropped already; a local process's messages are queued when sent, so all of them are
+%% here before that DOWN) and drops its messages.
+stop_worker({Tag, Pid, MRef, _Chunk}) ->
+    exit(Pid, kill),
+    Gone = erlang:monitor(process, Pid),
+    receive {'DOWN', Gone, process, Pid, _} -> ok end,
+    erlang:demonitor(MRef, [flush]),
+    flush(Tag).
 
 %% As collect/3, from a processes iterator: the workers get the first chunks (each pulled from
 %% the iterator just before its worker starts) and the caller scans what is left straight from
@@ -146,8 +173,14 @@ collect_iter(Iter, Scan, K) ->
     Size = (erlang:system_info(process_count) + K - 1) div K,
     Parent = self(),
     {Started, Rest} = start_iter_workers(Parent, Iter, Size, Scan, K - 1, []),
-    Mine = scan({iter, Rest}, Scan),
-    lists:append([gather(W, Scan, []) || W <- Started] ++ [Mine]).
+    try
+        Mine = scan({iter, Rest}, Scan),
+        lists:append([gather(W, Scan, []) || W <- Started] ++ [Mine])
+    catch
+        throw:?TIMEOUT ->
+            lists:foreach(fun stop_worker/1, Started),
+            throw(?TIMEOUT)
+    end.
 
 start_iter_workers(_Parent, Iter, _Size, _Scan, 0, Acc) ->
     {lists:reverse(Acc), Iter};
@@ -177,22 +210,33 @@ start_worker(Parent, Chunk, Scan) ->
 
 send_pieces(Parent, Tag, Pids, Scan) ->
     {Piece, Rest} = take(Pids, ?PIECE, []),
-    Parent ! {Tag, scan(Piece, Scan)},
-    case Rest of
-        [] -> Parent ! {Tag, done};
-        _ -> send_pieces(Parent, Tag, Rest, Scan)
+    try scan(Piece, Scan) of
+        Records ->
+            Parent ! {Tag, Records},
+            case Rest of
+                [] -> Parent ! {Tag, done};
+                _ -> send_pieces(Parent, Tag, Rest, Scan)
+            end
+    catch
+        throw:?TIMEOUT -> Parent ! {Tag, timeout}
     end.
 
 gather({Tag, Pid, MRef, Chunk} = W, Scan, Acc) ->
+    %% The clock, not only the receive's after: pieces keep arriving while a worker scans.
+    check(maps:get(deadline, Scan)),
     receive
         {Tag, done} ->
             erlang:demonitor(MRef, [flush]),
             lists:append(lists:reverse(Acc));
+        {Tag, timeout} ->
+            throw(?TIMEOUT);
         {Tag, Records} ->
             gather(W, Scan, [Records | Acc]);
         {'DOWN', MRef, process, Pid, _} ->
             flush(Tag),
             scan(Chunk, Scan)
+    after time_left(maps:get(deadline, Scan)) ->
+            throw(?TIMEOUT)
     end.
 
 flush(Tag) ->
@@ -209,23 +253,44 @@ take(L, 0, Acc) -> {lists:reverse(Acc), L};
 take([H | T], N, Acc) -> take(T, N - 1, [H | Acc]).
 
 %% One process's share of the scan (a list of pids, or {iter, Iterator} for the rest of a
-%% processes iterator): its records, store binaries resolved.
-scan(Source, #{detail := full, items := Items, calibration := C}) ->
-    resolve_store(fold(Source, fun(P, Acc) -> full(P, Items, Acc) end, []), C);
-scan(Source, #{detail := basic, items := Items, names := Names, calibration := C}) ->
-    resolve_store(fold(Source, fun(P, Acc) -> basic(P, Items, Names, Acc) end, []), C).
+%% processes iterator): its records, store binaries resolved. With a deadline, the clock is
+%% read every ?CHECK_EVERY processes.
+scan(Source, #{detail := full, items := Items, calibration := C} = Scan) ->
+    F = fun(P, Acc) -> full(P, Items, Acc) end,
+    resolve_store(fold(Source, F, maps:get(deadline, Scan, infinity), ?CHECK_EVERY, []), C);
+scan(Source, #{detail := basic, items := Items, names := Names, calibration := C} = Scan) ->
+    F = fun(P, Acc) -> basic(P, Items, Names, Acc) end,
+    resolve_store(fold(Source, F, maps:get(deadline, Scan, infinity), ?CHECK_EVERY, []), C).
 
 %% The records of every pid of Source, in its order.
-fold([], _F, Acc) ->
+fold(Source, F, Deadline, 0, Acc) ->
+    check(Deadline),
+    fold(Source, F, Deadline, ?CHECK_EVERY, Acc);
+fold([], _F, _Deadline, _K, Acc) ->
     lists:reverse(Acc);
-fold([P | Rest], F, Acc) ->
-    fold(Rest, F, F(P, Acc));
-fold({iter, none}, _F, Acc) ->
+fold([P | Rest], F, Deadline, K, Acc) ->
+    fold(Rest, F, Deadline, K - 1, F(P, Acc));
+fold({iter, none}, _F, _Deadline, _K, Acc) ->
     lists:reverse(Acc);
-fold({iter, Iter}, F, Acc) ->
+fold({iter, Iter}, F, Deadline, K, Acc) ->
     case erlang:processes_next(Iter) of
-        {P, Next} -> fold({iter, Next}, F, F(P, Acc));
+        {P, Next} -> fold({iter, Next}, F, Deadline, K - 1, F(P, Acc));
         none -> lists:reverse(Acc)
+    end.
+
+deadline(#{budget_ms := Ms}) when is_integer(Ms), Ms >= 0 ->
+    erlang:monotonic_time(millisecond) + Ms;
+deadline(_) ->
+    infinity.
+
+time_left(infinity) -> infinity;
+time_left(Deadline) -> max(Deadline - erlang:monotonic_time(millisecond), 0).
+
+check(infinity) -> ok;
+check(Deadline) ->
+    case erlang:monotonic_time(millisecond) >= Deadline of
+        true -> throw(?TIMEOUT);
+        false -> ok
     end.
 
 registered_names() ->
@@ -424,6 +489,10 @@ check_calibration(Listed, Addrs) ->
 details(Pids) ->
     snapshot(#{pids => Pids, detail => full}).
 
+%% details/1 with options: budget_ms.
+details(Pids, Opts) ->
+    snapshot(maps:merge(maps:with([budget_ms], Opts), #{pids => Pids, detail => full})).
+
 %% [{Pid, Reductions, MessageQueueLen}] for a few pids (a second sample of leak candidates, to
 %% tell idle ones from running ones); a pid that is gone is left out.
 activity(Pids) ->
@@ -464,10 +533,21 @@ rss() ->
 %% Returns #{results => [{Pid, Before, After, RedsBefore, HeapWords, StackWords, MQL}],
 %%           live_store_keys => [Key], gc_us => Total}; a pid that is gone is left out.
 gc_round(Pids) ->
+    gc_round(Pids, #{}).
+
+%% gc_round/1 with options: budget_ms. With a budget, a helper process does the collections and
+%% sends each result as it goes; this process waits with the time left, and when it runs out,
+%% kills the helper (a collection already asked for completes in its target; nothing else is
+%% touched) and throws ?TIMEOUT.
+gc_round(Pids, Opts) ->
+    Deadline = deadline(Opts),
     Calibration = calibration(),
+    Local = [P || P <- Pids, is_pid(P), node(P) =:= node()],
     T0 = erlang:monotonic_time(microsecond),
-    Results = lists:filtermap(fun(P) -> gc_one(P, Calibration) end,
-                              [P || P <- Pids, is_pid(P), node(P) =:= node()]),
+    Results = case Deadline of
+                  infinity -> lists:filtermap(fun(P) -> gc_one(P, Calibration) end, Local);
+                  _ -> timed_gc(Local, Calibration, Deadline)
+              end,
     T1 = erlang:monotonic_time(microsecond),
     StoreKeys = lists:usort([K || R <- Results, {K, _, _} <- element(2, R), K >= (1 bsl 62)]),
     Live = case StoreKeys of
@@ -475,6 +555,39 @@ gc_round(Pids) ->
                _ -> ?NATIVE:accounting_live_store_keys(StoreKeys)
            end,
     #{results => Results, live_store_keys => Live, gc_us => T1 - T0}.
+
+timed_gc(Pids, Calibration, Deadline) ->
+    Parent = self(),
+    Tag = make_ref(),
+    {Pid, MRef} =
+        spawn_opt(fun() ->
+                          lists:foreach(fun(P) -> Parent ! {Tag, gc_one(P, Calibration)} end, Pids),
+                          Parent ! {Tag, done}
+                  end, [monitor]),
+    W = {Tag, Pid, MRef, Pids},
+    try gc_results(W, Deadline, [])
+    catch
+        throw:?TIMEOUT ->
+            stop_worker(W),
+            throw(?TIMEOUT)
+    end.
+
+gc_results({Tag, Pid, MRef, _} = W, Deadline, Acc) ->
+    check(Deadline),
+    receive
+        {Tag, done} ->
+            erlang:demonitor(MRef, [flush]),
+            lists:reverse(Acc);
+        {Tag, false} ->
+            gc_results(W, Deadline, Acc);
+        {Tag, {true, R}} ->
+            gc_results(W, Deadline, [R | Acc]);
+        {'DOWN', MRef, process, Pid, Reason} ->
+            flush(Tag),
+            error({gc_helper_died, Reason})
+    after time_left(Deadline) ->
+            throw(?TIMEOUT)
+    end.
 
 %% The before list is resolved before the collection: a store resource the GC frees leaves the
 %% NIF's index with it, and could no longer be told apart from any other small binary.

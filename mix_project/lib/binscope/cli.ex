@@ -10,9 +10,10 @@ defmodule Binscope.CLI do
   alias Binscope.Accounting.Options
   alias Binscope.CLI.{Connect, Output}
 
+  # --cookie is taken out of argv before OptionParser sees it (see take_cookie/1), so no
+  # message about another argument can ever quote it.
   @common [
     node: :string,
-    cookie: :string,
     cookie_file: :string,
     format: :string,
     timeout: :integer,
@@ -33,19 +34,36 @@ defmodule Binscope.CLI do
   }
   @formats %{"table" => :table, "json" => :json, "csv" => :csv}
   @metrics Map.new(Options.metrics(), &{Atom.to_string(&1), &1})
+  @basic_metrics Map.new(Options.basic_metrics(), &{Atom.to_string(&1), &1})
   @modes Map.new(Options.modes(), &{Atom.to_string(&1), &1})
   @details %{"full" => :full, "basic" => :basic}
+  # Integer options: {min, max}.
+  @ranges %{
+    limit: {1, 1_000_000},
+    candidates: {1, 1_000_000},
+    timeout: {1, 3_600_000},
+    workers: {1, 1024},
+    idle_ms: {0, 60_000}
+  }
+  @default_timeout 30_000
 
   @common_help """
   Options:
 
-    --node NAME          inspect NAME (name@host) instead of this VM; connects as a hidden node.
+    --node NAME          inspect NAME (name@host); connects as a hidden node. Without it the
+                         tasks inspect this mix VM itself, not your application.
                          The target needs no Binscope installed: the OTP-only collector is loaded
                          onto it for the scan.
-    --cookie C           the target's cookie (never printed), or
-    --cookie-file F      read it from F (default: ~/.erlang.cookie, as OTP does)
+    --cookie-file F      read the target's cookie from F (a release keeps it in releases/COOKIE)
+    BINSCOPE_COOKIE      (environment variable) the cookie, when --cookie-file is not given
+    --cookie C           the cookie on the command line. WARNING: other users of this machine
+                         can read it (ps, /proc/PID/cmdline) while the task runs; prefer
+                         --cookie-file or BINSCOPE_COOKIE.
+                         With none of these: ~/.erlang.cookie, as OTP does. The cookie is never
+                         printed. A cookie is 1 to 255 printable ASCII characters.
     --format FMT         table (default), json or csv
-    --timeout MS         give up on the node after MS milliseconds (default 30000)
+    --timeout MS         give up after MS milliseconds, connection included (1..3600000,
+                         default 30000)
     --help               this text
 
   Progress goes to stderr every second while a scan runs; the report goes to stdout.
@@ -59,90 +77,280 @@ defmodule Binscope.CLI do
   @type task :: :memory | :top | :leaks
 
   @doc """
-  Parses `argv` for `task`: `{:ok, opts}`, `:help`, or `{:error, message}`.
+  Parses `argv` for `task`: `{:ok, opts}`, `:help`, or `{:error, message}`. Messages name the
+  valid values and never quote a cookie. A cookie given with `--cookie` is kept in `opts` as a
+  function returning it (so printing `opts` does not show it).
 
       iex> Binscope.CLI.parse(:top, ["--limit", "5", "--by", "binary_pss"])
       {:ok, %{format: :table, limit: 5, by: :binary_pss, timeout: 30000}}
+      iex> Binscope.CLI.parse(:top, ["--limit", "0"])
+      {:error, "--limit must be an integer in 1..1000000, got: 0"}
       iex> Binscope.CLI.parse(:top, ["--by", "nonsense"])
-      {:error, "--by must be one of: bin_old_vheap_size, bin_vheap_size, binary_bytes, binary_pss, binary_refs, binary_uss, heap_size, memory, message_queue_len, minor_gcs, native_bytes, native_store_bytes, old_heap_size, reductions, stack_size, total_heap_size"}
+      {:error, ~s(--by must be one of: bin_old_vheap_size, bin_vheap_size, binary_bytes, binary_pss, binary_refs, binary_uss, heap_size, memory, message_queue_len, minor_gcs, native_bytes, native_store_bytes, old_heap_size, reductions, stack_size, total_heap_size; got: "nonsense")}
   """
   @spec parse(task(), [String.t()]) :: {:ok, map()} | :help | {:error, String.t()}
   def parse(task, argv) when task in [:memory, :top, :leaks] and is_list(argv) do
     if Enum.all?(argv, &is_binary/1) do
-      do_parse(task, argv)
+      with {:ok, argv, cookie} <- take_cookie(argv, [], nil), do: do_parse(task, argv, cookie)
     else
       {:error, "arguments must be strings"}
     end
   end
 
-  defp do_parse(task, argv) do
-    case OptionParser.parse(argv, strict: Map.fetch!(@switches, task)) do
-      {parsed, [], []} ->
-        if parsed[:help], do: :help, else: validate(parsed)
+  # Removes `--cookie VALUE` / `--cookie=VALUE` (whatever VALUE looks like, even `--x`).
+  defp take_cookie([], acc, cookie), do: {:ok, Enum.reverse(acc), cookie}
+  defp take_cookie(["--cookie"], _acc, _), do: {:error, "--cookie needs a value"}
 
-      {_, _, [{switch, nil} | _]} ->
-        {:error, "unknown option #{switch}"}
+  defp take_cookie(["--cookie", c | rest], acc, nil), do: take_cookie(rest, acc, {:given, c})
+  defp take_cookie(["--cookie=" <> c | rest], acc, nil), do: take_cookie(rest, acc, {:given, c})
+
+  defp take_cookie([arg | _], _acc, {:given, _}) when arg == "--cookie",
+    do: {:error, "give --cookie once"}
+
+  defp take_cookie(["--cookie=" <> _ | _], _acc, {:given, _}), do: {:error, "give --cookie once"}
+  defp take_cookie([arg | rest], acc, cookie), do: take_cookie(rest, [arg | acc], cookie)
+
+  defp do_parse(task, argv, cookie) do
+    switches = Map.fetch!(@switches, task)
+
+    # --help wins over anything else on the line.
+    case if("--help" in argv, do: :help, else: OptionParser.parse(argv, strict: switches)) do
+      :help ->
+        :help
+
+      {parsed, [], []} ->
+        validate(task, parsed, cookie)
 
       {_, _, [{switch, value} | _]} ->
-        {:error, "bad value #{inspect(value)} for #{switch}"}
+        invalid(task, switches, switch, value)
 
       {_, [extra | _], []} ->
-        {:error, "unexpected argument #{inspect(extra)}"}
+        {:error,
+         "unexpected argument #{quote_arg(extra)}; binscope.#{task} takes only options: " <>
+           options_list(task)}
     end
   end
 
-  defp validate(parsed) do
-    Enum.reduce_while(parsed, {:ok, %{format: :table, timeout: 30_000}}, fn {k, v}, {:ok, acc} ->
+  # OptionParser's verdict on one switch: unknown, missing value, or a value of the wrong type.
+  defp invalid(task, switches, switch, value) do
+    key = switch |> String.trim_leading("-") |> String.replace("-", "_")
+
+    case Enum.find(switches, fn {k, _} -> Atom.to_string(k) == key end) do
+      nil ->
+        {:error,
+         "unknown option #{quote_switch(switch)}; binscope.#{task} takes: " <>
+           options_list(task)}
+
+      {:help, _} ->
+        {:error, "--help takes no value"}
+
+      {k, _} when value == nil ->
+        {:error, "#{flag(k)} needs a value (#{expected(k)})"}
+
+      {k, _} ->
+        {:error, "#{flag(k)} must be #{expected(k)}, got: #{quote_arg(value)}"}
+    end
+  end
+
+  defp options_list(task) do
+    flags = @switches |> Map.fetch!(task) |> Keyword.keys() |> Enum.map(&flag/1)
+    flags |> List.insert_at(2, "--cookie") |> Enum.join(", ")
+  end
+
+  defp flag(k), do: "--" <> String.replace(Atom.to_string(k), "_", "-")
+
+  defp expected(k) when is_map_key(@ranges, k) do
+    {lo, hi} = Map.fetch!(@ranges, k)
+    "an integer in #{lo}..#{hi}"
+  end
+
+  defp expected(:format), do: one_of(@formats)
+  defp expected(:by), do: one_of(@metrics)
+  defp expected(:mode), do: one_of(@modes)
+  defp expected(:detail), do: one_of(@details)
+  defp expected(:node), do: "a node name, name@host"
+  defp expected(:cookie_file), do: "a file name"
+
+  defp one_of(table), do: "one of: " <> (table |> Map.keys() |> Enum.sort() |> Enum.join(", "))
+
+  # An argument quoted in a message: printable, at most 40 characters.
+  defp quote_arg(arg) do
+    short = if String.length(arg) > 40, do: String.slice(arg, 0, 40) <> "...", else: arg
+    inspect(short, printable_limit: 60, binaries: :as_strings)
+  end
+
+  defp quote_switch(switch) do
+    if Regex.match?(~r/\A--?[A-Za-z0-9_-]{1,40}\z/, switch), do: switch, else: quote_arg(switch)
+  end
+
+  defp validate(task, parsed, cookie) do
+    init = %{format: :table, timeout: @default_timeout}
+
+    parsed
+    |> Enum.reduce_while({:ok, init}, fn {k, v}, {:ok, acc} ->
       case value(k, v) do
         {:ok, v} -> {:cont, {:ok, Map.put(acc, k, v)}}
         {:error, msg} -> {:halt, {:error, msg}}
       end
     end)
-    |> case do
-      {:ok, %{cookie: _, cookie_file: _}} ->
-        {:error, "give --cookie or --cookie-file, not both"}
+    |> with_cookie(cookie)
+    |> combination(task)
+  end
 
-      {:ok, %{cookie: _} = o} when not is_map_key(o, :node) ->
-        {:error, "--cookie needs --node"}
+  defp with_cookie({:ok, o}, nil), do: {:ok, o}
 
-      {:ok, %{cookie_file: _} = o} when not is_map_key(o, :node) ->
-        {:error, "--cookie-file needs --node"}
-
-      other ->
-        other
+  defp with_cookie({:ok, o}, {:given, c}) do
+    case check_cookie(c, "--cookie") do
+      :ok -> {:ok, Map.put(o, :cookie, fn -> c end)}
+      error -> error
     end
   end
 
-  defp value(:node, n) do
-    if Regex.match?(~r/\A[A-Za-z0-9_.+-]{1,200}@[A-Za-z0-9_.-]{1,200}\z/, n),
-      do: {:ok, n},
-      else: {:error, "--node must look like name@host"}
+  defp with_cookie(error, _), do: error
+
+  # Combinations that cannot work, said before anything runs.
+  defp combination({:ok, o}, task) do
+    cond do
+      Map.has_key?(o, :cookie) and Map.has_key?(o, :cookie_file) ->
+        {:error, "give --cookie or --cookie-file, not both"}
+
+      Map.has_key?(o, :cookie) and not Map.has_key?(o, :node) ->
+        {:error, "--cookie needs --node (the cookie is the target node's)"}
+
+      Map.has_key?(o, :cookie_file) and not Map.has_key?(o, :node) ->
+        {:error, "--cookie-file needs --node (the cookie is the target node's)"}
+
+      task == :top and Map.get(o, :detail) == :basic and
+          not Map.has_key?(@basic_metrics, Atom.to_string(Map.get(o, :by, :memory))) ->
+        {:error,
+         "--detail basic collects only #{o.by |> Atom.to_string() |> then(fn _ -> "" end)}" <>
+           "some figures: with it, --by must be #{one_of(@basic_metrics)}; got: #{o.by}"}
+
+      task == :leaks and Map.has_key?(o, :candidates) and
+          Map.get(o, :mode, :targeted) != :targeted ->
+        {:error, "--candidates applies to --mode targeted only (got --mode #{o.mode})"}
+
+      task == :leaks and Map.has_key?(o, :idle_ms) and Map.get(o, :mode) == :full ->
+        {:error, "--idle-ms applies to --mode targeted and dry_run only (got --mode full)"}
+
+      true ->
+        {:ok, o}
+    end
   end
 
-  defp value(:cookie, c) when byte_size(c) in 1..255, do: {:ok, c}
-  defp value(:cookie, _), do: {:error, "--cookie must be 1 to 255 bytes"}
+  defp combination(error, _task), do: error
+
+  @doc """
+  Checks a cookie from `source` (`"--cookie"`, a file, `BINSCOPE_COOKIE`): `:ok` or
+  `{:error, message}`. A cookie is 1 to 255 printable ASCII characters (what OTP itself takes
+  from `~/.erlang.cookie`, and what fits in an atom). The message never quotes the cookie.
+  """
+  @spec check_cookie(binary(), String.t()) :: :ok | {:error, String.t()}
+  def check_cookie(c, source) do
+    rule = "a cookie is 1 to 255 printable ASCII characters"
+
+    cond do
+      c == "" ->
+        {:error, "the cookie from #{source} is empty; #{rule}"}
+
+      byte_size(c) > 255 ->
+        {:error, "the cookie from #{source} is #{byte_size(c)} bytes long; #{rule}"}
+
+      not printable_ascii?(c) ->
+        {:error,
+         "the cookie from #{source} holds a character that is not printable ASCII; #{rule}"}
+
+      true ->
+        :ok
+    end
+  end
+
+  defp printable_ascii?(<<>>), do: true
+  defp printable_ascii?(<<b, rest::binary>>) when b in 0x20..0x7E, do: printable_ascii?(rest)
+  defp printable_ascii?(_), do: false
+
+  # Node names become atoms once connecting (at most 255 characters).
+  defp value(:node, n) do
+    if byte_size(n) <= 255 and
+         Regex.match?(~r/\A[A-Za-z0-9_.+-]{1,200}@[A-Za-z0-9_.-]{1,200}\z/, n),
+       do: {:ok, n},
+       else:
+         {:error,
+          "--node must be a node name, name@host (letters, digits, _ . + -; at most 255 characters)"}
+  end
+
   defp value(:cookie_file, f) when byte_size(f) in 1..4096, do: {:ok, f}
-  defp value(:cookie_file, _), do: {:error, "--cookie-file must be a path"}
+  defp value(:cookie_file, _), do: {:error, "--cookie-file must be a file name (1 to 4096 bytes)"}
   defp value(:format, f), do: lookup(@formats, f, "--format")
   defp value(:by, m), do: lookup(@metrics, m, "--by")
   defp value(:mode, m), do: lookup(@modes, m, "--mode")
   defp value(:detail, d), do: lookup(@details, d, "--detail")
-  defp value(k, n) when k in [:limit, :candidates] and n > 0 and n <= 1_000_000, do: {:ok, n}
-  defp value(:timeout, n) when n > 0 and n <= 3_600_000, do: {:ok, n}
-  defp value(:workers, n) when n > 0 and n <= 1024, do: {:ok, n}
-  defp value(:idle_ms, n) when n >= 0 and n <= 60_000, do: {:ok, n}
+  defp value(:help, h), do: {:ok, h}
 
-  defp value(k, _),
-    do: {:error, "--#{String.replace(Atom.to_string(k), "_", "-")} is out of range"}
+  defp value(k, n) when is_map_key(@ranges, k) do
+    {lo, hi} = Map.fetch!(@ranges, k)
+
+    if n >= lo and n <= hi,
+      do: {:ok, n},
+      else: {:error, "#{flag(k)} must be #{expected(k)}, got: #{short_int(n)}"}
+  end
+
+  defp short_int(n) do
+    s = Integer.to_string(n)
+    if byte_size(s) > 24, do: binary_part(s, 0, 20) <> "...", else: s
+  end
 
   defp lookup(table, key, switch) do
     case Map.fetch(table, key) do
-      {:ok, v} ->
-        {:ok, v}
+      {:ok, v} -> {:ok, v}
+      :error -> {:error, "#{switch} must be #{one_of(table)}; got: #{quote_arg(key)}"}
+    end
+  end
 
-      :error ->
-        {:error,
-         "#{switch} must be one of: #{table |> Map.keys() |> Enum.sort() |> Enum.join(", ")}"}
+  @doc """
+  Parses `mix binscope.demo`'s arguments: `:tour` (none), `:list`, `:help`, `{:demo, module}`,
+  or `{:error, message}` naming what is valid. Creates no atom.
+
+      iex> Binscope.CLI.parse_demo(["--list"])
+      :list
+      iex> {:error, ~s(unknown demo "nope"; the demos: ) <> _} = Binscope.CLI.parse_demo(["nope"])
+  """
+  @spec parse_demo([String.t()]) ::
+          :tour | :list | :help | {:demo, module()} | {:error, String.t()}
+  def parse_demo(argv) when is_list(argv) do
+    names = Enum.map_join(Binscope.Demo.demos(), ", ", &Atom.to_string(&1.name()))
+    usage = "usage: mix binscope.demo [NAME | --list | --help]"
+
+    cond do
+      not Enum.all?(argv, &is_binary/1) ->
+        {:error, "arguments must be strings"}
+
+      "--help" in argv or "-h" in argv ->
+        :help
+
+      true ->
+        case argv do
+          [] ->
+            :tour
+
+          ["--list"] ->
+            :list
+
+          ["-" <> _ = opt] ->
+            {:error, "unknown option #{quote_switch(opt)}; #{usage}"}
+
+          [name] ->
+            case Binscope.Demo.find(name) do
+              {:ok, mod} ->
+                {:demo, mod}
+
+              {:error, :unknown_demo} ->
+                {:error, "unknown demo #{quote_arg(name)}; the demos: #{names}"}
+            end
+
+          _ ->
+            {:error, "give at most one demo name or option; #{usage}; the demos: #{names}"}
+        end
     end
   end
 
@@ -167,24 +375,70 @@ defmodule Binscope.CLI do
   """
   @spec run(task(), [String.t()], String.t()) :: non_neg_integer()
   def run(task, argv, help_text) do
-    with {:ok, opts} <- parse(task, argv),
-         {:ok, target} <- Connect.target(opts),
-         {:ok, report} <- with_progress(task, target, fn -> report(task, target, opts) end) do
-      IO.write(Output.render(task, report, opts.format))
-      0
-    else
+    case parse(task, argv) do
       :help ->
         IO.write(help_text)
         0
 
-      {:error, msg} when is_binary(msg) ->
-        IO.puts(:stderr, "error: " <> msg)
-        1
+      {:ok, opts} ->
+        safely(opts, fn -> run_parsed(task, opts) end)
 
-      {:error, reason} ->
-        IO.puts(:stderr, "error: " <> Output.reason(reason))
-        1
+      {:error, msg} ->
+        fail(msg)
     end
+  end
+
+  # `--timeout` bounds the whole run: connecting, then the scan with what is left.
+  defp run_parsed(task, opts) do
+    deadline = Binscope.Remote.deadline(opts.timeout)
+
+    with {:ok, target} <- Connect.target(opts, deadline),
+         :ok <- say_target(task, target, opts),
+         left when left > 0 <- Binscope.Remote.left(deadline),
+         opts = %{opts | timeout: left},
+         {:ok, report} <- with_progress(task, target, fn -> report(task, target, opts) end) do
+      IO.write(Output.render(task, report, opts.format))
+      0
+    else
+      0 -> fail(Output.reason(:timeout))
+      {:error, msg} when is_binary(msg) -> fail(msg)
+      {:error, reason} -> fail(Output.reason(reason))
+    end
+  end
+
+  defp fail(msg) do
+    IO.puts(:stderr, "error: " <> msg)
+    1
+  end
+
+  # Nothing a user types may end in a stack trace, and none may print the cookie: an unexpected
+  # exception becomes one `error:` line, naming only its kind when a cookie was given.
+  defp safely(opts, fun) do
+    fun.()
+  rescue
+    e ->
+      detail =
+        if Map.has_key?(opts, :cookie) or Map.has_key?(opts, :cookie_file) or
+             System.get_env("BINSCOPE_COOKIE") do
+          inspect(e.__struct__)
+        else
+          e |> Exception.message() |> String.split("\n") |> hd() |> String.slice(0, 200)
+        end
+
+      fail("internal error (#{detail}); please report it")
+  end
+
+  # Which node is inspected, on stderr: without --node it is this mix VM, which is rarely what
+  # a user means.
+  defp say_target(task, target, opts) do
+    unless Map.has_key?(opts, :node) do
+      IO.puts(
+        :stderr,
+        "binscope: #{task} of this mix VM (#{target}); --node NAME inspects another node"
+      )
+    end
+
+    :ok
   end
 
   defp report(:memory, node, o), do: Binscope.memory(node: node, timeout: o.timeout)

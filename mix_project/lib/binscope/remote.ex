@@ -23,54 +23,113 @@ defmodule Binscope.Remote do
 
   Failures come back per node as `{:error, reason}`: `:not_distributed` (this node is not alive),
   `:noconnection` (down, unreachable or wrong cookie), `:timeout`, `{:collector_load_failed, _}`
-  (`:no_compiler`, `{:compile, errors}`, or the target's `:code.load_binary/3` error),
-  or `{:remote_error, _}`. No call waits longer than its timeout.
+  (`:no_compiler`, `{:compile, errors}`, or the target's `:code.load_binary/3` error), or `{:remote_error, _}`. No call waits longer than its timeout plus `margin_ms/0`.
+
+  ## Deadlines
+
+  A public call's `timeout:` becomes one deadline (`deadline/1`) for all of its steps:
+  connecting, loading the collector, every collector call (each is told the time left as
+  `budget_ms` and gives up on its own when it runs out, on the local node and on a remote one
+  alike: its scan reads the clock every 256 processes, its GC round waits for each collection
+  with the time left), and the attribution and record building here. Whatever runs out of
+  time returns `{:error, :timeout}`; nothing it started is left running: scan workers and GC
+  helpers are killed and their messages dropped, a collection already asked for completes in
+  its own process, the caller's heap reservation is put back.
   """
 
   @collector :binscope_collector
+  @timeout {:binscope_collector, :timeout}
+  # How far past its deadline a call may return: the steps that cannot be interrupted are one
+  # piece of a scan (256 process_info calls), one attribution NIF call and one piece of record
+  # building (measured in the README, Reliability), plus the wait for a scheduler on a busy
+  # machine: at 100k processes an idle machine overran by up to 68 ms, one at load average 10
+  # by up to 126 ms. `nodes:` kills a node's call at the deadline plus this much.
+  @margin_ms 250
 
   @typedoc "A per-node outcome."
   @type outcome :: {:ok, term()} | {:error, term()}
 
+  @typedoc "A deadline: `System.monotonic_time(:millisecond)` on the calling node."
+  @type deadline :: integer()
+
+  @doc "The deadline `timeout` ms from now."
+  @spec deadline(non_neg_integer()) :: deadline()
+  def deadline(timeout), do: System.monotonic_time(:millisecond) + timeout
+
+  @doc "Milliseconds left before `deadline` (0 once it has passed)."
+  @spec left(deadline()) :: non_neg_integer()
+  def left(deadline), do: max(deadline - System.monotonic_time(:millisecond), 0)
+
+  @doc "How far past its deadline a call may return, in ms (see Deadlines)."
+  @spec margin_ms() :: pos_integer()
+  def margin_ms, do: @margin_ms
+
   @doc """
-  Calls `:binscope_collector.fun(args...)` on `node` within `timeout` ms.
+  Throws the collector's timeout when `deadline` has passed (`bounded/1` turns it into
+  `{:error, :timeout}`).
   """
-  @spec call(node(), atom(), list(), timeout()) :: outcome()
-  def call(node, fun, args, _timeout) when node == node() do
+  @spec check!(deadline()) :: :ok
+  def check!(deadline) do
+    if System.monotonic_time(:millisecond) >= deadline, do: throw(@timeout), else: :ok
+  end
+
+  @doc "Runs `fun`, turning a timeout thrown by `check!/1` or the collector into `{:error, :timeout}`."
+  @spec bounded((() -> result)) :: result | {:error, :timeout} when result: term()
+  def bounded(fun) do
+    fun.()
+  catch
+    :throw, @timeout -> {:error, :timeout}
+  end
+
+  @doc """
+  Calls `:binscope_collector.fun(args...)` on `node` before `deadline` (see Deadlines).
+  """
+  @spec call(node(), atom(), list(), deadline()) :: outcome()
+  def call(node, fun, args, deadline) when node == node() do
     # In the caller: handing a whole-node result from another process to the caller would be
-    # one large, unpreemptible copy.
-    {:ok, apply(@collector, fun, args)}
+    # one large, unpreemptible copy. The collector bounds itself (budget_ms).
+    bounded(fn ->
+      check!(deadline)
+      {:ok, apply(@collector, fun, budgeted(fun, args, left(deadline)))}
+    end)
   rescue
     e -> {:error, {:collector_failed, Exception.message(e)}}
   end
 
-  def call(node, fun, args, timeout) do
+  def call(node, fun, args, deadline) do
     if Node.alive?() do
       # Connecting (and loading the collector) runs in a separate process bounded by the
-      # timeout: connection set-up can block longer than any erpc timeout. The scan itself is
+      # deadline: connection set-up can block longer than any erpc timeout. The scan itself is
       # then an erpc call from the caller, so its (large) result arrives straight in the
-      # caller's mailbox instead of being copied once more from a helper process.
-      started = System.monotonic_time(:millisecond)
-
-      with :ok <- bounded(timeout, fn -> ensure_collector(node, timeout) end) do
-        left = max(timeout - (System.monotonic_time(:millisecond) - started), 1)
-        erpc(node, @collector, fun, args, left)
+      # caller's mailbox instead of being copied once more from a helper process. The collector
+      # gives up on its own at the same deadline, so it does not run on after erpc's timeout.
+      with :ok <- await(start(fn -> ensure_collector(node, left(deadline)) end), left(deadline)) do
+        case left(deadline) do
+          0 -> {:error, :timeout}
+          ms -> erpc(node, @collector, fun, budgeted(fun, args, ms), ms)
+        end
       end
     else
       {:error, :not_distributed}
     end
   end
 
+  # The collector calls that take a budget_ms (scans and GC rounds).
+  defp budgeted(:snapshot, [opts], ms), do: [Map.put(opts, :budget_ms, ms)]
+  defp budgeted(fun, [pids], ms) when fun in [:details, :gc_round], do: [pids, %{budget_ms: ms}]
+  defp budgeted(_fun, args, _ms), do: args
+
   @doc """
-  Runs `fun.(node)` for every node in parallel; each is bounded by `timeout` ms (plus a small
-  margin). Returns `%{node => outcome}`.
+  Runs `fun.(node)` for every node in parallel, each bounded by `deadline` (`fun` is expected to
+  honour it; a call still running `margin_ms/0` after it is killed and reported as
+  `{:error, :timeout}`). Returns `%{node => outcome}`.
   """
-  @spec each([node()], timeout(), (node() -> outcome())) :: %{node() => outcome()}
-  def each(nodes, timeout, fun) do
+  @spec each([node()], deadline(), (node() -> outcome())) :: %{node() => outcome()}
+  def each(nodes, deadline, fun) do
     nodes
     |> Enum.uniq()
     |> Enum.map(fn n -> {n, start(fn -> fun.(n) end)} end)
-    |> Map.new(fn {n, ref} -> {n, await(ref, timeout + 1_000)} end)
+    |> Map.new(fn {n, ref} -> {n, await(ref, left(deadline) + @margin_ms)} end)
   end
 
   @doc """
@@ -226,12 +285,9 @@ defmodule Binscope.Remote do
     :error, {:exception, reason, _stack} -> {:error, {:remote_error, reason}}
     :exit, {:exception, reason, _stack} -> {:error, {:remote_error, reason}}
     :exit, {:signal, reason} -> {:error, {:remote_error, reason}}
+    :throw, @timeout -> {:error, :timeout}
     :throw, value -> {:error, {:remote_error, {:throw, value}}}
   end
-
-  # Connection set-up can block longer than erpc's own timeout (net_setuptime); run the call in
-  # a separate process and give up on it after `timeout`, so callers never hang.
-  defp bounded(timeout, fun), do: await(start(fun), timeout)
 
   defp start(fun) do
     caller = self()
@@ -241,7 +297,7 @@ defmodule Binscope.Remote do
       spawn_monitor(fn ->
         result =
           try do
-            fun.()
+            bounded(fun)
           rescue
             e -> {:error, {:collector_failed, Exception.message(e)}}
           catch
@@ -264,8 +320,13 @@ defmodule Binscope.Remote do
         {:error, {:collector_failed, reason}}
     after
       timeout ->
+        # Gone for sure (its DOWN comes after every message it sent), then nothing of it is left
+        # in the mailbox.
         Process.exit(pid, :kill)
-        Process.demonitor(mref, [:flush])
+
+        receive do
+          {:DOWN, ^mref, :process, ^pid, _} -> :ok
+        end
 
         receive do
           {^tag, _} -> :ok

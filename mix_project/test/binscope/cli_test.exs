@@ -25,9 +25,10 @@ defmodule Binscope.CLITest do
 
   test "parse: each bad argument is a clear error" do
     for {task, argv, msg} <- [
-          {:top, ["--bogus"], ~r/unknown option --bogus/},
-          {:top, ["--limit", "x"], ~r/bad value "x" for --limit/},
-          {:top, ["--limit", "0"], ~r/--limit is out of range/},
+          {:top, ["--bogus"], ~r/unknown option --bogus; binscope.top takes: --node, /},
+          {:top, ["--limit", "x"], ~r/--limit must be an integer in 1..1000000, got: "x"/},
+          {:top, ["--limit", "0"], ~r/--limit must be an integer in 1..1000000, got: 0/},
+          {:top, ["--limit"], ~r/--limit needs a value \(an integer in 1..1000000\)/},
           {:top, ["extra"], ~r/unexpected argument "extra"/},
           {:leaks, ["--mode", "all"], ~r/--mode must be one of: dry_run, full, targeted/},
           {:memory, ["--format", "xml"], ~r/--format must be one of: csv, json, table/},
@@ -36,14 +37,25 @@ defmodule Binscope.CLITest do
           {:memory, ["--node", "a@b", "--cookie", "c", "--cookie-file", "f"], ~r/not both/},
           {:memory, ["--by", "memory"], ~r/unknown option --by/},
           {:top, ["--detail", "all"], ~r/--detail must be one of: basic, full/},
-          {:leaks, ["--workers", "0"], ~r/--workers is out of range/},
-          {:top, ["--workers", "1025"], ~r/--workers is out of range/}
+          {:top, ~w(--by heap_size --detail basic),
+           ~r/with it, --by must be one of: binary_bytes/},
+          {:leaks, ~w(--mode full --candidates 3), ~r/--candidates applies to --mode targeted/},
+          {:leaks, ~w(--mode full --idle-ms 3),
+           ~r/--idle-ms applies to --mode targeted and dry_run/},
+          {:leaks, ["--workers", "0"], ~r/--workers must be an integer in 1..1024, got: 0/},
+          {:top, ["--workers", "1025"], ~r/--workers must be an integer in 1..1024/}
         ] do
       assert {:error, m} = CLI.parse(task, argv)
       assert m =~ msg
     end
 
     assert CLI.parse(:leaks, ["--help"]) == :help
+    # --help wins over anything else on the line.
+    assert CLI.parse(:top, ["--limit", "0", "--help"]) == :help
+
+    # The help text warns that a cookie on the command line is public, and says what else works.
+    help = CLI.common_help()
+    assert help =~ "/proc/PID/cmdline" and help =~ "BINSCOPE_COOKIE" and help =~ "--cookie-file"
     assert {:ok, %{workers: 2, detail: :basic}} = CLI.parse(:top, ~w(--workers 2 --detail basic))
   end
 
@@ -125,7 +137,7 @@ defmodule Binscope.CLITest do
       {peer, node} = Cluster.start_peer(cookie: :yet_another_cookie)
       {1, out, err} = run(:memory, ["--node", Atom.to_string(node), "--cookie-file", other])
       assert out == ""
-      assert err =~ "cannot connect to #{node}"
+      assert err =~ "#{node} refused the connection"
       refute err =~ "wrong_cookie_value"
       File.rm(other)
       :peer.stop(peer)

@@ -78,6 +78,11 @@ defmodule Binscope.CLI.Output do
   @spec reason(term()) :: String.t()
   def reason(:not_distributed), do: "this node is not distributed"
   def reason(:noconnection), do: "no connection to the node (down, unreachable, or wrong cookie)"
-  def reason(:timeout), do: "the node did not answer within the timeout"
+
+  def reason(:timeout),
+    do:
+      "no result within --timeout (a larger --timeout, or --detail basic / --mode dry_run, " <>
+        "which do less)"
+
   def reason(other), do: inspect(other, limit: 8)
 end

@@ -6,31 +6,36 @@ defmodule Mix.Tasks.Binscope.Demo do
       mix binscope.demo
       mix binscope.demo store
 
-  `mix binscope.demo --list` lists the demos. The tour uses a few hundred MiB of memory for
-  short moments and takes about a minute.
+  Options:
+
+    --list               the demos, one per line
+    --help               this text
+
+  The tour uses a few hundred MiB of memory for short moments and takes about a minute.
   """
   use Mix.Task
 
   @impl true
   def run(args) do
-    Mix.Task.run("compile")
-    Code.ensure_loaded!(Binscope.Native)
+    case Binscope.CLI.parse_demo(args) do
+      :help ->
+        IO.write(@moduledoc)
 
-    case args do
-      [] ->
-        Binscope.Demo.tour()
+      {:error, msg} ->
+        IO.puts(:stderr, "error: " <> msg)
+        exit({:shutdown, 1})
 
-      ["--list"] ->
+      :list ->
         for mod <- Binscope.Demo.demos(), do: IO.puts("#{mod.name()}\t#{mod.title()}")
 
-      [name] ->
-        case Binscope.Demo.find(name) do
-          {:ok, mod} -> Binscope.Demo.run(mod)
-          {:error, :unknown_demo} -> Mix.raise("unknown demo #{inspect(name)}; see --list")
-        end
+      what ->
+        Mix.Task.run("compile")
+        Code.ensure_loaded!(Binscope.Native)
 
-      _ ->
-        Mix.raise("usage: mix binscope.demo [NAME | --list]")
+        case what do
+          :tour -> Binscope.Demo.tour()
+          {:demo, mod} -> Binscope.Demo.run(mod)
+        end
     end
 
     :ok
