@@ -26,14 +26,32 @@ defmodule Binscope do
   @type per_node(t) :: %{node() => {:ok, t} | {:error, term()}}
 
   @doc """
-  Where the node's memory is, in bytes.
+  Where the node's memory is, in bytes, and why RSS is what it is.
 
   Keys: every `:erlang.memory/0` category (`total`, `processes`, `binary`, `ets`, ...),
   `store_live_bytes`, `native_allocated` and `native_resident` (jemalloc, Binscope's NIF),
-  `rss` (from `/proc`, or `:unavailable`), `unaccounted` (RSS minus the VM's total and the
-  NIF's resident bytes), `node` and `binscope_loaded` (whether the target has Binscope's NIF).
+  `node` and `binscope_loaded` (whether the target has Binscope's NIF), and the
+  reconciliation of RSS with every allocator (`Binscope.Memory.Breakdown` says what each
+  figure is and how it is read):
 
-  Cheap: reads counters only.
+  - `rss` = `rss_file` + `rss_shmem` + `native_resident` + `vm_resident` + `unaccounted`,
+    `unaccounted_share` (of `rss`); `rss_anon`, `swap`, `threads` (kernel, `/proc/self/status`);
+  - `vm_mapped`, `vm_mmap`, `vm_literal_mmap`, `vm_malloc_carriers`, `vm_carriers`, `vm_blocks`,
+    `vm_carrier_free`, `vm_unused_resident`, `vm_mseg_cache` (the VM's allocators);
+  - `allocators`: one map per allocator type (carrier and block bytes, mbcs/pool/sbcs, usage),
+    most free first; `fragmentation`: the allocators holding mostly-empty carriers, with the
+    emulator flags that address it and their documented effect.
+
+  A figure the target cannot give (no `/proc`, an emulator without the allocator figures) is
+  `:unavailable`, never 0.
+
+  Cost: reads counters only, no process or table is scanned: `:erlang.memory/0`, jemalloc's
+  statistics, `/proc/self/status`, and `:erlang.system_info({:allocator, a})` for each of the
+  ~10 allocator types (about 0.4-3 ms of wall time measured, most of it waiting while every
+  scheduler reports its own allocator instances; the caller is suspended meanwhile, its
+  scheduler is not held). Every such read, like recon_alloc's, starts a new "max since last
+  call" period of that allocator's figures (the middle value of its tuples; "max ever" is
+  unaffected): a tool that watches those figures sees the period Binscope's read began.
 
       iex> {:ok, m} = Binscope.memory()
       iex> m.total > 0 and is_integer(m.store_live_bytes)

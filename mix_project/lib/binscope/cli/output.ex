@@ -29,18 +29,8 @@ defmodule Binscope.CLI.Output do
   @spec render(atom(), term(), :table | :json | :csv) :: iodata()
   def render(_task, report, :json), do: [JSON.encode(report, pretty: true), "\n"]
 
-  def render(:memory, m, :csv) do
-    CSV.encode(["category", "bytes"], m |> Enum.sort() |> Enum.map(fn {k, v} -> [k, v] end))
-  end
-
-  def render(:memory, m, :table) do
-    keys =
-      [:total, :processes, :binary, :ets, :atom, :code, :system] ++
-        [:store_live_bytes, :native_allocated, :native_resident, :rss, :unaccounted]
-
-    rows = for k <- keys, Map.has_key?(m, k), do: [Atom.to_string(k), human(m[k]), m[k]]
-    ["node #{m.node}\n", Table.render(["category", "size", "bytes"], rows)]
-  end
+  def render(:memory, m, :csv), do: Binscope.Memory.Render.csv(m)
+  def render(:memory, m, :table), do: Binscope.Memory.Render.table(m)
 
   def render(task, rows, format) when task in [:top, :leaks] do
     cols = if task == :top, do: @process_cols, else: @leak_cols
