@@ -152,6 +152,11 @@ defmodule Binscope do
   `processes/1` works (with `detail: :basic`, one of the fields it collects). Same cost as
   `processes/1`.
 
+  `window: ms` ranks by growth instead: two snapshots `ms` apart, processes ordered by how much
+  `by:` grew between them (as recon's `proc_window`), each record with `growth`,
+  `growth_from` (`nil` for a process born in the window) and `window_ms`; twice the cost of
+  `processes/1`, plus the wait. See `Binscope.Memory.Growth`.
+
       iex> {:ok, [_, _, _]} = Binscope.top(3, by: :binary_pss)
   """
   @spec top(pos_integer(), keyword()) ::
@@ -159,11 +164,16 @@ defmodule Binscope do
   def top(n, opts \\ [])
 
   def top(n, opts) when is_integer(n) and n > 0 do
-    o = Options.validate!(opts, [:by, :detail, :workers], "Binscope.top/2")
+    o = Options.validate!(opts, [:by, :detail, :workers, :window], "Binscope.top/2")
     by = Map.get(o, :by, :memory)
 
     on_target(o, fn node ->
-      with {:ok, s} <- Accounting.snapshot(node, o), do: {:ok, Accounting.top(s.processes, n, by)}
+      if Map.has_key?(o, :window) do
+        Binscope.Memory.Growth.top(node, n, o)
+      else
+        with {:ok, s} <- Accounting.snapshot(node, o),
+             do: {:ok, Accounting.top(s.processes, n, by)}
+      end
     end)
   end
 

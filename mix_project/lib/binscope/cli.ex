@@ -20,7 +20,9 @@ defmodule Binscope.CLI do
   ]
   @switches %{
     memory: @common,
-    top: @common ++ [limit: :integer, by: :string, detail: :string, workers: :integer],
+    top:
+      @common ++
+        [limit: :integer, by: :string, detail: :string, workers: :integer, window: :integer],
     leaks:
       @common ++
         [
@@ -130,6 +132,7 @@ defmodule Binscope.CLI do
   defp value(k, n) when k in [:limit, :candidates] and n > 0 and n <= 1_000_000, do: {:ok, n}
   defp value(:timeout, n) when n > 0 and n <= 3_600_000, do: {:ok, n}
   defp value(:workers, n) when n > 0 and n <= 1024, do: {:ok, n}
+  defp value(:window, n) when n > 0 and n <= 3_600_000, do: {:ok, n}
   defp value(:idle_ms, n) when n >= 0 and n <= 60_000, do: {:ok, n}
 
   defp value(k, _),
@@ -192,7 +195,7 @@ defmodule Binscope.CLI do
   defp report(:top, node, o) do
     opts =
       [node: node, by: Map.get(o, :by, :memory), timeout: o.timeout] ++
-        Enum.to_list(Map.take(o, [:detail, :workers]))
+        Enum.to_list(Map.take(o, [:detail, :workers, :window]))
 
     Binscope.top(Map.get(o, :limit, 20), opts)
   end

@@ -34,6 +34,10 @@ defmodule Binscope.CLI.Output do
 
   def render(task, rows, format) when task in [:top, :leaks] do
     cols = if task == :top, do: @process_cols, else: @leak_cols
+    # top --window: the growth over the window comes right after the identity.
+    cols =
+      if match?([%{growth: _} | _], rows), do: [:pid, :name, :growth | tl(tl(cols))], else: cols
+
     cells = Enum.map(rows, fn r -> Enum.map(cols, &cell(r, &1, format)) end)
     headers = Enum.map(cols, &Atom.to_string/1)
 
