@@ -186,6 +186,38 @@ defmodule Binscope do
   def top!(n, opts \\ []), do: bang(top(n, opts))
 
   @doc """
+  Memory rolled up by `by:` (`:application`, the default: each process's group leader, as
+  `:application.get_application/1` decides; `:registered_name`; `:initial_call`): one map per
+  group, largest first, with `group`, `processes`, `memory`, `binary_pss` (each binary counted
+  once over the node), `native_bytes` and `total` (their sum). "Which application holds the
+  memory" is `Binscope.rollup()`.
+
+  Options: `by:`, `workers:`, `node:`/`nodes:`/`timeout:`. Cost: one snapshot (basic detail,
+  or full for `:initial_call`), plus one `process_info/2` per process for `:application`.
+
+      iex> {:ok, groups} = Binscope.rollup()
+      iex> Enum.any?(groups, &(&1.group == :kernel))
+      true
+  """
+  @spec rollup(keyword()) :: {:ok, [map()]} | {:ok, per_node([map()])} | {:error, term()}
+  def rollup(opts \\ []) do
+    {by, opts} = Keyword.pop(List.wrap(opts), :by, :application)
+
+    unless by in Binscope.Memory.Rollup.keys() do
+      raise ArgumentError,
+            "Binscope.rollup/1: :by must be one of #{inspect(Binscope.Memory.Rollup.keys())}, " <>
+              "got: #{inspect(by, limit: 8)}"
+    end
+
+    o = Options.validate!(opts, [:workers], "Binscope.rollup/1")
+    on_target(o, &Binscope.Memory.Rollup.by(&1, by, o))
+  end
+
+  @doc "Like `rollup/1`, raising `Binscope.Error` on failure."
+  @spec rollup!(keyword()) :: [map()]
+  def rollup!(opts \\ []), do: bang(rollup(opts))
+
+  @doc """
   Processes holding binaries that only a GC would free, largest `reclaimed_bytes` first. See
   `Binscope.Leaks` for the modes and their costs.
 

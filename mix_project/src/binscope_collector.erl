@@ -17,7 +17,7 @@
 -module(binscope_collector).
 
 -export([snapshot/1, details/1, activity/1, node_memory/0, gc_round/1, calibration/0]).
--export([allocators/0, kernel_memory/0, ets_tables/1]).
+-export([allocators/0, kernel_memory/0, ets_tables/1, applications/0]).
 
 -define(NATIVE, 'Elixir.Binscope.Native').
 %% Process records are tuples that start {Pid, Binaries, ListedBytes, ...}: the binary list
@@ -486,3 +486,16 @@ owner_name(Owner) when is_pid(Owner) ->
     end;
 owner_name(_) ->
     undefined.
+
+%% Which application each process belongs to, by its group leader (as application:get_application/1
+%% decides): #{masters => [{MasterPid, App}], leaders => [{Pid, GroupLeader}]}.
+%% Cost: one process_info(P, group_leader) per process (like a basic scan item) and one read of
+%% application_controller's table.
+applications() ->
+    Masters = try ets:match(ac_tab, {{application_master, '$1'}, '$2'}) of
+                  L -> [{Pid, App} || [App, Pid] <- L, is_pid(Pid)]
+              catch error:badarg -> []
+              end,
+    Leaders = [{P, GL} || P <- erlang:processes(),
+                          {group_leader, GL} <- [erlang:process_info(P, group_leader)]],
+    #{masters => Masters, leaders => Leaders}.
