@@ -218,6 +218,20 @@ defmodule Binscope do
   def rollup!(opts \\ []), do: bang(rollup(opts))
 
   @doc """
+  Refc binaries held outside processes (ETS tables, `persistent_term`, ports, NIFs): how many
+  binaries processes share with such holders and their bytes (exact: a reference count above
+  the listed holders), the bytes no process references at all (an estimate from
+  `:erlang.memory(:binary)`), and `elsewhere_share` of the binary memory. See
+  `Binscope.Memory.External` for each figure and its cost (one basic scan).
+  Options: `workers:`, `node:`/`nodes:`/`timeout:`.
+  """
+  @spec binaries_elsewhere(keyword()) :: {:ok, map()} | {:ok, per_node(map())} | {:error, term()}
+  def binaries_elsewhere(opts \\ []) do
+    o = Options.validate!(opts, [:workers], "Binscope.binaries_elsewhere/1")
+    on_target(o, &Binscope.Memory.External.report(&1, o))
+  end
+
+  @doc """
   Processes holding binaries that only a GC would free, largest `reclaimed_bytes` first. See
   `Binscope.Leaks` for the modes and their costs.
 

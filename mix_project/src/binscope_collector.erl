@@ -17,7 +17,7 @@
 -module(binscope_collector).
 
 -export([snapshot/1, details/1, activity/1, node_memory/0, gc_round/1, calibration/0]).
--export([allocators/0, kernel_memory/0, ets_tables/1, applications/0]).
+-export([allocators/0, kernel_memory/0, ets_tables/1, applications/0, erlang/0]).
 
 -define(NATIVE, 'Elixir.Binscope.Native').
 %% Process records are tuples that start {Pid, Binaries, ListedBytes, ...}: the binary list
@@ -499,3 +499,7 @@ applications() ->
     Leaders = [{P, GL} || P <- erlang:processes(),
                           {group_leader, GL} <- [erlang:process_info(P, group_leader)]],
     #{masters => Masters, leaders => Leaders}.
+
+%% erlang:memory(binary): the bytes of every refc binary on the node (a counter read).
+erlang() ->
+    erlang:memory(binary).
