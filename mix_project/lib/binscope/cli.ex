@@ -22,7 +22,8 @@ defmodule Binscope.CLI do
     memory: @common,
     top:
       @common ++
-        [limit: :integer, by: :string, detail: :string, workers: :integer, window: :integer],
+        [limit: :integer, by: :string, detail: :string, workers: :integer, window: :integer] ++
+        [watch: :integer, count: :integer],
     leaks:
       @common ++
         [
@@ -133,6 +134,8 @@ defmodule Binscope.CLI do
   defp value(:timeout, n) when n > 0 and n <= 3_600_000, do: {:ok, n}
   defp value(:workers, n) when n > 0 and n <= 1024, do: {:ok, n}
   defp value(:window, n) when n > 0 and n <= 3_600_000, do: {:ok, n}
+  defp value(:watch, n) when n > 0 and n <= 86_400, do: {:ok, n}
+  defp value(:count, n) when n > 0 and n <= 1_000_000, do: {:ok, n}
   defp value(:idle_ms, n) when n >= 0 and n <= 60_000, do: {:ok, n}
 
   defp value(k, _),
@@ -172,6 +175,7 @@ defmodule Binscope.CLI do
   def run(task, argv, help_text) do
     with {:ok, opts} <- parse(task, argv),
          {:ok, target} <- Connect.target(opts),
+         :once <- Binscope.Memory.Watch.maybe_watch(task, target, opts),
          {:ok, report} <- with_progress(task, target, fn -> report(task, target, opts) end) do
       IO.write(Output.render(task, report, opts.format))
       0
@@ -179,6 +183,9 @@ defmodule Binscope.CLI do
       :help ->
         IO.write(help_text)
         0
+
+      {:watched, status} ->
+        status
 
       {:error, msg} when is_binary(msg) ->
         IO.puts(:stderr, "error: " <> msg)

@@ -20,6 +20,9 @@ defmodule Mix.Tasks.Binscope.Top do
                          one; more ends the scan sooner but competes for more schedulers)
     --window MS          rank by growth over MS milliseconds instead of size: two scans MS
                          apart; a growth column shows each process's delta
+    --watch SECONDS      refresh every SECONDS like top, ranked by growth over the last
+                         interval; redraws in place on a terminal, appends otherwise
+    --count N            with --watch: stop after N refreshes
 
   Cost: one process_info/2 call per process; no GC; safe on a busy production node.
 

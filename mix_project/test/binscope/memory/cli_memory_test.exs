@@ -25,6 +25,18 @@ defmodule Binscope.Memory.CLITest do
     assert Enum.any?(rows, &String.starts_with?(&1, "unaccounted,"))
   end
 
+  test "top --watch refreshes N times; not a terminal: appended, no escape codes" do
+    out =
+      ExUnit.CaptureIO.capture_io(fn ->
+        assert 0 == CLI.run(:top, ~w(--watch 1 --count 2 --limit 2), "")
+      end)
+
+    assert length(String.split(out, "binscope top ")) == 3
+    assert out =~ "growth over 1 s" and out =~ "growth"
+    refute out =~ "\e["
+    assert {:error, _} = CLI.parse(:top, ~w(--watch 0))
+  end
+
   test "top with a window shows the growth column" do
     rows = [%{pid: self(), registered_name: nil, initial_call: nil, growth: 2048, memory: 1}]
     out = IO.iodata_to_binary(Output.render(:top, rows, :table))
