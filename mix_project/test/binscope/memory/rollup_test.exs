@@ -38,6 +38,8 @@ defmodule Binscope.Memory.RollupTest do
   test "by registered name and by initial call" do
     {:ok, groups} = Binscope.rollup(by: :registered_name)
     assert %{processes: 1} = group(groups, :code_server)
+    refute group(groups, :undefined)
+    assert group(groups, nil).processes > 1
     {:ok, calls} = Binscope.rollup(by: :initial_call)
     assert Enum.any?(calls, &match?({_, _, _}, &1.group))
     assert_raise ArgumentError, ~r/:by must be one of/, fn -> Binscope.rollup(by: :memory) end
