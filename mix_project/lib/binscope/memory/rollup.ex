@@ -44,6 +44,7 @@ defmodule Binscope.Memory.Rollup do
   defp grouping(_node, :registered_name, _o) do
     {:ok, fn r -> if r.registered_name == :undefined, do: nil, else: r.registered_name end}
   end
+
   defp grouping(_node, :initial_call, _o), do: {:ok, & &1.initial_call}
 
   @doc "Rolls `records` up by `group_of.(record)`."

@@ -30,6 +30,37 @@ defmodule Binscope.Memory.RemoteTest do
     assert m2.node == bare
   end
 
+  @tag timeout: 120_000
+  test "rollup, binaries_elsewhere, ets_tables and top(window:) over 10,000 processes hold no scheduler for 1 ms" do
+    idle = Binscope.LeakScenario.idle_processes(10_000)
+    before = MapSet.new(Process.list())
+    me = self()
+    keep? = &(&1 == me or not MapSet.member?(before, &1))
+
+    outcome =
+      SchedulerProof.clean_within(3, fn ->
+        {results, reports} =
+          SchedulerProof.long_schedules(
+            fn ->
+              [
+                Binscope.rollup(),
+                Binscope.rollup(by: :registered_name),
+                Binscope.binaries_elsewhere(),
+                Binscope.ets_tables(),
+                Binscope.top(5, window: 100, detail: :basic)
+              ]
+            end,
+            keep?
+          )
+
+        assert Enum.all?(results, &match?({:ok, _}, &1))
+        reports
+      end)
+
+    assert outcome == :clean, inspect(outcome, limit: :infinity)
+    Binscope.LeakScenario.stop_all(idle)
+  end
+
   test "memory/1 does not hold a normal scheduler for 1 ms" do
     # Allocator instances with something in them: every scheduler's instance answers.
     holders =
