@@ -64,7 +64,6 @@ defmodule Binscope.CLI.Output do
   defp name(r), do: JSON.plain(r.initial_call)
 
   defp human(n) when is_integer(n), do: Format.bytes(n)
-  defp human(other), do: to_string(other)
 
   @doc "A one-line explanation of an error reason (never includes a cookie)."
   @spec reason(term()) :: String.t()

@@ -28,8 +28,9 @@ defmodule Binscope.Memory.Breakdown do
   - `vm_resident`: the VM's resident memory. No allocator knows it: the VM's figures are
     address space, and the VM hands free pages inside carriers back to the kernel
     (`madvise`) in places, e.g. when blocks are freed in carriers that sit in the carrier
-    pool. (Measured on the mixed node of the tests: 174 MiB of binary_alloc carriers held
-    21 MiB of binaries, and the whole VM had only 18 MiB resident beyond its blocks.) So it
+    pool. (Measured on the mixed node of the tests: 166 MiB of binary_alloc carriers held
+    20 MiB of binaries, while the whole VM had 84 MiB resident beyond its blocks, 30 MiB of
+    it the segment cache.) So it
     is read off the kernel: `rss_anon` - `native_resident`, kept within the range the VM's
     own figures allow (`vm_blocks` .. `vm_mapped`). `vm_unused_resident` = `vm_resident` -
     `vm_blocks`: resident memory the VM holds without using it (free space in carriers,
