@@ -26,7 +26,7 @@ defmodule Binscope.Memory.Ets do
   def top(node, limit, timeout) do
     with {:ok, rows} <- Remote.call(node, :ets_tables, [limit], timeout) do
       {:ok,
-       for {t, name, owner, owner_name, type, size, mem} <- rows do
+       Enum.map(rows, fn {t, name, owner, owner_name, type, size, mem} ->
          %{
            table: t,
            name: name,
@@ -36,7 +36,7 @@ defmodule Binscope.Memory.Ets do
            size: size,
            memory: mem
          }
-       end}
+       end)}
     end
   end
 end
