@@ -28,7 +28,7 @@ defmodule Binscope.Memory.EtsTest do
     try do
       {:ok, tables} = Binscope.ets_tables(node: node, limit: 50)
       assert Enum.all?(tables, &(node(&1.owner) == node))
-      # The code server owns a table on every release (named :code up to OTP 28, :code_server on 29).
+      # The code server owns a table on every release (:code on OTP 25, :code_server on 29).
       assert Enum.any?(tables, &(&1.owner_name == :code_server))
     after
       :peer.stop(peer)
