@@ -44,6 +44,10 @@ defmodule Binscope.Memory.Breakdown do
     ever wrote (a heap reserved with `min_heap_size`, a zero-filled store buffer), which the
     kernel has not backed.
 
+  `unaccounted` = 0 therefore means that nothing contradicts the figures, not that every byte
+  was traced: on a fragmented node the range is wide, and anonymous memory allocated by some
+  other library shows as `vm_unused_resident` until it exceeds the VM's own address space.
+
   What cannot be known from inside the VM, and so is part of `vm_resident` when it fits in
   the range: the touched part of thread stacks (`threads` gives their number), malloc's own
   free lists and small mallocs outside the VM's allocators. Which of the VM's carriers are
