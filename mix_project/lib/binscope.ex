@@ -32,14 +32,32 @@ defmodule Binscope do
   @type per_node(t) :: %{node() => {:ok, t} | {:error, term()}}
 
   @doc """
-  Where the node's memory is, in bytes.
+  Where the node's memory is, in bytes, and why RSS is what it is.
 
   Keys: every `:erlang.memory/0` category (`total`, `processes`, `binary`, `ets`, ...),
   `store_live_bytes`, `native_allocated` and `native_resident` (jemalloc, Binscope's NIF),
-  `rss` (from `/proc`, or `:unavailable`), `unaccounted` (RSS minus the VM's total and the
-  NIF's resident bytes), `node` and `binscope_loaded` (whether the target has Binscope's NIF).
+  `node` and `binscope_loaded` (whether the target has Binscope's NIF), and the
+  reconciliation of RSS with every allocator (`Binscope.Memory.Breakdown` says what each
+  figure is and how it is read):
 
-  Cheap: reads counters only.
+  - `rss` = `rss_file` + `rss_shmem` + `native_resident` + `vm_resident` + `unaccounted`,
+    `unaccounted_share` (of `rss`); `rss_anon`, `swap`, `threads` (kernel, `/proc/self/status`);
+  - `vm_mapped`, `vm_mmap`, `vm_literal_mmap`, `vm_malloc_carriers`, `vm_carriers`, `vm_blocks`,
+    `vm_carrier_free`, `vm_unused_resident`, `vm_mseg_cache` (the VM's allocators);
+  - `allocators`: one map per allocator type (carrier and block bytes, mbcs/pool/sbcs, usage),
+    most free first; `fragmentation`: the allocators holding mostly-empty carriers, with the
+    emulator flags that address it and their documented effect.
+
+  A figure the target cannot give (no `/proc`, an emulator without the allocator figures) is
+  `:unavailable`, never 0.
+
+  Cost: reads counters only, no process or table is scanned: `:erlang.memory/0`, jemalloc's
+  statistics, `/proc/self/status`, and `:erlang.system_info({:allocator, a})` for each of the
+  ~10 allocator types (about 0.4-3 ms of wall time measured, most of it waiting while every
+  scheduler reports its own allocator instances; the caller is suspended meanwhile, its
+  scheduler is not held). Every such read, like recon_alloc's, starts a new "max since last
+  call" period of that allocator's figures (the middle value of its tuples; "max ever" is
+  unaffected): a tool that watches those figures sees the period Binscope's read began.
 
       iex> {:ok, m} = Binscope.memory()
       iex> m.total > 0 and is_integer(m.store_live_bytes)
@@ -54,6 +72,28 @@ defmodule Binscope do
   @doc "Like `memory/1`, raising `Binscope.Error` on failure."
   @spec memory!(keyword()) :: map()
   def memory!(opts \\ []), do: bang(memory(opts))
+
+  @doc """
+  The largest ETS tables by memory, largest first: `table`, `name`, `owner` (pid),
+  `owner_name`, `type`, `size` (objects) and `memory` (bytes of the table itself; refc
+  binaries it holds live in binary_alloc and count in `:erlang.memory(:binary)`).
+
+  Options: `limit:` (default 10), `node:`/`nodes:`/`timeout:`. Cost: one `:ets.info/2` counter
+  read per table, then a few for each listed table; no table is scanned.
+
+      iex> {:ok, tables} = Binscope.ets_tables(limit: 3)
+      iex> length(tables) <= 3
+      true
+  """
+  @spec ets_tables(keyword()) :: {:ok, [map()]} | {:ok, per_node([map()])} | {:error, term()}
+  def ets_tables(opts \\ []) do
+    o = Options.validate!(opts, [:limit], "Binscope.ets_tables/1")
+    on_target(o, &Binscope.Memory.Ets.top(&2, Map.get(o, :limit, 10), &1.deadline))
+  end
+
+  @doc "Like `ets_tables/1`, raising `Binscope.Error` on failure."
+  @spec ets_tables!(keyword()) :: [map()]
+  def ets_tables!(opts \\ []), do: bang(ets_tables(opts))
 
   @doc """
   One record per process, sizes in bytes:
@@ -124,6 +164,11 @@ defmodule Binscope do
   `processes/1` works (with `detail: :basic`, one of the fields it collects). Same cost as
   `processes/1`.
 
+  `window: ms` ranks by growth instead: two snapshots `ms` apart, processes ordered by how much
+  `by:` grew between them (as recon's `proc_window`), each record with `growth`,
+  `growth_from` (`nil` for a process born in the window) and `window_ms`; twice the cost of
+  `processes/1`, plus the wait. See `Binscope.Memory.Growth`.
+
       iex> {:ok, [_, _, _]} = Binscope.top(3, by: :binary_pss)
   """
   @spec top(pos_integer(), keyword()) ::
@@ -131,11 +176,19 @@ defmodule Binscope do
   def top(n, opts \\ [])
 
   def top(n, opts) when is_integer(n) and n > 0 do
-    o = Options.validate!(opts, [:by, :detail, :workers], "Binscope.top/2")
+    o = Options.validate!(opts, [:by, :detail, :workers, :window], "Binscope.top/2")
     by = Map.get(o, :by, :memory)
+    # With window:, the call waits that long between its two snapshots: its bound is the
+    # timeout plus the window.
+    o = if o[:window], do: %{o | timeout: o.timeout + o.window}, else: o
 
     on_target(o, fn o, node ->
-      with {:ok, s} <- Accounting.snapshot(node, o), do: {:ok, Accounting.top(s.processes, n, by)}
+      if Map.has_key?(o, :window) do
+        Binscope.Memory.Growth.top(node, n, o)
+      else
+        with {:ok, s} <- Accounting.snapshot(node, o),
+             do: {:ok, Accounting.top(s.processes, n, by)}
+      end
     end)
   end
 
@@ -146,6 +199,52 @@ defmodule Binscope do
   @doc "Like `top/2`, raising `Binscope.Error` on failure."
   @spec top!(pos_integer(), keyword()) :: [map()]
   def top!(n, opts \\ []), do: bang(top(n, opts))
+
+  @doc """
+  Memory rolled up by `by:` (`:application`, the default: each process's group leader, as
+  `:application.get_application/1` decides; `:registered_name`; `:initial_call`): one map per
+  group, largest first, with `group`, `processes`, `memory`, `binary_pss` (each binary counted
+  once over the node), `native_bytes` and `total` (their sum). "Which application holds the
+  memory" is `Binscope.rollup()`.
+
+  Options: `by:`, `workers:`, `node:`/`nodes:`/`timeout:`. Cost: one snapshot (basic detail,
+  or full for `:initial_call`), plus one `process_info/2` per process for `:application`.
+
+      iex> {:ok, groups} = Binscope.rollup()
+      iex> Enum.any?(groups, &(&1.group == :kernel))
+      true
+  """
+  @spec rollup(keyword()) :: {:ok, [map()]} | {:ok, per_node([map()])} | {:error, term()}
+  def rollup(opts \\ []) do
+    {by, opts} = Keyword.pop(List.wrap(opts), :by, :application)
+
+    unless by in Binscope.Memory.Rollup.keys() do
+      raise ArgumentError,
+            "Binscope.rollup/1: :by must be one of #{inspect(Binscope.Memory.Rollup.keys())}, " <>
+              "got: #{inspect(by, limit: 8)}"
+    end
+
+    o = Options.validate!(opts, [:workers], "Binscope.rollup/1")
+    on_target(o, &Binscope.Memory.Rollup.by(&2, by, &1))
+  end
+
+  @doc "Like `rollup/1`, raising `Binscope.Error` on failure."
+  @spec rollup!(keyword()) :: [map()]
+  def rollup!(opts \\ []), do: bang(rollup(opts))
+
+  @doc """
+  Refc binaries held outside processes (ETS tables, `persistent_term`, ports, NIFs): how many
+  binaries processes share with such holders and their bytes (exact: a reference count above
+  the listed holders), the bytes no process references at all (an estimate from
+  `:erlang.memory(:binary)`), and `elsewhere_share` of the binary memory. See
+  `Binscope.Memory.External` for each figure and its cost (one basic scan).
+  Options: `workers:`, `node:`/`nodes:`/`timeout:`.
+  """
+  @spec binaries_elsewhere(keyword()) :: {:ok, map()} | {:ok, per_node(map())} | {:error, term()}
+  def binaries_elsewhere(opts \\ []) do
+    o = Options.validate!(opts, [:workers], "Binscope.binaries_elsewhere/1")
+    on_target(o, &Binscope.Memory.External.report(&2, &1))
+  end
 
   @doc """
   Processes holding binaries that only a GC would free, largest `reclaimed_bytes` first. See

@@ -293,20 +293,19 @@ defmodule Binscope.Accounting do
     end
   end
 
-  defp memory_report(%{node: node, erlang: erl, rss: rss, store: store, allocator: alloc}) do
+  defp memory_report(%{node: node, erlang: erl, rss: rss, store: store, allocator: alloc} = raw) do
     store_live = if is_map(store), do: store.live_bytes, else: 0
     {allocated, resident} = if is_map(alloc), do: {alloc.allocated, alloc.resident}, else: {0, 0}
 
-    unaccounted = if is_integer(rss), do: rss - (erl.total + resident), else: :unavailable
-
-    Map.merge(erl, %{
+    erl
+    |> Map.merge(%{
       node: node,
       store_live_bytes: store_live,
       native_allocated: allocated,
       native_resident: resident,
       rss: rss,
-      unaccounted: unaccounted,
       binscope_loaded: is_map(store)
     })
+    |> Map.merge(Binscope.Memory.Breakdown.fields(raw, resident))
   end
 end

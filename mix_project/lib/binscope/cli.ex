@@ -21,7 +21,10 @@ defmodule Binscope.CLI do
   ]
   @switches %{
     memory: @common,
-    top: @common ++ [limit: :integer, by: :string, detail: :string, workers: :integer],
+    top:
+      @common ++
+        [limit: :integer, by: :string, detail: :string, workers: :integer, window: :integer] ++
+        [watch: :integer, count: :integer],
     leaks:
       @common ++
         [
@@ -43,7 +46,10 @@ defmodule Binscope.CLI do
     candidates: {1, 1_000_000},
     timeout: {1, 3_600_000},
     workers: {1, 1024},
-    idle_ms: {0, 60_000}
+    idle_ms: {0, 60_000},
+    window: {1, 3_600_000},
+    watch: {1, 86_400},
+    count: {1, 1_000_000}
   }
   @default_timeout 30_000
 
@@ -394,12 +400,15 @@ defmodule Binscope.CLI do
 
     with {:ok, target} <- Connect.target(opts, deadline),
          :ok <- say_target(task, target, opts),
+         # --watch: the watcher redraws until --count or ^C, each round with its own --timeout.
+         :once <- Binscope.Memory.Watch.maybe_watch(task, target, opts),
          left when left > 0 <- Binscope.Remote.left(deadline),
          opts = %{opts | timeout: left},
          {:ok, report} <- with_progress(task, target, fn -> report(task, target, opts) end) do
       IO.write(Output.render(task, report, opts.format))
       0
     else
+      {:watched, status} -> status
       0 -> fail(Output.reason(:timeout))
       {:error, msg} when is_binary(msg) -> fail(msg)
       {:error, reason} -> fail(Output.reason(reason))
@@ -446,7 +455,7 @@ defmodule Binscope.CLI do
   defp report(:top, node, o) do
     opts =
       [node: node, by: Map.get(o, :by, :memory), timeout: o.timeout] ++
-        Enum.to_list(Map.take(o, [:detail, :workers]))
+        Enum.to_list(Map.take(o, [:detail, :workers, :window]))
 
     Binscope.top(Map.get(o, :limit, 20), opts)
   end

@@ -15,7 +15,8 @@ defmodule Binscope.AccountingTest do
     assert m.node == node()
     assert m.binscope_loaded
     assert is_integer(m.rss) and m.rss > m.total
-    assert m.unaccounted == m.rss - (m.total + m.native_resident)
+    assert m.rss == m.rss_file + m.rss_shmem + m.native_resident + m.vm_resident + m.unaccounted
+    assert m.vm_blocks <= m.vm_carriers and m.vm_carriers <= m.vm_mapped
 
     h = holder()
     for _ <- 1..4, do: send(h, {:keep, Store.alloc!(@mib)})

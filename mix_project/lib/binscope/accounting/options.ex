@@ -89,6 +89,7 @@ defmodule Binscope.Accounting.Options do
   defp value!(:workers, :auto, _fun), do: :auto
   defp value!(:workers, k, _fun) when is_integer(k) and k > 0 and k <= 1024, do: k
   defp value!(:top_shared, n, _fun) when is_integer(n) and n >= 0 and n <= 10_000, do: n
+  defp value!(:window, w, _fun) when is_integer(w) and w > 0 and w <= 3_600_000, do: w
 
   defp value!(key, v, fun) do
     expected =
@@ -104,6 +105,7 @@ defmodule Binscope.Accounting.Options do
         :detail -> ":full or :basic"
         :workers -> ":auto or an integer in 1..1024"
         :idle_ms -> "an integer in 0..60_000 (ms)"
+        :window -> "a window in ms (1..3_600_000)"
         _ -> "a valid value"
       end
 

@@ -29,21 +29,15 @@ defmodule Binscope.CLI.Output do
   @spec render(atom(), term(), :table | :json | :csv) :: iodata()
   def render(_task, report, :json), do: [JSON.encode(report, pretty: true), "\n"]
 
-  def render(:memory, m, :csv) do
-    CSV.encode(["category", "bytes"], m |> Enum.sort() |> Enum.map(fn {k, v} -> [k, v] end))
-  end
-
-  def render(:memory, m, :table) do
-    keys =
-      [:total, :processes, :binary, :ets, :atom, :code, :system] ++
-        [:store_live_bytes, :native_allocated, :native_resident, :rss, :unaccounted]
-
-    rows = for k <- keys, Map.has_key?(m, k), do: [Atom.to_string(k), human(m[k]), m[k]]
-    ["node #{m.node}\n", Table.render(["category", "size", "bytes"], rows)]
-  end
+  def render(:memory, m, :csv), do: Binscope.Memory.Render.csv(m)
+  def render(:memory, m, :table), do: Binscope.Memory.Render.table(m)
 
   def render(task, rows, format) when task in [:top, :leaks] do
     cols = if task == :top, do: @process_cols, else: @leak_cols
+    # top --window: the growth over the window comes right after the identity.
+    cols =
+      if match?([%{growth: _} | _], rows), do: [:pid, :name, :growth | tl(tl(cols))], else: cols
+
     cells = Enum.map(rows, fn r -> Enum.map(cols, &cell(r, &1, format)) end)
     headers = Enum.map(cols, &Atom.to_string/1)
 
@@ -72,7 +66,6 @@ defmodule Binscope.CLI.Output do
   defp name(r), do: JSON.plain(r.initial_call)
 
   defp human(n) when is_integer(n), do: Format.bytes(n)
-  defp human(other), do: to_string(other)
 
   @doc "A one-line explanation of an error reason (never includes a cookie)."
   @spec reason(term()) :: String.t()

@@ -6,6 +6,7 @@ defmodule Mix.Tasks.Binscope.Top do
 
       mix binscope.top --by binary_pss --limit 10
       mix binscope.top --node app@host --by native_bytes --format csv
+      mix binscope.top --window 5000 --by memory
 
   Extra options:
 
@@ -17,6 +18,11 @@ defmodule Mix.Tasks.Binscope.Top do
                          (full detail's GC items cost about 2.5x more)
     --workers N          scan with N processes (default: one per scheduler of the target but
                          one; more ends the scan sooner but competes for more schedulers)
+    --window MS          rank by growth over MS milliseconds instead of size: two scans MS
+                         apart; a growth column shows each process's delta
+    --watch SECONDS      refresh every SECONDS like top, ranked by growth over the last
+                         interval; redraws in place on a terminal, appends otherwise
+    --count N            with --watch: stop after N refreshes
 
   Cost: one process_info/2 call per process; no GC; safe on a busy production node.
 

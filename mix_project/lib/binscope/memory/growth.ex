@@ -1,0 +1,47 @@
+defmodule Binscope.Memory.Growth do
+  @moduledoc """
+  Growth over a window: which processes grew, not which are large. A leak is growth; a
+  snapshot cannot tell a leak from a cache.
+
+  `top/3` takes two snapshots of the node, `window` ms apart, and ranks processes by how much
+  a metric grew between them (as recon's `proc_window`): a process that did not exist at the
+  start grew from 0; one that exited is left out.
+
+  Cost: two snapshots (`Binscope.processes/1`'s cost, twice) and the wait. Between them only
+  `{pid, value}` of the first is kept. The call is bounded by `timeout:` plus the window.
+  """
+
+  alias Binscope.Accounting
+
+  @doc """
+  The `n` processes of `node` whose `by` metric grew most over `window` ms, each record of the
+  second snapshot with `growth` (bytes or units of the metric, may be negative), `growth_from`
+  (the value at the start, `nil` for a process born in the window) and `window_ms`.
+  """
+  @spec top(node(), pos_integer(), map()) :: {:ok, [map()]} | {:error, term()}
+  def top(node, n, %{window: window} = o) do
+    by = Map.get(o, :by, :memory)
+
+    with {:ok, s1} <- Accounting.snapshot(node, o) do
+      before = Map.new(s1.processes, &{&1.pid, Map.fetch!(&1, by)})
+      Process.sleep(window)
+
+      with {:ok, s2} <- Accounting.snapshot(node, o) do
+        {:ok, rank(before, s2.processes, by, window, n)}
+      end
+    end
+  end
+
+  @doc "Ranks `records` by growth of `by` since `before` (`%{pid => value}`)."
+  @spec rank(%{pid() => number()}, [map()], atom(), non_neg_integer(), pos_integer()) :: [map()]
+  def rank(before, records, by, window, n) do
+    records
+    |> Enum.map(fn r ->
+      from = Map.get(before, r.pid)
+      now = Map.fetch!(r, by)
+      Map.merge(r, %{growth: now - (from || 0), growth_from: from, window_ms: window})
+    end)
+    |> Enum.sort_by(&{&1.growth, &1.pid}, :desc)
+    |> Enum.take(n)
+  end
+end

@@ -1,0 +1,82 @@
+defmodule Binscope.Memory.GrowthTest do
+  use ExUnit.Case, async: false
+
+  alias Binscope.Cluster
+  alias Binscope.LeakScenario, as: S
+
+  @mib 1_048_576
+
+  # Grows by 10 MiB of binaries, one MiB every 50 ms, once told to.
+  defp grower do
+    spawn(fn ->
+      receive do
+        :grow -> :ok
+      end
+
+      bins =
+        for i <- 1..10 do
+          Process.sleep(50)
+          :binary.copy(<<i>>, @mib)
+        end
+
+      receive do
+        :stop -> length(bins)
+      end
+    end)
+  end
+
+  @tag timeout: 120_000
+  test "among 2,000 idle processes, one growing by 10 MB ranks above one holding 100 MB" do
+    idle = S.idle_processes(2_000)
+    big_bin = :binary.copy(<<1>>, 100 * @mib)
+
+    static =
+      spawn(fn ->
+        receive do
+          :stop -> byte_size(big_bin)
+        end
+      end)
+
+    g = grower()
+
+    # The grower starts while the first snapshot is taken (or just after).
+    task = Task.async(fn -> Binscope.top(3, by: :binary_bytes, window: 1_500) end)
+    Process.sleep(100)
+    send(g, :grow)
+    {:ok, [first | rest]} = Task.await(task, 60_000)
+
+    assert first.pid == g
+    assert first.growth == 10 * @mib
+    assert first.growth_from == 0 and first.window_ms == 1_500
+    # The static holder did not grow: it is not above anything that did.
+    refute Enum.any?(rest, &(&1.pid == static and &1.growth > 0))
+
+    # Without a window, size ranks: the static holder comes first.
+    {:ok, [big | _]} = Binscope.top(1, by: :binary_bytes)
+    assert big.pid == static
+
+    S.stop_all([g, static | idle])
+    _ = big_bin
+  end
+
+  test "window: on a node without Binscope; a process born in the window grew from nil" do
+    Cluster.distribute!()
+    {peer, node} = Cluster.start_peer()
+    Cluster.peer_leaker!(node)
+
+    try do
+      task = Task.async(fn -> Binscope.top(1, node: node, by: :binary_bytes, window: 1_000) end)
+      Process.sleep(300)
+      {pid, total} = :erpc.call(node, :binscope_peer_leaker, :burst, [4, @mib])
+      {:ok, [r]} = Task.await(task, 30_000)
+      assert r.pid == pid and r.growth == total and r.growth_from == nil
+    after
+      :peer.stop(peer)
+    end
+  end
+
+  test "window: is validated" do
+    assert_raise ArgumentError, ~r/:window must be/, fn -> Binscope.top(1, window: 0) end
+    assert_raise ArgumentError, ~r/:window must be/, fn -> Binscope.top(1, window: :soon) end
+  end
+end
