@@ -6,7 +6,7 @@ export LANG ?= C.UTF-8
 export LC_ALL ?= C.UTF-8
 MIX := cd mix_project && mix
 
-.PHONY: demo test bench soak fuzz miri sanitize setup rust-checks elixir-checks clean
+.PHONY: demo test bench soak fuzz miri sanitize setup rust-checks elixir-checks clean test-git-dep
 
 ## The main job: builds everything and runs the demo tour.
 demo: setup
@@ -50,6 +50,9 @@ sanitize: setup
 .PHONY: test-cross-otp
 test-cross-otp: setup
 	scripts/test_cross_otp.sh
+## Binscope as a git dependency of a fresh `mix new` app (plain and with tag:); run by .ci/run.
+test-git-dep: setup
+	scripts/test_git_dep.sh
 
 setup:
 	@scripts/setup.sh

@@ -1,26 +1,16 @@
-# The NIF is built by our own Mix compiler (the hex `rustler` package is not reachable here).
+# Where Binscope is developed (`make test`, `make demo`): the library and its lab.
+# Apps depend on the repository root's mix.exs instead (the library alone); both read
+# build/project.exs. The NIF is built by our own Mix compiler (no hex `rustler` package here).
+Code.require_file("build/project.exs", __DIR__)
 Code.require_file("build/compile.binscope_native.exs", __DIR__)
 
 defmodule Binscope.MixProject do
   use Mix.Project
 
   def project do
-    [
-      app: :binscope,
-      version: "0.1.0",
-      elixir: "~> 1.14",
-      start_permanent: Mix.env() == :prod,
-      compilers: [:binscope_native | Mix.compilers()],
-      elixirc_paths: elixirc_paths(Mix.env()),
-      deps: [],
-      preferred_cli_env: ["binscope.bench": :test]
-    ]
+    Binscope.Build.Project.config(".", lab: Mix.env() != :prod)
+    |> Keyword.put(:preferred_cli_env, "binscope.bench": :test)
   end
 
-  def application do
-    [extra_applications: [:logger]]
-  end
-
-  defp elixirc_paths(:test), do: ["lib", "test/support"]
-  defp elixirc_paths(_), do: ["lib"]
+  def application, do: Binscope.Build.Project.application()
 end

@@ -1,33 +1,45 @@
 defmodule Mix.Tasks.Compile.BinscopeNative do
-  @shortdoc "Builds the Binscope NIF with cargo"
+  @shortdoc "Builds the Binscope NIFs with cargo"
   @moduledoc """
-  Builds the `binscope_nif` crate with `cargo build --release` and installs the library as
-  `priv/native/libbinscope_nif.so`, where `Binscope.Native` loads it.
+  Builds the project's NIF crates with `cargo build --release` and installs each library as
+  `priv/native/lib<crate>.so` of the project being compiled, where its hidden `Native` module
+  loads it. The crates come from the project's `binscope_native: [crates: [...]]`
+  (build/project.exs): `binscope_nif` always, `binscope_lab_nif` (charts) only with the lab.
 
   Cargo runs only when a Rust source, a `Cargo.toml` or `Cargo.lock` changed: a fingerprint of
-  their contents is kept next to the installed library. `CARGO_TARGET_DIR` is honoured.
+  their contents (and of the crate list) is kept next to the installed libraries.
+  `CARGO_TARGET_DIR` is honoured.
   """
   use Mix.Task.Compiler
 
-  @lib "libbinscope_nif"
-
   @impl true
   def run(_args) do
+    # The Cargo workspace is the repository root, two levels above this file.
     root = Path.expand("../..", __DIR__)
-    priv = Path.expand("../priv/native", __DIR__)
-    installed = Path.join(priv, @lib <> ".so")
-    stamp = Path.join(priv, @lib <> ".fingerprint")
-    fingerprint = fingerprint(root)
+    crates = Keyword.fetch!(Mix.Project.config()[:binscope_native] || [], :crates)
+    priv = Path.expand("priv/native")
+    stamp = Path.join(priv, "binscope.fingerprint")
+    fingerprint = fingerprint(root, crates)
+    installed = Enum.map(crates, &Path.join(priv, "lib#{&1}.so"))
 
     result =
-      if File.exists?(installed) and File.read(stamp) == {:ok, fingerprint} do
+      if Enum.all?(installed, &File.exists?/1) and File.read(stamp) == {:ok, fingerprint} do
         :noop
       else
-        build!(root)
+        build!(root, crates)
         File.mkdir_p!(priv)
-        # Replace, never overwrite in place: a loaded library must keep its old inode.
-        File.rm(installed)
-        File.cp!(Path.join([target_dir(root), "release", @lib <> ".so"]), installed)
+        # A library this project no longer builds (the lab's, in a prod build) must not ship.
+        for stale <- Path.wildcard(Path.join(priv, "lib*.so")),
+            stale not in installed,
+            do: File.rm!(stale)
+
+        for crate <- crates do
+          so = Path.join(priv, "lib#{crate}.so")
+          # Replace, never overwrite in place: a loaded library must keep its old inode.
+          File.rm(so)
+          File.cp!(Path.join([target_dir(root), "release", "lib#{crate}.so"]), so)
+        end
+
         File.write!(stamp, fingerprint)
         :ok
       end
@@ -39,19 +51,20 @@ defmodule Mix.Tasks.Compile.BinscopeNative do
 
   @impl true
   def clean do
-    File.rm_rf!(Path.expand("../priv/native", __DIR__))
+    File.rm_rf!(Path.expand("priv/native"))
     :ok
   end
 
-  defp build!(root) do
+  defp build!(root, crates) do
     unless System.find_executable("cargo") do
       Mix.raise("cargo was not found on PATH; Binscope's NIF needs a Rust toolchain (see README)")
     end
 
-    Mix.shell().info("==> binscope: building the NIF (cargo build --release -p binscope_nif)")
+    packages = Enum.flat_map(crates, &["-p", &1])
+    Mix.shell().info("==> binscope: building #{Enum.join(crates, ", ")} (cargo build --release)")
 
     {_, status} =
-      System.cmd("cargo", ["build", "--release", "-p", "binscope_nif"],
+      System.cmd("cargo", ["build", "--release" | packages],
         cd: root,
         stderr_to_stdout: true,
         into: IO.stream(:stdio, :line)
@@ -62,7 +75,7 @@ defmodule Mix.Tasks.Compile.BinscopeNative do
 
   defp target_dir(root), do: System.get_env("CARGO_TARGET_DIR") || Path.join(root, "target")
 
-  defp fingerprint(root) do
+  defp fingerprint(root, crates) do
     files =
       (Path.wildcard(Path.join(root, "native/**/*.{rs,toml}")) ++
          Enum.map(["Cargo.toml", "Cargo.lock"], &Path.join(root, &1)))
@@ -72,6 +85,7 @@ defmodule Mix.Tasks.Compile.BinscopeNative do
     files
     |> Enum.sort()
     |> Enum.map(fn f -> {Path.relative_to(f, root), File.read(f)} end)
+    |> then(&{crates, &1})
     |> :erlang.term_to_binary()
     |> :erlang.md5()
     |> Base.encode16(case: :lower)

@@ -180,12 +180,15 @@ defmodule Binscope.CLI do
   defp one_of(table), do: "one of: " <> (table |> Map.keys() |> Enum.sort() |> Enum.join(", "))
 
   # An argument quoted in a message: printable, at most 40 characters.
-  defp quote_arg(arg) do
+  @doc false
+  # Also used by the lab's `mix binscope.demo` (Binscope.Demo.parse_argv/1).
+  def quote_arg(arg) do
     short = if String.length(arg) > 40, do: String.slice(arg, 0, 40) <> "...", else: arg
     inspect(short, printable_limit: 60, binaries: :as_strings)
   end
 
-  defp quote_switch(switch) do
+  @doc false
+  def quote_switch(switch) do
     if Regex.match?(~r/\A--?[A-Za-z0-9_-]{1,40}\z/, switch), do: switch, else: quote_arg(switch)
   end
 
@@ -310,53 +313,6 @@ defmodule Binscope.CLI do
     case Map.fetch(table, key) do
       {:ok, v} -> {:ok, v}
       :error -> {:error, "#{switch} must be #{one_of(table)}; got: #{quote_arg(key)}"}
-    end
-  end
-
-  @doc """
-  Parses `mix binscope.demo`'s arguments: `:tour` (none), `:list`, `:help`, `{:demo, module}`,
-  or `{:error, message}` naming what is valid. Creates no atom.
-
-      iex> Binscope.CLI.parse_demo(["--list"])
-      :list
-      iex> {:error, ~s(unknown demo "nope"; the demos: ) <> _} = Binscope.CLI.parse_demo(["nope"])
-  """
-  @spec parse_demo([String.t()]) ::
-          :tour | :list | :help | {:demo, module()} | {:error, String.t()}
-  def parse_demo(argv) when is_list(argv) do
-    names = Enum.map_join(Binscope.Demo.demos(), ", ", &Atom.to_string(&1.name()))
-    usage = "usage: mix binscope.demo [NAME | --list | --help]"
-
-    cond do
-      not Enum.all?(argv, &is_binary/1) ->
-        {:error, "arguments must be strings"}
-
-      "--help" in argv or "-h" in argv ->
-        :help
-
-      true ->
-        case argv do
-          [] ->
-            :tour
-
-          ["--list"] ->
-            :list
-
-          ["-" <> _ = opt] ->
-            {:error, "unknown option #{quote_switch(opt)}; #{usage}"}
-
-          [name] ->
-            case Binscope.Demo.find(name) do
-              {:ok, mod} ->
-                {:demo, mod}
-
-              {:error, :unknown_demo} ->
-                {:error, "unknown demo #{quote_arg(name)}; the demos: #{names}"}
-            end
-
-          _ ->
-            {:error, "give at most one demo name or option; #{usage}; the demos: #{names}"}
-        end
     end
   end
 

@@ -165,9 +165,5 @@ defmodule Binscope.Native do
   # allocator.rs
   def allocator_stats, do: err()
 
-  # chart.rs
-  def chart_line(_path, _title, _x_label, _y_label, _series, _events), do: err()
-  def chart_bars(_path, _title, _y_label, _bars), do: err()
-
   defp err, do: :erlang.nif_error(:not_loaded)
 end

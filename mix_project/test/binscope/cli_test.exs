@@ -6,6 +6,7 @@ defmodule Binscope.CLITest do
   alias Binscope.{CLI, Cluster}
 
   doctest Binscope.CLI
+  doctest Binscope.Demo
   doctest Binscope.Report.JSON
   doctest Binscope.Report.CSV
 

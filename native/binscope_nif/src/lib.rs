@@ -5,7 +5,6 @@
 //! - `accounting` <-> `Binscope.Accounting` / `Binscope.Leaks` (NIFs prefixed `accounting_`)
 //! - `report` <-> `Binscope.Report` (NIFs prefixed `report_`)
 //! - `allocator` <-> `Binscope.Store.allocator/0` (NIFs prefixed `allocator_`)
-//! - `chart` <-> `Binscope.Chart` (NIFs prefixed `chart_`)
 //! - `gc_pressure` <-> `Binscope.Store.GcPressure` (NIFs prefixed `gc_pressure_`)
 //!
 //! Every NIF is a stub in the hidden Elixir module `Binscope.Native`.
@@ -35,7 +34,6 @@ pub static malloc_conf: &[u8] = b"oversize_threshold:0,retain:false\0";
 
 mod accounting;
 mod allocator;
-mod chart;
 mod error;
 mod gc_pressure;
 mod label;

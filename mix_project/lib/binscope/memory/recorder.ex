@@ -126,7 +126,7 @@ defmodule Binscope.Memory.Recorder do
         {%{name: "+ #{k}", points: points}, sums}
       end)
 
-    case Binscope.Chart.line(path, %{
+    case Binscope.Memory.Timeline.write(path, %{
            title: "Memory by category, cumulative (top line = RSS)",
            x_label: "time (s)",
            y_label: "MiB",

@@ -414,14 +414,14 @@ defmodule Binscope.Hardening.CLIHostileTest do
     args = ["--list", "--help", "heaps", "nope", "--bogus", "", String.duplicate("d", 5000)]
 
     for a <- args, b <- args do
-      case CLI.parse_demo([a, b]) do
+      case Binscope.Demo.parse_argv([a, b]) do
         :help -> assert "--help" in [a, b]
         {:error, msg} -> assert msg =~ "usage: mix binscope.demo" or msg =~ "the demos: heaps"
       end
     end
 
     for a <- args do
-      case CLI.parse_demo([a]) do
+      case Binscope.Demo.parse_argv([a]) do
         :list -> assert a == "--list"
         :help -> assert a == "--help"
         {:demo, Binscope.Demo.Heaps} -> assert a == "heaps"
@@ -429,7 +429,7 @@ defmodule Binscope.Hardening.CLIHostileTest do
       end
     end
 
-    assert CLI.parse_demo([]) == :tour
+    assert Binscope.Demo.parse_argv([]) == :tour
 
     out = capture_io(fn -> Mix.Tasks.Binscope.Demo.run(["--help"]) end)
     assert out =~ "mix binscope.demo --list" or out =~ "--list"

@@ -17,7 +17,7 @@ defmodule Mix.Tasks.Binscope.Demo do
 
   @impl true
   def run(args) do
-    case Binscope.CLI.parse_demo(args) do
+    case Binscope.Demo.parse_argv(args) do
       :help ->
         IO.write(@moduledoc)
 

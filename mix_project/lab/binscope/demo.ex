@@ -55,4 +55,51 @@ defmodule Binscope.Demo do
   @doc "Runs every demo in order."
   @spec tour(keyword()) :: [map()]
   def tour(opts \\ []), do: Enum.map(@demos, &run(&1, opts))
+
+  @doc """
+  Parses `mix binscope.demo`'s arguments: `:tour` (none), `:list`, `:help`, `{:demo, module}`,
+  or `{:error, message}` naming what is valid. Creates no atom.
+
+      iex> Binscope.Demo.parse_argv(["--list"])
+      :list
+      iex> {:error, ~s(unknown demo "nope"; the demos: ) <> _} = Binscope.Demo.parse_argv(["nope"])
+  """
+  @spec parse_argv([String.t()]) ::
+          :tour | :list | :help | {:demo, module()} | {:error, String.t()}
+  def parse_argv(argv) when is_list(argv) do
+    names = Enum.map_join(demos(), ", ", &Atom.to_string(&1.name()))
+    usage = "usage: mix binscope.demo [NAME | --list | --help]"
+
+    cond do
+      not Enum.all?(argv, &is_binary/1) ->
+        {:error, "arguments must be strings"}
+
+      "--help" in argv or "-h" in argv ->
+        :help
+
+      true ->
+        case argv do
+          [] ->
+            :tour
+
+          ["--list"] ->
+            :list
+
+          ["-" <> _ = opt] ->
+            {:error, "unknown option #{Binscope.CLI.quote_switch(opt)}; #{usage}"}
+
+          [name] ->
+            case find(name) do
+              {:ok, mod} ->
+                {:demo, mod}
+
+              {:error, :unknown_demo} ->
+                {:error, "unknown demo #{Binscope.CLI.quote_arg(name)}; the demos: #{names}"}
+            end
+
+          _ ->
+            {:error, "give at most one demo name or option; #{usage}; the demos: #{names}"}
+        end
+    end
+  end
 end

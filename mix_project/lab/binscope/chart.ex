@@ -31,7 +31,7 @@ defmodule Binscope.Chart do
   CPU scheduler.
   """
 
-  alias Binscope.Native
+  alias Binscope.Lab.Native
 
   @typedoc "A point: x and y, any numbers."
   @type point :: {number(), number()}
