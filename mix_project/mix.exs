@@ -12,8 +12,7 @@ defmodule Binscope.MixProject do
       start_permanent: Mix.env() == :prod,
       compilers: [:binscope_native | Mix.compilers()],
       elixirc_paths: elixirc_paths(Mix.env()),
-      deps: [],
-      preferred_cli_env: ["binscope.bench": :test]
+      deps: []
     ]
   end
 

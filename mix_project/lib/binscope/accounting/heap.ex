@@ -17,16 +17,16 @@ defmodule Binscope.Accounting.Heap do
   def max_words, do: @max_words
 
   @doc """
-  Runs `fun` with the calling process's `min_heap_size` raised to `words` and its
-  `min_bin_vheap_size` to `vheap_words` (each at most `max_words/0`; only when larger than the
-  current minimum and when the process has no `max_heap_size` limit), then puts both back. The
-  next collection sizes the heap to those minimums, so `fun` allocates without collections; the
+  Runs `fun` (a zero-arity function) with the calling process's `min_heap_size` raised to
+  `words` and its `min_bin_vheap_size` to `vheap_words` (each at most `max_words/0`; only when
+  larger than the current minimum and when the process has no `max_heap_size` limit), then puts
+  both back. The next collection sizes the heap to those minimums, so `fun` allocates without collections; the
   heap shrinks back at the first collection after.
 
   The virtual binary heap counts refc binaries a process references: a large binary result (the
   attribution NIF's packed figures) would otherwise trigger a collection of its own.
   """
-  @spec reserve(non_neg_integer(), non_neg_integer(), (() -> result)) :: result
+  @spec reserve(non_neg_integer(), non_neg_integer(), (... -> result)) :: result
         when result: term()
   def reserve(words, vheap_words, fun) do
     {:min_heap_size, old} = Process.info(self(), :min_heap_size)

@@ -64,11 +64,11 @@ defmodule Binscope.Demo.Kit do
     do: System.convert_time_unit(System.monotonic_time() - t0, :native, :microsecond)
 
   @doc """
-  Starts a sampler: every `interval_ms` it calls `fun` (returning a map of named numbers) and
-  records the result with the time in ms since start. Mark moments with `event/2`; `stop/1`
+  Starts a sampler: every `interval_ms` it calls `fun` (zero-arity, returning a map of named
+  numbers) and records the result with the time in ms since start. Mark moments with `event/2`; `stop/1`
   returns `%{samples: [{t_ms, map}], events: [{t_ms, label}]}`.
   """
-  @spec sampler((() -> map()), pos_integer()) :: pid()
+  @spec sampler((... -> map()), pos_integer()) :: pid()
   def sampler(fun, interval_ms \\ 5) do
     parent = self()
     t0 = System.monotonic_time()
@@ -252,8 +252,11 @@ defmodule Binscope.Demo.Kit do
     receive do: ({:DOWN, ^ref, :process, ^pid, _} -> :ok)
   end
 
-  @doc "Waits (up to `timeout_ms`) until `fun` returns a truthy value; returns the last value."
-  @spec eventually((() -> term()), non_neg_integer()) :: term()
+  @doc """
+  Waits (up to `timeout_ms`) until `fun` (zero-arity) returns a truthy value; returns the last
+  value.
+  """
+  @spec eventually((... -> term()), non_neg_integer()) :: term()
   def eventually(fun, timeout_ms \\ 2_000) do
     deadline = System.monotonic_time(:millisecond) + timeout_ms
     do_eventually(fun, deadline)
