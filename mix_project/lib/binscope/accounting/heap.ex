@@ -20,8 +20,8 @@ defmodule Binscope.Accounting.Heap do
   Runs `fun` (a zero-arity function) with the calling process's `min_heap_size` raised to
   `words` and its `min_bin_vheap_size` to `vheap_words` (each at most `max_words/0`; only when
   larger than the current minimum and when the process has no `max_heap_size` limit), then puts
-  both back. The next collection sizes the heap to those minimums, so `fun` allocates without collections; the
-  heap shrinks back at the first collection after.
+  both back. The next collection sizes the heap to those minimums, so `fun` allocates without
+  collections; the heap shrinks back at the first collection after.
 
   The virtual binary heap counts refc binaries a process references: a large binary result (the
   attribution NIF's packed figures) would otherwise trigger a collection of its own.
