@@ -65,8 +65,8 @@ defmodule Binscope.Demo.Kit do
 
   @doc """
   Starts a sampler: every `interval_ms` it calls `fun` (zero-arity, returning a map of named
-  numbers) and records the result with the time in ms since start. Mark moments with `event/2`; `stop/1`
-  returns `%{samples: [{t_ms, map}], events: [{t_ms, label}]}`.
+  numbers) and records the result with the time in ms since start. Mark moments with
+  `event/2`; `stop/1` returns `%{samples: [{t_ms, map}], events: [{t_ms, label}]}`.
   """
   @spec sampler((... -> map()), pos_integer()) :: pid()
   def sampler(fun, interval_ms \\ 5) do
