@@ -40,14 +40,14 @@ defmodule Binscope.Accounting do
                )
 
   @typedoc "One process's record (sizes in bytes). See `Binscope.processes/1`."
-  @type record :: %{atom() => term()}
+  @type process_record :: %{atom() => term()}
 
   @typedoc "A snapshot of one node."
   @type snapshot :: %{
           node: node(),
           time_ms: integer(),
           workers: pos_integer(),
-          processes: [record()],
+          processes: [process_record()],
           summary: map(),
           top_shared: [map()]
         }
@@ -210,7 +210,7 @@ defmodule Binscope.Accounting do
   end
 
   @doc "The first `n` records by `metric`, largest first (ties by pid for a stable order)."
-  @spec top([record()], pos_integer(), atom()) :: [record()]
+  @spec top([process_record()], pos_integer(), atom()) :: [process_record()]
   def top(records, n, metric) do
     records
     |> Enum.sort_by(&{Map.fetch!(&1, metric), &1.pid}, :desc)
