@@ -58,6 +58,10 @@ defmodule Binscope.Demo.Kit do
     :ok
   end
 
+  @doc "The running OTP release as an integer, e.g. `27`."
+  @spec otp() :: pos_integer()
+  def otp, do: :erlang.system_info(:otp_release) |> List.to_integer()
+
   @doc "Microseconds since `t0` (a `System.monotonic_time/0` value)."
   @spec us_since(integer()) :: integer()
   def us_since(t0),
