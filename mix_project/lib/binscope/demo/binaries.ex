@@ -209,6 +209,7 @@ defmodule Binscope.Demo.Binaries do
       ),
       "\nA 64-byte binary costs #{b(r.small.heap_bytes_each)} of heap and is invisible to ",
       "process_info(:binary); a 65-byte one costs a #{b(r.large.heap_bytes_each)} #{ref_name()} on the heap ",
+      "(OTP #{Kit.otp()}) ",
       "and is listed there with its bytes off-heap.\n",
       "Making #{b(r.fan_big.size)} and sending it to #{r.fan_big.receivers} processes grew ",
       ":erlang.memory(:binary) by #{b(r.fan_big.vm_binary_delta)}: one shared copy ",
@@ -223,6 +224,6 @@ defmodule Binscope.Demo.Binaries do
 
   # The VM's name for the heap term that points at an off-heap binary.
   defp ref_name do
-    if Kit.otp() >= 27, do: "BinRef (OTP #{Kit.otp()})", else: "ProcBin (OTP #{Kit.otp()})"
+    if Kit.otp() >= 27, do: "BinRef", else: "ProcBin"
   end
 end

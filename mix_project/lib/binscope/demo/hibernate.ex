@@ -333,7 +333,8 @@ defmodule Binscope.Demo.Hibernate do
         "(#{w.stack_words} word left) and the server waits in erlang:hibernate/3.\n"
     else
       "On OTP #{r.otp} gen_server hibernates with erlang:hibernate/0 (OTP 28+): the server waits " <>
-        "in #{waits_in(w)} with its stack kept, and its heap still shrank to its live data.\n"
+        "in #{inspect(elem(w.function, 0))}.#{elem(w.function, 1)}/#{elem(w.function, 2)} with " <>
+        "its stack kept (#{w.stack_words} words), and its heap still shrank to its live data.\n"
     end
   end
 
