@@ -27,15 +27,17 @@ git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1 ||
 root=$(scripts/otp_root.sh "$otp" | tail -n 1)
 [ -d "$root" ] || { echo "test_otp: otp_root.sh gave no root" >&2; exit 1; }
 
-# Inside the root: /work/binscope-matrix/src (the copy), /work/binscope-matrix/target (cargo cache).
+# Inside the root: /work/binscope-matrix/src-<checkout> (the copy; one per checkout path, so two
+# checkouts can run at once) and /work/binscope-matrix/target (cargo's cache, shared: cargo locks it).
 inner=/work/binscope-matrix
+src="$inner/src-$(printf '%s' "$repo" | md5sum | cut -c1-12)"
 mkdir -p "$root$inner/target"
-rm -rf "$root$inner/src"
-mkdir -p "$root$inner/src"
+rm -rf "${root:?}$src"
+mkdir -p "$root$src"
 # A tracked file deleted in the working tree is skipped (the copy is the working tree).
 git -C "$repo" ls-files -z --cached |
   (cd "$repo" && xargs -0 -r sh -c 'for f; do [ -e "$f" ] || [ -L "$f" ] && printf "%s\0" "$f"; done' sh) |
-  tar -C "$repo" --null -T - -cf - | tar -C "$root$inner/src" -xf -
+  tar -C "$repo" --null -T - -cf - | tar -C "$root$src" -xf -
 rev=$(git -C "$repo" rev-parse --short HEAD)
 dirty=""
 git -C "$repo" diff --quiet HEAD -- || dirty=" + uncommitted changes"
@@ -47,11 +49,11 @@ envs=(HOME=/root "PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin
 versions=$(chroot "$root" /usr/bin/env -i "${envs[@]}" /bin/bash -c \
   "erl -noshell -eval 'io:format(\"OTP ~s (ERTS ~s)\", [erlang:system_info(otp_release), erlang:system_info(version)]), halt().' && echo -n ', ' && elixir --version | tail -n 1")
 echo "==> test_otp: OTP $otp root $root: $versions"
-echo "==> test_otp: checkout $rev$dirty copied to $inner/src; running make test"
+echo "==> test_otp: checkout $rev$dirty copied to $src; running make test"
 
 log=$(mktemp "/tmp/binscope-test-otp$otp.XXXXXX.log")
 set +e
-chroot "$root" /usr/bin/env -i "${envs[@]}" /bin/bash -c "cd $inner/src && make test" 2>&1 | tee "$log"
+chroot "$root" /usr/bin/env -i "${envs[@]}" /bin/bash -c "cd $src && make test" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
