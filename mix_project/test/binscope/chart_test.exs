@@ -104,7 +104,7 @@ defmodule Binscope.ChartTest do
       assert_raise ArgumentError, fn -> Chart.line(path, spec) end
     end
 
-    for p <- [nil, "", 'charlist', "a\0b"] do
+    for p <- [nil, "", ~c"charlist", "a\0b"] do
       assert_raise ArgumentError, fn -> Chart.line(p, good) end
     end
 
