@@ -57,8 +57,9 @@ chroot "$root" /usr/bin/env -i "${envs[@]}" /bin/bash -c "cd $src && make test" 
 status=${PIPESTATUS[0]}
 set -e
 
-# ExUnit's summary lines ("N doctests, M tests, K failures"), plus the "Finished in" line.
-summary=$(grep -E '^[0-9]+ (doctests?|tests?)|^Finished in' "$log" | tr -d '\r' || true)
+# ExUnit's summary lines: "N doctests, M tests, K failures" (Elixir 1.14, 1.18) or
+# "Result: ..." and "Failed: ..." (1.20), plus the "Finished in" line.
+summary=$(grep -E '^[0-9]+ (doctests?|tests?)|^Result: |^Failed: |^Finished in' "$log" | tr -d '\r' || true)
 echo "==> test_otp: OTP $otp ($versions): make test exited $status"
 if [ -n "$summary" ]; then
   echo "$summary" | sed 's/^/==> test_otp: OTP '"$otp"': /'
