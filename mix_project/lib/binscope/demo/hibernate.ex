@@ -203,12 +203,14 @@ defmodule Binscope.Demo.Hibernate do
     |> Kit.median()
   end
 
-  # Casts per second: n casts in bursts of `burst`, each burst drained by a call.
+  # Casts per second: n casts (rounded down to whole bursts) in bursts of `burst`, each burst
+  # drained by a call.
   defp throughput(pid, n, burst) do
+    sent = div(n, burst) * burst
     t0 = System.monotonic_time()
-    bursts(pid, n, burst)
+    bursts(pid, sent, burst)
     us = max(Kit.us_since(t0), 1)
-    round(n * 1_000_000 / us)
+    round(sent * 1_000_000 / us)
   end
 
   defp bursts(pid, n, burst) do
