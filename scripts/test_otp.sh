@@ -10,7 +10,11 @@
 # (`git ls-files`, so uncommitted edits to tracked files are tested too; untracked files,
 # target/, _build/ and priv/native are not copied). The copy replaces the previous one, so every
 # run starts from a clean tree. Only cargo's build output is kept between runs, in a per-root
-# CARGO_TARGET_DIR inside the root (cargo's own fingerprints decide what to rebuild).
+# CARGO_TARGET_DIR inside the root (cargo's own fingerprints decide what to rebuild). When that
+# cache is empty (a fresh root) it starts as a copy of the host's target dir if there is one:
+# the same toolchain (bind-mounted) built it from the same files, so cargo rebuilds only what
+# differs, and a fresh machine does not compile everything three times (jemalloc's C part then
+# comes from the host's gcc; it links statically and runs on the newer glibc of the roots).
 #
 # Inside the root the environment is cleared: HOME=/root, PATH with /root/.cargo/bin,
 # LANG/LC_ALL=C.UTF-8, and CI passed through when set. Exits with `make test`'s status.
@@ -31,7 +35,14 @@ root=$(scripts/otp_root.sh "$otp" | tail -n 1)
 # checkouts can run at once) and /work/binscope-matrix/target (cargo's cache, shared: cargo locks it).
 inner=/work/binscope-matrix
 src="$inner/src-$(printf '%s' "$repo" | md5sum | cut -c1-12)"
-mkdir -p "$root$inner/target"
+if [ -z "$(ls -A "$root$inner/target" 2>/dev/null)" ]; then
+  host_target=${CARGO_TARGET_DIR:-$repo/target}
+  mkdir -p "$root$inner/target"
+  if [ -d "$host_target" ] && [ -n "$(ls -A "$host_target")" ]; then
+    echo "==> test_otp: seeding the root's cargo cache from $host_target" >&2
+    cp -a --reflink=auto "$host_target/." "$root$inner/target/"
+  fi
+fi
 rm -rf "${root:?}$src"
 mkdir -p "$root$src"
 # A tracked file deleted in the working tree is skipped (the copy is the working tree).
