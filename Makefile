@@ -6,7 +6,7 @@ export LANG ?= C.UTF-8
 export LC_ALL ?= C.UTF-8
 MIX := cd mix_project && mix
 
-.PHONY: demo test bench soak fuzz miri sanitize setup rust-checks elixir-checks clean test-git-dep
+.PHONY: demo test test-otp test-matrix bench soak fuzz miri sanitize setup rust-checks elixir-checks clean test-git-dep
 
 ## The main job: builds everything and runs the demo tour.
 demo: setup
@@ -15,6 +15,17 @@ demo: setup
 
 ## The whole test suite: Rust gates, Elixir gates, cargo test and mix test.
 test: setup rust-checks elixir-checks
+
+## `make test` on a newer OTP inside a Debian root (scripts/test_otp.sh, roots from scripts/otp_root.sh):
+## `make test-otp OTP=27` (trixie: OTP 27 + Elixir 1.18) or OTP=29 (sid: OTP 29 + Elixir 1.20). Needs root.
+test-otp:
+	@[ -n "$(OTP)" ] || { echo "usage: make test-otp OTP=27|29" >&2; exit 2; }
+	scripts/test_otp.sh $(OTP)
+
+## The OTP matrix beyond the host's OTP 25: OTP 27, then OTP 29 (each one's `make test`; 29 runs
+## even when 27 failed, and the target fails if either did).
+test-matrix:
+	@s=0; scripts/test_otp.sh 27 || s=1; scripts/test_otp.sh 29 || s=1; exit $$s
 
 ## Benchmarks (reports, not timed tests): the ExUnit suites tagged :bench (tables on the console,
 ## markdown/CSV/SVG under reports/bench/ or $$BINSCOPE_REPORT_DIR/bench/) and the criterion benches

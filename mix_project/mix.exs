@@ -9,7 +9,6 @@ defmodule Binscope.MixProject do
 
   def project do
     Binscope.Build.Project.config(".", lab: Mix.env() != :prod)
-    |> Keyword.put(:preferred_cli_env, "binscope.bench": :test)
   end
 
   def application, do: Binscope.Build.Project.application()

@@ -10,7 +10,8 @@
 # OTP (one with OTP's compiler off its code path), then runs test/binscope/cross_otp_test.exs
 # (tag :cross_otp) on the caller's OTP against them. Fails when any pair fails, or runs no test.
 # The checkout is copied into each root under $BINSCOPE_CROSS_DIR (default /work/binscope-cross);
-# a root keeps its _build and target between runs.
+# a root keeps its _build between runs, and builds into the cargo cache that scripts/test_otp.sh
+# keeps in the root (/work/binscope-matrix/target), so after the matrix nothing is rebuilt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -52,7 +53,7 @@ on_otp() {
   else
     chroot "$(root_of "$otp")" /usr/bin/env -i HOME=/root \
       PATH=/root/.cargo/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 LC_ALL=C.UTF-8 \
-      ${CI:+CI=$CI} /bin/bash -c "$cmd"
+      CARGO_TARGET_DIR=/work/binscope-matrix/target ${CI:+CI=$CI} /bin/bash -c "$cmd"
   fi
 }
 

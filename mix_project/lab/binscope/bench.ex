@@ -46,7 +46,7 @@ defmodule Binscope.Bench do
   alias Binscope.Bench.{Comparison, Measure, Result, Stats}
 
   @typedoc "A function to measure: `fun/0`, or `fun/1` taking and returning the `init:` state."
-  @type bench_fun :: (() -> term()) | (term() -> term())
+  @type bench_fun :: (... -> term())
 
   @typedoc "An alternative of `compare/2`."
   @type alternative :: {String.t(), bench_fun()} | {String.t(), bench_fun(), keyword()}

@@ -40,7 +40,7 @@ defmodule Binscope.Accounting do
                )
 
   @typedoc "One process's record (sizes in bytes). See `Binscope.processes/1`."
-  @type record :: %{atom() => term()}
+  @type process_record :: %{atom() => term()}
 
   @typedoc "A snapshot of one node."
   @type snapshot :: %{
@@ -48,7 +48,7 @@ defmodule Binscope.Accounting do
           time_ms: integer(),
           workers: pos_integer(),
           store_resolution: :ok | :not_loaded | {:error, term()},
-          processes: [record()],
+          processes: [process_record()],
           summary: map(),
           top_shared: [map()]
         }
@@ -268,7 +268,7 @@ defmodule Binscope.Accounting do
   end
 
   @doc "The first `n` records by `metric`, largest first (ties by pid for a stable order)."
-  @spec top([record()], pos_integer(), atom()) :: [record()]
+  @spec top([process_record()], pos_integer(), atom()) :: [process_record()]
   def top(records, n, metric) do
     # :lists.sort/1 on {value, pid, record} (pids are unique, records never compared), reversed:
     # several times faster than a sort with a comparison function on 100k records.

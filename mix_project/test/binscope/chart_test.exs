@@ -96,7 +96,7 @@ defmodule Binscope.ChartTest do
       Map.put(good, :series, [%{name: "s", points: [{1, 2, 3}]}]),
       Map.put(good, :series, [%{name: "s", points: [{1, 10 ** 400}]}]),
       Map.put(good, :events, [%{x: "1", label: "e"}]),
-      Map.put(good, :events, [%{x: 1, label: 'charlist'}]),
+      Map.put(good, :events, [%{x: 1, label: ~c"charlist"}]),
       [title: "keyword"]
     ]
 
@@ -104,7 +104,7 @@ defmodule Binscope.ChartTest do
       assert_raise ArgumentError, fn -> Chart.line(path, spec) end
     end
 
-    for p <- [nil, "", 'charlist', "a\0b"] do
+    for p <- [nil, "", ~c"charlist", "a\0b"] do
       assert_raise ArgumentError, fn -> Chart.line(p, good) end
     end
 

@@ -45,7 +45,12 @@ defmodule Binscope.StoreSchedulerTest do
     attempt = fn ->
       reports =
         with_long_schedule_monitor(fn ->
-          task = Task.async(fn -> send(parent, {:worker, self()}) && worker.() end)
+          task =
+            Task.async(fn ->
+              send(parent, {:worker, self()})
+              worker.()
+            end)
+
           assert Task.await(task, 30_000) == 18
         end)
 

@@ -52,7 +52,8 @@ defmodule Binscope.Cluster do
 
   defp binscope_paths do
     [:binscope, :elixir, :logger]
-    |> Enum.map(&:code.lib_dir(&1, :ebin))
+    # :code.lib_dir/2 is deprecated on OTP 29; the ebin dir under lib_dir/1 is the same path.
+    |> Enum.map(&:filename.join(:code.lib_dir(&1), ~c"ebin"))
   end
 
   @peer_leaker """

@@ -13,9 +13,9 @@ defmodule Binscope.Hardening.PurgeScenario do
         bin = Binscope.Store.put!(:binary.copy("p", 1_000_000))
         send(parent, {:held, byte_size(bin)})
 
-        receive do:
-                  (:release ->
-                     send(parent, {:sum, for(<<b <- bin>>, reduce: 0, do: (a -> a + b))}))
+        receive do
+          :release -> send(parent, {:sum, for(<<b <- bin>>, reduce: 0, do: (a -> a + b))})
+        end
       end)
 
     held_size = receive do: ({:held, n} -> n)

@@ -4,6 +4,11 @@
 //! (`true`/`false`/`nil` as JSON literals, others as strings), integers, floats and UTF-8
 //! binaries. Anything else (pids, refs, funs, non-UTF-8 binaries, improper lists, nesting deeper
 //! than `MAX_DEPTH`) raises `ArgumentError`: the Elixir side turns pids into strings first.
+//!
+//! A map's keys come out sorted (by their JSON text, byte order), not in the VM's iteration
+//! order: that order is an implementation detail (OTP 26+ orders the atom keys of a small map by
+//! atom-table index, and a map of over 32 keys by hash on every OTP), so the same report would
+//! otherwise read differently from one node or OTP release to the next.
 
 use binscope_core::report::{to_json, Value};
 use rustler::{Binary, Error, NifResult, Term, TermType};
@@ -93,6 +98,8 @@ fn value(t: Term, depth: usize) -> NifResult<Value> {
             for (k, v) in iter {
                 pairs.push((key(k)?, value(v, depth + 1)?));
             }
+            // Stable: equal texts (an atom key and a string key alike) keep the VM's order.
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
             Value::Map(pairs)
         }
         _ => return Err(Error::BadArg),

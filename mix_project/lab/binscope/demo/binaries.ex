@@ -2,14 +2,15 @@ defmodule Binscope.Demo.Binaries do
   @moduledoc """
   Where a binary lives depends on its size: up to 64 bytes on the process heap (a heap binary,
   copied whenever it is sent), from 65 bytes off-heap (a refc binary: the process heap holds
-  only a small ProcBin pointing at shared, reference-counted bytes).
+  only a small reference pointing at shared, reference-counted bytes: a ProcBin up to OTP 26,
+  a BinRef from OTP 27, which reworked bitstrings; the demo measures its size on the running VM).
 
   Part 1 makes `count` binaries of 64 bytes in one process and `count` of 65 bytes in another,
   and reads where each is counted: the term's size on the process heap  (`:erts_debug.flat_size/1`),
   `process_info(pid, :binary)` and `:erlang.memory(:binary)`.
 
   Part 2 sends one large binary to `receivers` processes: `:erlang.memory(:binary)` grows by one
-  copy, not by `receivers` copies, and each receiver holds a ProcBin of a few words. The same
+  copy, not by `receivers` copies, and each receiver holds a ProcBin (BinRef) of a few words. The same
   fan-out of a 64-byte binary copies it into every receiver's heap. Summed over the receivers,
   `process_info(:binary)` counts the shared binary once per holder; `Binscope.processes/1`'s
   `binary_pss` splits it among its holders, so the sum stays near one copy.
@@ -207,16 +208,22 @@ defmodule Binscope.Demo.Binaries do
         fan
       ),
       "\nA 64-byte binary costs #{b(r.small.heap_bytes_each)} of heap and is invisible to ",
-      "process_info(:binary); a 65-byte one costs a #{b(r.large.heap_bytes_each)} ProcBin on the heap ",
+      "process_info(:binary); a 65-byte one costs a #{b(r.large.heap_bytes_each)} #{ref_name()} on the heap ",
+      "(OTP #{Kit.otp()}) ",
       "and is listed there with its bytes off-heap.\n",
       "Making #{b(r.fan_big.size)} and sending it to #{r.fan_big.receivers} processes grew ",
       ":erlang.memory(:binary) by #{b(r.fan_big.vm_binary_delta)}: one shared copy ",
       "(refcount #{r.fan_big.refc}), not #{b(r.fan_big.size * r.fan_big.receivers)}; ",
-      "the receivers' heaps hold #{b(r.fan_big.receiver_heap_bytes)} of ProcBins in all. ",
+      "the receivers' heaps hold #{b(r.fan_big.receiver_heap_bytes)} of #{ref_name()}s in all. ",
       "Summed over the receivers, process_info(:binary) reports #{b(r.fan_big.naive_sum)}; ",
       "Binscope's binary_pss (each binary split among its holders) sums to ",
       "#{b(r.fan_big.pss_sum)}.\n",
       "Chart: #{r.chart}\n"
     ]
+  end
+
+  # The VM's name for the heap term that points at an off-heap binary.
+  defp ref_name do
+    if Kit.otp() >= 27, do: "BinRef", else: "ProcBin"
   end
 end

@@ -58,17 +58,21 @@ defmodule Binscope.Demo.Kit do
     :ok
   end
 
+  @doc "The running OTP release as an integer, e.g. `27`."
+  @spec otp() :: pos_integer()
+  def otp, do: :erlang.system_info(:otp_release) |> List.to_integer()
+
   @doc "Microseconds since `t0` (a `System.monotonic_time/0` value)."
   @spec us_since(integer()) :: integer()
   def us_since(t0),
     do: System.convert_time_unit(System.monotonic_time() - t0, :native, :microsecond)
 
   @doc """
-  Starts a sampler: every `interval_ms` it calls `fun` (returning a map of named numbers) and
-  records the result with the time in ms since start. Mark moments with `event/2`; `stop/1`
-  returns `%{samples: [{t_ms, map}], events: [{t_ms, label}]}`.
+  Starts a sampler: every `interval_ms` it calls `fun` (zero-arity, returning a map of named
+  numbers) and records the result with the time in ms since start. Mark moments with
+  `event/2`; `stop/1` returns `%{samples: [{t_ms, map}], events: [{t_ms, label}]}`.
   """
-  @spec sampler((() -> map()), pos_integer()) :: pid()
+  @spec sampler((... -> map()), pos_integer()) :: pid()
   def sampler(fun, interval_ms \\ 5) do
     parent = self()
     t0 = System.monotonic_time()
@@ -264,8 +268,11 @@ defmodule Binscope.Demo.Kit do
     receive do: ({:DOWN, ^ref, :process, ^pid, _} -> :ok)
   end
 
-  @doc "Waits (up to `timeout_ms`) until `fun` returns a truthy value; returns the last value."
-  @spec eventually((() -> term()), non_neg_integer()) :: term()
+  @doc """
+  Waits (up to `timeout_ms`) until `fun` (zero-arity) returns a truthy value; returns the last
+  value.
+  """
+  @spec eventually((... -> term()), non_neg_integer()) :: term()
   def eventually(fun, timeout_ms \\ 2_000) do
     deadline = System.monotonic_time(:millisecond) + timeout_ms
     do_eventually(fun, deadline)

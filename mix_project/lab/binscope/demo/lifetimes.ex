@@ -36,12 +36,10 @@ defmodule Binscope.Demo.Lifetimes do
     sampler =
       Kit.sampler(fn ->
         server =
-          case :ets.lookup(server_pid, :pid),
-            do:
-              (
-                [{_, p}] -> Kit.proc(p)
-                _ -> nil
-              )
+          case :ets.lookup(server_pid, :pid) do
+            [{_, p}] -> Kit.proc(p)
+            _ -> nil
+          end
 
         %{store: label_bytes(label), server_heap: server && server.heap}
       end)

@@ -45,6 +45,7 @@ defmodule Binscope.Demo.StoreLifecycle do
     send(holder, :exit)
 
     ordinary = ordinary_binaries(count, size)
+    seen = vm_seen_size(size)
 
     rows = [
       row("owner holds #{count} x #{Format.bytes(size)}", held, base),
@@ -59,6 +60,7 @@ defmodule Binscope.Demo.StoreLifecycle do
       shared: shared,
       rows: rows,
       orphans_reported: orphans,
+      vm_seen_bytes: seen,
       final_live_delta: released.store_count - base.store_count,
       final_bytes_delta: released.store_bytes - base.store_bytes
     }
@@ -95,10 +97,28 @@ defmodule Binscope.Demo.StoreLifecycle do
       "After the owner exited, the store listed #{r.orphans_reported} binaries whose owner is dead.\n",
       "After release the store is back to its baseline: #{r.final_live_delta} entries, ",
       "#{r.final_bytes_delta} bytes.\n",
-      "process_info(:binary) lists #{Binscope.Demo.Kit.store_listing()}; :erlang.memory(:binary) ",
-      "never counts them. The store and Binscope.processes (binary_pss, summed over the ",
-      "processes listed) see each at its real size.\n"
+      "On OTP #{:erlang.system_info(:otp_release)} process_info(:binary) lists a native binary of ",
+      "#{Format.bytes(r.size)} at #{r.vm_seen_bytes} bytes; the store and Binscope.processes ",
+      "(binary_pss, summed over the processes listed) see its real size.\n"
     ]
+  end
+
+  # The size process_info(:binary) gives one store binary of `size` bytes (the VM sees the
+  # resource's small magic binary, not the native bytes), read in a process holding only it.
+  defp vm_seen_size(size) do
+    parent = self()
+
+    {pid, ref} =
+      spawn_monitor(fn ->
+        bin = Store.alloc!(size, label: :demo_store_seen)
+        {:binary, [{_, seen, _}]} = Process.info(self(), :binary)
+        send(parent, {:seen, self(), seen, byte_size(bin)})
+      end)
+
+    receive do
+      {:seen, ^pid, seen, ^size} ->
+        receive do: ({:DOWN, ^ref, :process, ^pid, _} -> seen)
+    end
   end
 
   defp row(step, snap, base) do

@@ -17,16 +17,23 @@ defmodule Binscope.Accounting.Heap do
   def max_words, do: @max_words
 
   @doc """
-  Runs `fun` with the calling process's `min_heap_size` raised to `words` and its
-  `min_bin_vheap_size` to `vheap_words` (each at most `max_words/0`; only when larger than the
-  current minimum and when the process has no `max_heap_size` limit), then puts both back. The
-  next collection sizes the heap to those minimums, so `fun` allocates without collections; the
-  heap shrinks back at the first collection after.
+  Runs `fun` (a zero-arity function) with the calling process's `min_heap_size` raised to
+  `words` and its `min_bin_vheap_size` to `vheap_words` (each at most `max_words/0`; only when
+  larger than the current minimum and when the process has no `max_heap_size` limit), then puts
+  both back. The next collection sizes the heap to those minimums, so `fun` allocates without
+  collections; the heap shrinks back at the first collection after.
 
   The virtual binary heap counts refc binaries a process references: a large binary result (the
   attribution NIF's packed figures) would otherwise trigger a collection of its own.
+
+  OTP 27 and later resize the virtual binary heap at a collection only when the process has
+  referenced an off-heap binary since its previous one (measured on OTP 27.3 and 29.1: with
+  `min_bin_vheap_size` raised, a collection of a process without one left
+  `bin_vheap_block_size` at 46,422 words, and the next large binary forced a collection of its
+  own; OTP 25 applies the new minimum at any collection). So a vheap reservation also makes one
+  65-byte refc binary, which lets the next collection apply it on every release.
   """
-  @spec reserve(non_neg_integer(), non_neg_integer(), (() -> result)) :: result
+  @spec reserve(non_neg_integer(), non_neg_integer(), (... -> result)) :: result
         when result: term()
   def reserve(words, vheap_words, fun) do
     {:min_heap_size, old} = Process.info(self(), :min_heap_size)
@@ -40,12 +47,15 @@ defmodule Binscope.Accounting.Heap do
     else
       Process.flag(:min_heap_size, max(words, old))
       Process.flag(:min_bin_vheap_size, max(vheap_words, old_v))
+      # An off-heap binary since the last collection: OTP 27+ resizes the vheap only then.
+      marker = if vheap_words > old_v, do: :binary.copy(<<0>>, 65)
 
       try do
         fun.()
       after
         Process.flag(:min_heap_size, old)
         Process.flag(:min_bin_vheap_size, old_v)
+        _ = marker
       end
     end
   end

@@ -2,7 +2,9 @@ defmodule Binscope.Report.JSON do
   @moduledoc """
   JSON for reports, rendered in Rust by serde_json (Elixir's JSON libraries are hex packages,
   out of reach here). Pids, ports and references become their `inspect` text, `{m, f, a}` tuples
-  become `"m:f/a"`, atoms become strings (`nil`/`true`/`false` stay JSON literals).
+  become `"m:f/a"`, atoms become strings (`nil`/`true`/`false` stay JSON literals). Object keys
+  come out sorted, so a report reads the same on every OTP release (the VM's own map order
+  differs between releases and between small and large maps).
 
       iex> Binscope.Report.JSON.encode(%{bytes: 3, call: {:gen_server, :loop, 7}, name: nil})
       ~s({"bytes":3,"call":"gen_server:loop/7","name":null})

@@ -41,8 +41,12 @@ defmodule Binscope.Demo.StoreLifecycleTest do
     assert released.pss == 0
     assert ordinary.pss == 20 * @size
 
+    # The per-binary size the text quotes is process_info's own figure for one store binary.
+    assert r.vm_seen_bytes > 0 and r.vm_seen_bytes < 1024
+
     text = IO.iodata_to_binary(StoreLifecycle.render(r))
     assert text =~ "back to its baseline: 0 entries, 0 bytes"
+    assert text =~ "at #{r.vm_seen_bytes} bytes"
   end
 
   defp vm_binary_settle(last \\ -1, same \\ 0, tries \\ 200)
