@@ -7,7 +7,9 @@ defmodule Binscope.Error do
 
     * `:capacity` - the request would take the store over its capacity (`Binscope.Store.set_capacity/1`);
     * `:alloc_failed` - the allocator refused the memory;
-    * `:label_limit` - the store already tracks its maximum number of distinct labels (65,536).
+    * `:label_limit` - 65,536 other distinct labels have live binaries right now (labels are
+      forgotten with their last binary, and `:default` and labels already in use are never
+      refused).
 
   From inspection (`Binscope.memory!/1` and friends, see `Binscope.Remote`): `:not_distributed`,
   `:noconnection`, `:timeout`, `{:collector_load_failed, _}`, `{:remote_error, _}`,

@@ -172,8 +172,12 @@ defmodule Binscope.Store do
   def stats, do: Native.store_stats()
 
   @doc """
-  Live count, bytes and high-water mark per label. Labels with nothing live stay listed with their
-  `peak_bytes`.
+  Live count, bytes and high-water mark per label, for every label with live binaries.
+
+  A label is forgotten when its last binary is released, so per-request labels never fill the
+  label table (at most 65,536 labels with live binaries at once, plus `:default`, which is never
+  refused). `peak_bytes` is therefore the label's high-water mark since it last had nothing live:
+  a label that is used again after all its binaries were freed starts again from zero.
   """
   @spec by_label() :: %{
           label() => %{

@@ -28,7 +28,9 @@ pub const MAX_BINARY_SIZE: u64 = 1 << 40;
 /// Longest label in bytes (the VM's own limit for an atom's text is 255 characters).
 pub const MAX_LABEL_BYTES: usize = 255;
 
-/// Most distinct labels tracked at once; protects the node from unbounded label churn.
+/// Most distinct labels with live entries at once (the default label is always allowed on top);
+/// protects the node from unbounded label churn. Labels whose last entry is gone are reclaimed,
+/// so only live labels count.
 ///
 /// Under Miri (about 1000x slower) it is 1,024, so the test that fills the table still runs there.
 pub const MAX_LABELS: usize = if cfg!(miri) { 1_024 } else { 65_536 };

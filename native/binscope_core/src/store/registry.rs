@@ -78,6 +78,20 @@ struct Entry<O> {
     dedup_key: Option<u128>,
 }
 
+/// A tracked label: its counters and the reservations in flight under it (which keep it from
+/// being reclaimed before their commit).
+#[derive(Default)]
+struct LabelSlot {
+    stats: LabelStats,
+    in_flight: u32,
+}
+
+impl LabelSlot {
+    fn unused(&self) -> bool {
+        self.stats.count == 0 && self.in_flight == 0
+    }
+}
+
 /// An interned allocation as the dedup index knows it: its id and a weak handle.
 type InternedRef<O> = (u64, Weak<Blob<O>>);
 
@@ -86,7 +100,9 @@ struct State<O: Owner> {
     /// Keyed by id, which grows with creation order: iteration is oldest first and can resume
     /// from any id, so long walks release the lock between chunks.
     entries: BTreeMap<u64, Entry<O>>,
-    labels: HashMap<Label, LabelStats>,
+    /// Labels with live entries or reservations in flight. A label whose last entry is released
+    /// (and that has nothing in flight) is removed, so dead labels never fill [`MAX_LABELS`].
+    labels: HashMap<Label, LabelSlot>,
     owners: HashMap<O, OwnerStats>,
     /// Reservations in flight per owner. While an owner has one, `owner_down` keeps its record
     /// (marked dead) so the commit counts under it instead of recreating it as alive.
@@ -149,7 +165,7 @@ impl<O: Owner> Registry<O> {
 
         self.shared.lock().reserve(size, &label, &owner)?;
         let Some(data) = buffer::try_copy(bytes) else {
-            self.shared.lock().unreserve(size, &owner);
+            self.shared.lock().unreserve(size, &label, &owner);
             return Err(StoreError::AllocFailed);
         };
 
@@ -157,7 +173,7 @@ impl<O: Owner> Registry<O> {
         let mut upgraded = Vec::new();
         let mut state = self.shared.lock();
         if let Some(existing) = state.matching_interned(key, bytes, &mut upgraded) {
-            state.unreserve(size, &owner);
+            state.unreserve(size, &label, &owner);
             state.count_hit(size);
             drop(state);
             drop(upgraded);
@@ -190,11 +206,16 @@ impl<O: Owner> Registry<O> {
         s
     }
 
-    /// Every label seen (including those with nothing live, for their high-water mark), largest
-    /// live bytes first.
+    /// Every label with live entries (or allocations in flight), largest live bytes first. A
+    /// label is forgotten when its last entry is released: its `peak_bytes` is the high-water
+    /// mark since it last had nothing live, and a reused label starts again from zero.
     pub fn by_label(&self) -> Vec<(Label, LabelStats)> {
         let state = self.shared.lock();
-        let mut v: Vec<_> = state.labels.iter().map(|(l, s)| (l.clone(), *s)).collect();
+        let mut v: Vec<_> = state
+            .labels
+            .iter()
+            .map(|(l, s)| (l.clone(), s.stats))
+            .collect();
         drop(state);
         v.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then_with(|| a.0.cmp(&b.0)));
         v
@@ -305,7 +326,7 @@ impl<O: Owner> Registry<O> {
         self.shared.lock().reserve(size, &label, &owner)?;
         // The copy or fill runs outside the lock; the reservation keeps the capacity exact.
         let Some(data) = make() else {
-            self.shared.lock().unreserve(size, &owner);
+            self.shared.lock().unreserve(size, &label, &owner);
             return Err(StoreError::AllocFailed);
         };
         let mut state = self.shared.lock();
@@ -388,8 +409,11 @@ impl<O: Owner> State<O> {
         c.live_bytes -= entry.size;
         c.frees += 1;
         if let Some(l) = self.labels.get_mut(&entry.label) {
-            l.count -= 1;
-            l.bytes -= entry.size;
+            l.stats.count -= 1;
+            l.stats.bytes -= entry.size;
+            if l.unused() {
+                self.labels.remove(&entry.label);
+            }
         }
         if let Some(o) = self.owners.get_mut(&entry.owner) {
             o.count -= 1;
@@ -422,11 +446,19 @@ impl<O: Owner> State<O> {
                 return Err(StoreError::Capacity);
             }
         }
-        if !self.labels.contains_key(label) {
-            if self.labels.len() >= MAX_LABELS {
-                return Err(StoreError::LabelLimit);
+        match self.labels.get_mut(label) {
+            Some(l) => l.in_flight += 1,
+            None => {
+                // The default label is never refused: at most MAX_LABELS others plus it.
+                if self.labels.len() >= MAX_LABELS && !label.is_default() {
+                    return Err(StoreError::LabelLimit);
+                }
+                let slot = LabelSlot {
+                    stats: LabelStats::default(),
+                    in_flight: 1,
+                };
+                self.labels.insert(label.clone(), slot);
             }
-            self.labels.insert(label.clone(), LabelStats::default());
         }
         self.counters.reserved_bytes += size;
         *self.in_flight.entry(owner.clone()).or_insert(0) += 1;
@@ -463,9 +495,20 @@ impl<O: Owner> State<O> {
         }
     }
 
-    fn unreserve(&mut self, size: u64, owner: &O) {
+    fn unreserve(&mut self, size: u64, label: &Label, owner: &O) {
         self.counters.reserved_bytes -= size;
+        self.end_label_in_flight(label);
         self.end_in_flight(owner);
+    }
+
+    /// Ends a reservation under `label`; reclaims the label if nothing else uses it.
+    fn end_label_in_flight(&mut self, label: &Label) {
+        if let Some(l) = self.labels.get_mut(label) {
+            l.in_flight -= 1;
+            if l.unused() {
+                self.labels.remove(label);
+            }
+        }
     }
 
     fn count_hit(&mut self, size: u64) {
@@ -506,7 +549,10 @@ impl<O: Owner> State<O> {
         c.peak_bytes = c.peak_bytes.max(c.live_bytes);
         c.allocs += 1;
 
+        // The reservation created the slot (or found it) and kept it alive until now.
         let l = self.labels.entry(label.clone()).or_default();
+        l.in_flight = l.in_flight.saturating_sub(1);
+        let l = &mut l.stats;
         l.count += 1;
         l.bytes += size;
         l.peak_bytes = l.peak_bytes.max(l.bytes);
@@ -591,10 +637,14 @@ mod tests {
         assert_eq!(labels[&Label::text("img")].count, 1);
         let owners: HashMap<_, _> = r.by_owner().into_iter().collect();
         assert_eq!(owners[&2].bytes, 50);
+        assert_eq!(labels[&Label::text("img")].peak_bytes, 30);
         drop(c);
         let labels: HashMap<_, _> = r.by_label().into_iter().collect();
-        assert_eq!(labels[&Label::text("img")].count, 0);
-        assert_eq!(labels[&Label::text("img")].peak_bytes, 30);
+        assert!(
+            !labels.contains_key(&Label::text("img")),
+            "a label is reclaimed with its last entry"
+        );
+        assert_eq!(labels[&Label::atom("img")].count, 2);
     }
 
     #[test]
@@ -838,5 +888,63 @@ mod tests {
             r.put(b"", Label::text("7"), 1).is_ok(),
             "known labels still work"
         );
+        let default = r.put(b"", Label::default_label(), 1);
+        assert!(default.is_ok(), "the default label is never refused");
+        assert_eq!(r.stats().label_count, MAX_LABELS as u64 + 1);
+    }
+
+    /// Regression (issue 12, item 4): after MAX_LABELS distinct labels had been used once, every
+    /// put failed with `LabelLimit` forever, even with nothing live and for the default label.
+    #[test]
+    fn dead_labels_are_reclaimed() {
+        let r = reg();
+        for i in 0..MAX_LABELS + 10 {
+            let b = r.put(b"x", Label::text(&i.to_string()), 1).unwrap();
+            drop(b);
+        }
+        assert_eq!(r.stats().label_count, 0);
+        assert!(r.by_label().is_empty());
+        let a = r.put(b"abc", Label::text("reused"), 1).unwrap();
+        let b = r.put(b"abcdef", Label::text("reused"), 1).unwrap();
+        drop((a, b));
+        assert!(r.put(b"zz", Label::default_label(), 1).is_ok());
+        // A reused label's peak starts again from zero.
+        let c = r.put(b"a", Label::text("reused"), 1).unwrap();
+        let labels: HashMap<_, _> = r.by_label().into_iter().collect();
+        assert_eq!(
+            labels[&Label::text("reused")],
+            LabelStats {
+                count: 1,
+                bytes: 1,
+                peak_bytes: 1
+            }
+        );
+        drop(c);
+    }
+
+    /// A label with a reservation in flight is not reclaimed under it, and a failed
+    /// allocation leaves no label behind.
+    #[test]
+    fn labels_in_flight_survive_and_failures_leave_none() {
+        let r = reg();
+        let a = r.put(b"aaaaa", Label::atom("busy"), 1).unwrap();
+        let b = r
+            .insert(1, Label::atom("busy"), 1, || {
+                drop(a);
+                buffer::try_copy(b"b")
+            })
+            .unwrap();
+        let labels: HashMap<_, _> = r.by_label().into_iter().collect();
+        assert_eq!(labels[&Label::atom("busy")].count, 1);
+        assert_eq!(
+            labels[&Label::atom("busy")].peak_bytes,
+            5,
+            "kept (with its peak) while the insert was in flight"
+        );
+        drop(b);
+        let err = r.insert(5, Label::atom("never"), 1, || None);
+        assert_eq!(err.unwrap_err(), StoreError::AllocFailed);
+        assert!(r.by_label().is_empty());
+        assert_eq!(r.stats().label_count, 0);
     }
 }
