@@ -125,11 +125,19 @@ take([], _N, Acc) -> {lists:reverse(Acc), []};
 take(L, 0, Acc) -> {lists:reverse(Acc), L};
 take([H | T], N, Acc) -> take(T, N - 1, [H | Acc]).
 
-%% One process's share of the scan: its records, store binaries resolved.
+%% One process's share of the scan: its records, store binaries resolved. The store's mark is
+%% read before the first process is listed: resolution then trusts only store resources that
+%% lived through the whole listing (an address freed and reused meanwhile is never credited to
+%% the process that listed the old binary; it comes back as unresolved).
 scan(Pids, #{detail := full, calibration := C}) ->
-    resolve_store(collect_full(Pids, []), C);
+    Mark = mark(C),
+    resolve_store(collect_full(Pids, []), C, Mark);
 scan(Pids, #{detail := basic, names := Names, calibration := C}) ->
-    resolve_store(collect_basic(Pids, Names, []), C).
+    Mark = mark(C),
+    resolve_store(collect_basic(Pids, Names, []), C, Mark).
+
+mark(undefined) -> undefined;
+mark(_Calibration) -> ?NATIVE:accounting_mark().
 
 registered_names() ->
     maps:from_list([{P, N} || N <- erlang:registered(), P <- [erlang:whereis(N)], is_pid(P)]).
@@ -203,25 +211,31 @@ initial_call(_P, Init) ->
 
 %% Store binaries: when Binscope's NIF is loaded here, rewrite their listed (magic binary)
 %% address and 72-byte size into the store entry's key and real size.
-resolve_store(Records, {Offset, MagicSize}) ->
-    %% Only lists holding an entry of the probe's size can hold store binaries.
+resolve_store(Records, {Offset, MagicSize}, Mark) ->
     case candidates(Records, MagicSize, 1, [], []) of
         {[], []} -> Records;
         {Idx, Lists} ->
-            Resolved = ?NATIVE:accounting_resolve(Lists, Offset, MagicSize),
+            Resolved = ?NATIVE:accounting_resolve(Lists, Offset, MagicSize, Mark),
             replace(Records, 1, maps:from_list(lists:zip(Idx, Resolved)), [])
     end;
-resolve_store(Records, undefined) ->
+resolve_store(Records, undefined, _Mark) ->
     Records.
 
 candidates([], _Size, _I, Idx, Lists) ->
     {lists:reverse(Idx), lists:reverse(Lists)};
 candidates([R | Rest], Size, I, Idx, Lists) ->
     Bins = element(?BINS, R),
-    case lists:keymember(Size, 2, Bins) of
+    case candidate(Bins, Size) of
         true -> candidates(Rest, Size, I + 1, [I | Idx], [Bins | Lists]);
         false -> candidates(Rest, Size, I + 1, Idx, Lists)
     end.
+
+%% Only lists holding an entry of the probe's listed size can hold store binaries. A probe
+%% listed at 64 bytes or less (no off-heap binary is that small) means the VM lists resource
+%% binaries at their payload's size: then any non-empty list may hold one.
+candidate([], _Size) -> false;
+candidate(_Bins, Size) when Size =< 64 -> true;
+candidate(Bins, Size) -> lists:keymember(Size, 2, Bins).
 
 replace([], _I, _Resolved, Acc) ->
     lists:reverse(Acc);
@@ -234,10 +248,15 @@ replace([R | Rest], I, Resolved, Acc) ->
 store_loaded() ->
     erlang:module_loaded(?NATIVE) andalso erlang:function_exported(?NATIVE, accounting_probe, 0).
 
+%% Store binaries are resolved only by a NIF that has the handle mark (an older one on a remote
+%% node could credit a reused address to the wrong process): without it they stay as listed.
+resolvable() ->
+    store_loaded() andalso erlang:function_exported(?NATIVE, accounting_mark, 0).
+
 %% {Offset, MagicSize} or undefined. A fresh process holding one probe resource binary shows
 %% the binary's listed address and size; the NIF returned the resource's own address.
 calibration() ->
-    case store_loaded() of
+    case resolvable() of
         false -> undefined;
         true ->
             Key = {?MODULE, calibration},
@@ -323,7 +342,9 @@ gc_round(Pids) ->
     Results = lists:filtermap(fun(P) -> gc_one(P, Calibration) end,
                               [P || P <- Pids, is_pid(P), node(P) =:= node()]),
     T1 = erlang:monotonic_time(microsecond),
-    StoreKeys = lists:usort([K || R <- Results, {K, _, _} <- element(2, R), K >= (1 bsl 62)]),
+    %% Store keys are 1 bsl 62 + entry id; unresolved binaries (1 bsl 63 + address) are not.
+    StoreKeys = lists:usort([K || R <- Results, {K, _, _} <- element(2, R),
+                                  K >= (1 bsl 62), K < (1 bsl 63)]),
     Live = case StoreKeys of
                [] -> [];
                _ -> ?NATIVE:accounting_live_store_keys(StoreKeys)
@@ -333,28 +354,31 @@ gc_round(Pids) ->
 %% The before list is resolved before the collection: a store resource the GC frees leaves the
 %% NIF's index with it, and could no longer be told apart from any other small binary.
 gc_one(P, Calibration) ->
+    Mark = mark(Calibration),
     case erlang:process_info(P, [binary, reductions]) of
         undefined ->
             false;
         [{binary, Before}, {reductions, Reds}] ->
-            Resolved = resolve_one(Before, Calibration),
+            Resolved = resolve_one(Before, Calibration, Mark),
             case erlang:garbage_collect(P) of
                 false ->
                     false;
                 true ->
+                    MarkAfter = mark(Calibration),
                     case erlang:process_info(P, [binary, total_heap_size, stack_size, message_queue_len]) of
                         undefined ->
                             false;
                         [{binary, After}, {total_heap_size, H}, {stack_size, S}, {message_queue_len, Q}] ->
-                            {true, {P, Resolved, resolve_one(After, Calibration), Reds, H, S, Q}}
+                            {true, {P, Resolved, resolve_one(After, Calibration, MarkAfter),
+                                    Reds, H, S, Q}}
                     end
             end
     end.
 
-resolve_one(Bins, {Offset, MagicSize}) ->
-    case lists:keymember(MagicSize, 2, Bins) of
-        true -> hd(?NATIVE:accounting_resolve([Bins], Offset, MagicSize));
+resolve_one(Bins, {Offset, MagicSize}, Mark) ->
+    case candidate(Bins, MagicSize) of
+        true -> hd(?NATIVE:accounting_resolve([Bins], Offset, MagicSize, Mark));
         false -> Bins
     end;
-resolve_one(Bins, undefined) ->
+resolve_one(Bins, undefined, _Mark) ->
     Bins.

@@ -5,12 +5,15 @@
 //! the address of the resource's magic binary with its own small size (72 bytes here). The
 //! collector calibrates the constant distance between that address and our resource object once
 //! per node with [`accounting_probe`]; [`accounting_resolve`] then replaces such entries by the
-//! store entry's key and real size.
+//! store entry's key and real size. A scan reads [`accounting_mark`] before it lists anything, so
+//! that an address reused by a newer entry meanwhile is never credited to the old holder: such a
+//! binary becomes an unresolved key instead (see `binscope_core::accounting::handles`).
 
 use std::collections::HashSet;
 
 use binscope_core::accounting::{
-    attribute, attribute_parallel, store_entry, store_key, BinRef, Snapshot,
+    attribute, attribute_parallel, store_entry, store_key, unresolved_key, BinRef, Resolution,
+    Snapshot,
 };
 use binscope_core::leaks::{likely_garbage, rank, reclaimed, suggest, Candidate, Facts};
 use rustler::{Env, NifMap, NifResult, Resource, ResourceArc, Term};
@@ -43,22 +46,30 @@ type Bins = Vec<(u64, u64, u64)>;
 /// From this many references on, attribution runs on several threads.
 const PARALLEL_REFS: usize = 200_000;
 
-/// Rewrites every `{addr, size, refc}` whose size is `magic_size` and whose `addr + offset` is a
-/// live store resource as `{store_key, real_size, refc}`. Dirty: one call covers a whole node.
+/// The store's handle counter: a scan reads it before listing any process, and passes it to
+/// [`accounting_resolve`].
+#[rustler::nif]
+fn accounting_mark() -> u64 {
+    HANDLES.mark()
+}
+
+/// Rewrites every `{addr, size, refc}` whose `addr + offset` is a store resource that lived
+/// through the whole listing (created before `mark`) and whose size is `magic_size` or the
+/// entry's own size as `{store_key, real_size, refc}`; one that may be a store binary but cannot
+/// be identified (its address reused or its resource released since `mark`) as
+/// `{unresolved_key(addr), 0, refc}`. Dirty: one call covers a whole node.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn accounting_resolve(lists: Vec<Bins>, offset: i64, magic_size: u64) -> Vec<Bins> {
+fn accounting_resolve(lists: Vec<Bins>, offset: i64, magic_size: u64, mark: u64) -> Vec<Bins> {
     lists
         .into_iter()
         .map(|bins| {
             bins.into_iter()
                 .map(|(addr, size, refc)| {
-                    if size != magic_size {
-                        return (addr, size, refc);
-                    }
                     let object = (addr as i64).wrapping_add(offset) as usize;
-                    match HANDLES.get(object) {
-                        Some((id, real)) => (store_key(id), real, refc),
-                        None => (addr, size, refc),
+                    match HANDLES.resolve(object, size, magic_size, mark) {
+                        Resolution::Store { id, size } => (store_key(id), size, refc),
+                        Resolution::Unresolved => (unresolved_key(addr), 0, refc),
+                        Resolution::NotStore => (addr, size, refc),
                     }
                 })
                 .collect()
@@ -91,6 +102,9 @@ struct Summary {
     external_binaries: u64,
     /// Store bytes summed over the processes (as `native_store_bytes` in each record).
     store_bytes: u64,
+    /// References that may be store binaries but could not be identified (address reused or
+    /// resource released during the scan): in no byte figure.
+    unresolved_store_binaries: u64,
 }
 
 /// A process's binary list: the list itself, or a collector record (a tuple whose element
@@ -128,7 +142,15 @@ fn try_owned_binary(size: usize) -> Option<rustler::OwnedBinary> {
 /// The per-process figures [`accounting_attribute`] packs, in this order, each a native-endian
 /// u64: one fixed-size record per process instead of a list of tuples, so a whole-node result
 /// is one off-heap binary (no per-process term to build here or to garbage-collect in Elixir).
-pub const SHARE_FIELDS: [&str; 6] = ["refs", "distinct", "uss", "pss", "shared", "store_bytes"];
+pub const SHARE_FIELDS: [&str; 7] = [
+    "refs",
+    "distinct",
+    "uss",
+    "pss",
+    "shared",
+    "store_bytes",
+    "unresolved",
+];
 
 /// `{shares, summary, [{key, size, holders, refc}]}` for `lists` (one binary list or collector
 /// record per process): `shares` packs [`SHARE_FIELDS`] per process, in `lists` order.
@@ -162,7 +184,15 @@ fn accounting_attribute<'a>(
         .iter()
         .zip(shares.as_mut_slice().chunks_exact_mut(width))
     {
-        let fields = [p.refs, p.distinct, p.uss, p.pss, p.shared, p.store_bytes];
+        let fields = [
+            p.refs,
+            p.distinct,
+            p.uss,
+            p.pss,
+            p.shared,
+            p.store_bytes,
+            p.unresolved,
+        ];
         for (v, o) in fields.iter().zip(out.chunks_exact_mut(8)) {
             o.copy_from_slice(&v.to_ne_bytes());
         }
@@ -178,6 +208,7 @@ fn accounting_attribute<'a>(
         shared_bytes: s.shared_bytes,
         external_binaries: s.external_binaries,
         store_bytes: a.processes.iter().map(|p| p.store_bytes).sum(),
+        unresolved_store_binaries: s.unresolved,
     };
     let top = a
         .top_shared
