@@ -143,11 +143,34 @@ impl<O: Owner> Registry<O> {
         label: Label,
         owner: O,
     ) -> Result<Arc<Blob<O>>, StoreError> {
-        self.insert(size, label, owner, || {
-            usize::try_from(size)
-                .ok()
-                .and_then(|n| buffer::try_filled(n, fill))
-        })
+        self.alloc_until(size, fill, label, owner, || true)
+    }
+
+    /// As [`Registry::alloc`], asking `keep_going` between chunks of a long fill (see
+    /// [`buffer::try_filled_until`]); `Err(Cancelled)` when it said stop, with nothing counted.
+    pub fn alloc_until(
+        &self,
+        size: u64,
+        fill: u8,
+        label: Label,
+        owner: O,
+        keep_going: impl FnMut() -> bool,
+    ) -> Result<Arc<Blob<O>>, StoreError> {
+        let mut stopped = false;
+        let made = self.insert(size, label, owner, || {
+            let n = usize::try_from(size).ok()?;
+            match buffer::try_filled_until(n, fill, keep_going) {
+                Ok(data) => Some(data),
+                Err(e) => {
+                    stopped = e == buffer::FillError::Stopped;
+                    None
+                }
+            }
+        });
+        match made {
+            Err(StoreError::AllocFailed) if stopped => Err(StoreError::Cancelled),
+            other => other,
+        }
     }
 
     /// Content-addressed storage: identical content shares one allocation while any holder lives.
@@ -286,6 +309,15 @@ impl<O: Owner> Registry<O> {
     /// nothing; new allocations fail until enough is released.
     pub fn set_capacity(&self, capacity: Option<u64>) {
         self.shared.lock().counters.capacity = capacity;
+    }
+
+    /// Sets the memory limit: requests that would take live plus in-flight bytes over it are
+    /// refused with `Capacity` whatever the capacity (so `alloc(1 TiB)` cannot succeed on a
+    /// machine that could never back it). The NIF sets it once, at load, from [`memory_limit`].
+    ///
+    /// [`memory_limit`]: super::memory_limit
+    pub fn set_memory_limit(&self, limit: Option<u64>) {
+        self.shared.lock().counters.memory_limit = limit;
     }
 
     /// Starts tracking `owner` as alive unless it is already known. See [`OwnerState`].
@@ -437,14 +469,13 @@ impl<O: Owner> State<O> {
     /// can be tracked.
     fn reserve(&mut self, size: u64, label: &Label, owner: &O) -> Result<(), StoreError> {
         let c = &self.counters;
-        if let Some(cap) = c.capacity {
-            let wanted = c
-                .live_bytes
-                .saturating_add(c.reserved_bytes)
-                .saturating_add(size);
-            if wanted > cap {
-                return Err(StoreError::Capacity);
-            }
+        let wanted = c
+            .live_bytes
+            .saturating_add(c.reserved_bytes)
+            .saturating_add(size);
+        let over = |limit: Option<u64>| limit.is_some_and(|l| wanted > l);
+        if over(c.capacity) || over(c.memory_limit) {
+            return Err(StoreError::Capacity);
         }
         match self.labels.get_mut(label) {
             Some(l) => l.in_flight += 1,
@@ -661,6 +692,54 @@ mod tests {
         assert_eq!((s.live_bytes, s.allocs, s.reserved_bytes), (100, 2, 0));
         drop(a);
         assert!(r.alloc(60, 0, Label::default_label(), 1).is_ok());
+    }
+
+    /// Regression (issue 12, item 5): with no capacity set, a 1 TiB zero-filled alloc succeeded
+    /// (lazily mapped) on a 24 GiB machine; a request over the memory limit is now refused.
+    #[test]
+    fn the_memory_limit_holds_without_a_capacity() {
+        let r = reg();
+        r.set_memory_limit(Some(1000));
+        assert_eq!(
+            r.alloc(1001, 0, Label::default_label(), 1).unwrap_err(),
+            StoreError::Capacity
+        );
+        let a = r.alloc(600, 0, Label::default_label(), 1).unwrap();
+        assert_eq!(
+            r.alloc(401, 0, Label::default_label(), 1).unwrap_err(),
+            StoreError::Capacity
+        );
+        // The lower of the two bounds applies.
+        r.set_capacity(Some(700));
+        assert_eq!(
+            r.alloc(101, 0, Label::default_label(), 1).unwrap_err(),
+            StoreError::Capacity
+        );
+        r.set_capacity(Some(5000));
+        assert!(r.alloc(400, 0, Label::default_label(), 1).is_ok());
+        let s = r.stats();
+        assert_eq!(
+            (s.memory_limit, s.live_bytes, s.reserved_bytes),
+            (Some(1000), 600, 0)
+        );
+        drop(a);
+    }
+
+    #[test]
+    fn a_stopped_fill_counts_nothing() {
+        let r = reg();
+        let size = 2 * buffer::FILL_CHUNK as u64 + 1;
+        let err = r.alloc_until(size, 3, Label::atom("gone"), 1, || false);
+        assert_eq!(err.unwrap_err(), StoreError::Cancelled);
+        let s = r.stats();
+        assert_eq!(
+            (s.allocs, s.live_bytes, s.reserved_bytes, s.label_count),
+            (0, 0, 0, 0)
+        );
+        let ok = r
+            .alloc_until(size, 3, Label::atom("kept"), 1, || true)
+            .unwrap();
+        assert_eq!(ok.len() as u64, size);
     }
 
     #[test]
