@@ -133,7 +133,8 @@ defmodule Binscope do
   end
 
   def top(n, _opts) do
-    raise ArgumentError, "Binscope.top/2 expects a positive integer, got: #{inspect(n, limit: 8)}"
+    raise ArgumentError,
+          "Binscope.top/2: n must be a positive integer, got: #{inspect(n, limit: 8)}"
   end
 
   @doc "Like `top/2`, raising `Binscope.Error` on failure."

@@ -263,7 +263,8 @@ defmodule Binscope.Store do
     do:
       raise(
         ArgumentError,
-        "Binscope.Store.set_capacity/1 expects a byte count or :infinity, got: #{short(other)}"
+        "Binscope.Store.set_capacity/1: capacity must be :infinity or an integer in " <>
+          "0..#{(1 <<< 64) - 1} (bytes), got: #{short(other)}"
       )
 
   @doc """
