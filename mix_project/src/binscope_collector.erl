@@ -19,6 +19,8 @@
 -export([snapshot/1, details/1, activity/1, node_memory/0, gc_round/1, calibration/0]).
 
 -define(NATIVE, 'Elixir.Binscope.Native').
+%% Bytes behind the calibration probe's resource binary (PROBE_BYTES in the NIF's accounting.rs).
+-define(PROBE_PAYLOAD, 1).
 %% Process records are tuples that start {Pid, Binaries, ListedBytes, ...}: the binary list
 %% (resolve_store/2 rewrites it; the attribution NIF reads it in place) and what the VM itself
 %% reports for it (store binaries at their listed size). Basic detail adds {Name, Memory}; full
@@ -230,11 +232,12 @@ candidates([R | Rest], Size, I, Idx, Lists) ->
         false -> candidates(Rest, Size, I + 1, Idx, Lists)
     end.
 
-%% Only lists holding an entry of the probe's listed size can hold store binaries. A probe
-%% listed at 64 bytes or less (no off-heap binary is that small) means the VM lists resource
-%% binaries at their payload's size: then any non-empty list may hold one.
+%% Only lists holding an entry of the probe's listed size (its magic binary's: 56 bytes on the
+%% project's OTP 25, 27 and 29 builds) can hold store binaries. A probe listed at its payload's
+%% size (?PROBE_PAYLOAD) means the VM lists resource binaries at their payload's size: then any
+%% non-empty list may hold one, and the NIF matches sizes against the entries.
 candidate([], _Size) -> false;
-candidate(_Bins, Size) when Size =< 64 -> true;
+candidate(_Bins, ?PROBE_PAYLOAD) -> true;
 candidate(Bins, Size) -> lists:keymember(Size, 2, Bins).
 
 replace([], _I, _Resolved, Acc) ->

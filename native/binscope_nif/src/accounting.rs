@@ -29,6 +29,8 @@ const _: () = assert!(std::mem::align_of::<Probe>() == std::mem::align_of::<Stor
 #[rustler::resource_impl]
 impl Resource for Probe {}
 
+/// One byte: the collector (`?PROBE_PAYLOAD`) tells a VM that lists resource binaries at their
+/// payload size by a probe listed at this size.
 static PROBE_BYTES: [u8; 1] = [0];
 
 /// `{binary, resource_address}`: a resource binary whose resource address is known. The caller
