@@ -182,3 +182,55 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(if cfg!(miri) {
+        ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() }
+    } else {
+        ProptestConfig::with_cases(256)
+    })]
+
+    /// Labels are reclaimed with their last entry (issue 12, item 4): `by_label` lists exactly
+    /// the labels that have live entries, with counts, bytes and a peak since the label last had
+    /// nothing live, all as a model computes them.
+    #[test]
+    fn labels_are_reclaimed_with_their_last_entry(
+        ops in prop::collection::vec((any::<bool>(), 0u8..12, 0usize..64, 0usize..40), 1..150)
+    ) {
+        let r: Registry<u8> = Registry::new();
+        let mut held: Vec<(Arc<Blob<u8>>, u8)> = Vec::new();
+        // label -> (count, bytes, peak)
+        let mut model: HashMap<u8, (u64, u64, u64)> = HashMap::new();
+        for (put, l, size, index) in ops {
+            if put || held.is_empty() {
+                let b = r.put(&vec![0; size], label(l), 0).unwrap();
+                let m = model.entry(l).or_default();
+                m.0 += 1;
+                m.1 += size as u64;
+                m.2 = m.2.max(m.1);
+                held.push((b, l));
+            } else {
+                let (b, l) = held.swap_remove(index % held.len());
+                let m = model.get_mut(&l).unwrap();
+                m.0 -= 1;
+                m.1 -= b.len() as u64;
+                if m.0 == 0 {
+                    model.remove(&l);
+                }
+                drop(b);
+            }
+            let got: HashMap<Label, (u64, u64, u64)> = r
+                .by_label()
+                .into_iter()
+                .map(|(k, s)| (k, (s.count, s.bytes, s.peak_bytes)))
+                .collect();
+            let want: HashMap<Label, (u64, u64, u64)> =
+                model.iter().map(|(&l, &m)| (label(l), m)).collect();
+            prop_assert_eq!(&got, &want);
+            prop_assert_eq!(r.stats().label_count, want.len() as u64);
+        }
+        held.clear();
+        prop_assert!(r.by_label().is_empty());
+        prop_assert_eq!(r.stats().label_count, 0);
+    }
+}

@@ -113,6 +113,10 @@ defmodule Binscope do
     by `native_store_bytes` there): the VM charges another NIF's resource binary only the ~72
     bytes of its magic binary (OTP issue 11611), so the virtual binary heap no longer reveals
     its size;
+  - `unresolved_store_binaries`: references that may be store binaries but could not be
+    identified exactly, because their store entry was released, or its address reused by a
+    newer entry, while the scan ran. They are in no byte figure (never credited at another
+    entry's size); usually 0 on a quiet node, a few under heavy store churn;
   - `minor_gcs`, `fullsweep_after`, `bin_vheap_size`, `bin_old_vheap_size`.
 
   Options: `pids:` (only these), `detail:` (`:full`, the default, or `:basic`), `workers:`,
@@ -149,7 +153,8 @@ defmodule Binscope do
   @doc """
   The whole snapshot: `processes` (as `processes/1`), a node `summary` (`naive_bytes`, against
   `unique_bytes` where each binary counts once; `shared_binaries`, `shared_bytes`,
-  `external_binaries` held by ETS/ports/NIFs too, `store_bytes`), the `top_shared` binaries
+  `external_binaries` held by ETS/ports/NIFs too, `store_bytes`, `unresolved_store_binaries`
+  summed over the processes), the `top_shared` binaries
   and the number of `workers` the scan used.
   Options as `processes/1`, plus `top_shared:` (default 10).
   """
@@ -193,7 +198,8 @@ defmodule Binscope do
   end
 
   def top(n, _opts) do
-    raise ArgumentError, "Binscope.top/2 expects a positive integer, got: #{inspect(n, limit: 8)}"
+    raise ArgumentError,
+          "Binscope.top/2: n must be a positive integer, got: #{inspect(n, limit: 8)}"
   end
 
   @doc "Like `top/2`, raising `Binscope.Error` on failure."
@@ -258,8 +264,8 @@ defmodule Binscope do
   Each result: `pid` and identity, `reclaimed_bytes` (exact, each binary once, store binaries
   included), `reclaimed_refs`, `reclaimed_binaries`, `retained_binary_bytes`, `estimated_bytes`
   (bytes only it references), `likely_garbage_bytes` (what the ranking expected; `nil` in
-  `:full` mode),
-  `suggestion` (`:hibernate_after`, `:hibernate_idle`, `:fullsweep_after`, `:binary_copy`,
+  `:full` mode), `unresolved_store_binaries` (listed before the GC but not identifiable, as in
+  `processes/1`: in no figure), `suggestion` (`:hibernate_after`, `:hibernate_idle`, `:fullsweep_after`, `:binary_copy`,
   `:off_heap_queue` or `:none`) and `reason`, in the process's own figures.
 
   **Forces garbage collections** (except with `mode: :dry_run`).

@@ -23,6 +23,8 @@
 -export([gc_fields/2]).
 
 -define(NATIVE, 'Elixir.Binscope.Native').
+%% Bytes behind the calibration probe's resource binary (PROBE_BYTES in the NIF's accounting.rs).
+-define(PROBE_PAYLOAD, 1).
 %% Process records are tuples that start {Pid, Binaries, ListedBytes, Name, Label, ...}: the
 %% binary list (resolve_store/2 rewrites it; the attribution NIF reads it in place), what the VM
 %% itself reports for it (store binaries at their listed size), the registered name and the
@@ -255,13 +257,21 @@ take([H | T], N, Acc) -> take(T, N - 1, [H | Acc]).
 
 %% One process's share of the scan (a list of pids, or {iter, Iterator} for the rest of a
 %% processes iterator): its records, store binaries resolved. With a deadline, the clock is
-%% read every ?CHECK_EVERY processes.
+%% read every ?CHECK_EVERY processes. The store's mark is read before the first process is
+%% listed: resolution then trusts only store resources that lived through the whole listing (an
+%% address freed and reused meanwhile is never credited to the process that listed the old
+%% binary; it comes back as unresolved).
 scan(Source, #{detail := full, items := Items, calibration := C} = Scan) ->
+    Mark = mark(C),
     F = fun(P, Acc) -> full(P, Items, Acc) end,
-    resolve_store(fold(Source, F, maps:get(deadline, Scan, infinity), ?CHECK_EVERY, []), C);
+    resolve_store(fold(Source, F, maps:get(deadline, Scan, infinity), ?CHECK_EVERY, []), C, Mark);
 scan(Source, #{detail := basic, items := Items, names := Names, calibration := C} = Scan) ->
+    Mark = mark(C),
     F = fun(P, Acc) -> basic(P, Items, Names, Acc) end,
-    resolve_store(fold(Source, F, maps:get(deadline, Scan, infinity), ?CHECK_EVERY, []), C).
+    resolve_store(fold(Source, F, maps:get(deadline, Scan, infinity), ?CHECK_EVERY, []), C, Mark).
+
+mark(undefined) -> undefined;
+mark(_Calibration) -> ?NATIVE:accounting_mark().
 
 %% The records of every pid of Source, in its order.
 fold(Source, F, Deadline, 0, Acc) ->
@@ -382,17 +392,17 @@ initial_call(_P, Init) ->
 
 %% Store binaries: when Binscope's NIF is loaded here, rewrite their listed (magic binary)
 %% address and 72-byte size into the store entry's key and real size.
-resolve_store(Records, {Offset, MagicSize}) ->
+resolve_store(Records, {Offset, MagicSize}, Mark) ->
     %% Only lists holding an entry of the probe's size can hold store binaries, unless store
     %% binaries list at their real size (GC pressure patch, OTP 27+).
     Any = store_sizes_patched(),
     case candidates(Records, MagicSize, Any, 1, [], []) of
         {[], []} -> Records;
         {Idx, Lists} ->
-            Resolved = ?NATIVE:accounting_resolve(Lists, Offset, MagicSize),
+            Resolved = ?NATIVE:accounting_resolve(Lists, Offset, MagicSize, Mark),
             replace(Records, 1, maps:from_list(lists:zip(Idx, Resolved)), [])
     end;
-resolve_store(Records, undefined) ->
+resolve_store(Records, undefined, _Mark) ->
     Records.
 
 candidates([], _Size, _Any, _I, Idx, Lists) ->
@@ -404,8 +414,14 @@ candidates([R | Rest], Size, Any, I, Idx, Lists) ->
         false -> candidates(Rest, Size, Any, I + 1, Idx, Lists)
     end.
 
+%% Only lists holding an entry of the probe's listed size (its magic binary's: 56 bytes on the
+%% project's OTP 25, 27 and 29 builds) can hold store binaries, unless they may be listed at
+%% their own size: under the GC pressure patch (Any), or where the VM itself lists resource
+%% binaries at their payload's size (the probe listed at its ?PROBE_PAYLOAD bytes); then any
+%% non-empty list may hold one, and the NIF matches sizes against the entries.
 may_hold_store([], _Size, _Any) -> false;
 may_hold_store(_Bins, _Size, true) -> true;
+may_hold_store(_Bins, ?PROBE_PAYLOAD, _Any) -> true;
 may_hold_store(Bins, Size, false) -> lists:keymember(Size, 2, Bins).
 
 %% Whether store binaries may list at their real size here: Binscope.Store.GcPressure's patch
@@ -426,6 +442,11 @@ replace([R | Rest], I, Resolved, Acc) ->
 store_loaded() ->
     erlang:module_loaded(?NATIVE) andalso erlang:function_exported(?NATIVE, accounting_probe, 0).
 
+%% Store binaries are resolved only by a NIF that has the handle mark (an older one on a remote
+%% node could credit a reused address to the wrong process): without it they stay as listed.
+resolvable() ->
+    store_loaded() andalso erlang:function_exported(?NATIVE, accounting_mark, 0).
+
 %% {Offset, MagicSize} or undefined. A fresh process holding two probe resource binaries shows
 %% their listed addresses and sizes; the NIF returned the resources' own addresses. The
 %% calibration checks itself: both probes must sit at the same distance from their listed
@@ -439,7 +460,7 @@ calibration() ->
 
 %% {ok, {Offset, MagicSize}} | {error, Reason} | not_loaded, cached once it succeeded.
 calibration_status() ->
-    case store_loaded() of
+    case resolvable() of
         false -> not_loaded;
         true ->
             Key = {?MODULE, calibration},
@@ -552,7 +573,9 @@ gc_round(Pids, Opts) ->
                   _ -> timed_gc(Local, Calibration, Deadline)
               end,
     T1 = erlang:monotonic_time(microsecond),
-    StoreKeys = lists:usort([K || R <- Results, {K, _, _} <- element(2, R), K >= (1 bsl 62)]),
+    %% Store keys are 1 bsl 62 + entry id; unresolved binaries (1 bsl 63 + address) are not.
+    StoreKeys = lists:usort([K || R <- Results, {K, _, _} <- element(2, R),
+                                  K >= (1 bsl 62), K < (1 bsl 63)]),
     Live = case StoreKeys of
                [] -> [];
                _ -> ?NATIVE:accounting_live_store_keys(StoreKeys)
@@ -595,30 +618,33 @@ gc_results({Tag, Pid, MRef, _} = W, Deadline, Acc) ->
 %% The before list is resolved before the collection: a store resource the GC frees leaves the
 %% NIF's index with it, and could no longer be told apart from any other small binary.
 gc_one(P, Calibration) ->
+    Mark = mark(Calibration),
     case erlang:process_info(P, [binary, reductions]) of
         undefined ->
             false;
         [{binary, Before}, {reductions, Reds}] ->
-            Resolved = resolve_one(Before, Calibration),
+            Resolved = resolve_one(Before, Calibration, Mark),
             case erlang:garbage_collect(P) of
                 false ->
                     false;
                 true ->
+                    MarkAfter = mark(Calibration),
                     case erlang:process_info(P, [binary, total_heap_size, stack_size, message_queue_len]) of
                         undefined ->
                             false;
                         [{binary, After}, {total_heap_size, H}, {stack_size, S}, {message_queue_len, Q}] ->
-                            {true, {P, Resolved, resolve_one(After, Calibration), Reds, H, S, Q}}
+                            {true, {P, Resolved, resolve_one(After, Calibration, MarkAfter),
+                                    Reds, H, S, Q}}
                     end
             end
     end.
 
-resolve_one(Bins, {Offset, MagicSize}) ->
+resolve_one(Bins, {Offset, MagicSize}, Mark) ->
     case may_hold_store(Bins, MagicSize, store_sizes_patched()) of
-        true -> hd(?NATIVE:accounting_resolve([Bins], Offset, MagicSize));
+        true -> hd(?NATIVE:accounting_resolve([Bins], Offset, MagicSize, Mark));
         false -> Bins
     end;
-resolve_one(Bins, undefined) ->
+resolve_one(Bins, undefined, _Mark) ->
     Bins.
 
 %% The VM's allocators, summed over each type's instances, in bytes:

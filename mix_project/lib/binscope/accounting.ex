@@ -26,7 +26,7 @@ defmodule Binscope.Accounting do
   @basic_words 80
   @full_words 160
   @record_words 40
-  # Virtual binary heap words per process: the NIF's packed figures (6 words each).
+  # Virtual binary heap words per process: the NIF's packed figures (7 words each).
   @share_words 8
 
   # Every field of a process record, none collected.
@@ -34,7 +34,8 @@ defmodule Binscope.Accounting do
                  ~w(pid node registered_name label initial_call current_function memory heap_size
                     total_heap_size stack_size old_heap_size message_queue_len reductions
                     binary_refs binary_bytes binary_distinct binary_uss binary_pss binary_shared
-                    native_bytes native_store_bytes native_estimated_bytes minor_gcs
+                    native_bytes native_store_bytes native_estimated_bytes
+                    unresolved_store_binaries minor_gcs
                     fullsweep_after bin_vheap_size bin_old_vheap_size)a,
                  &{&1, nil}
                )
@@ -131,15 +132,15 @@ defmodule Binscope.Accounting do
 
   @doc """
   The per-process figures packed by the attribution NIF, as
-  `[{refs, distinct, uss, pss, shared, store_bytes}]` (for a few processes; whole-node records
-  read the binary in place).
+  `[{refs, distinct, uss, pss, shared, store_bytes, unresolved}]` (for a few processes;
+  whole-node records read the binary in place).
   """
   @spec shares(binary()) :: [tuple()]
   def shares(packed) do
-    for <<r::64-native, d::64-native, u::64-native, p::64-native, s::64-native,
-          st::64-native <-
+    for <<r::64-native, d::64-native, u::64-native, p::64-native, s::64-native, st::64-native,
+          un::64-native <-
             packed>>,
-        do: {r, d, u, p, s, st}
+        do: {r, d, u, p, s, st, un}
   end
 
   defp in_time!(:infinity), do: :ok
@@ -155,14 +156,14 @@ defmodule Binscope.Accounting do
   defp records(
          [proc | procs],
          <<refs::64-native, distinct::64-native, uss::64-native, pss::64-native,
-           shared::64-native, store::64-native, rest::binary>>,
+           shared::64-native, store::64-native, unresolved::64-native, rest::binary>>,
          w,
          node,
          acc,
          deadline,
          k
        ) do
-    r = record(proc, refs, distinct, uss, pss, shared, store, w, node)
+    r = record(proc, {refs, distinct, uss, pss, shared, store, unresolved}, w, node)
     records(procs, rest, w, node, [r | acc], deadline, k - 1)
   end
 
@@ -170,17 +171,9 @@ defmodule Binscope.Accounting do
 
   # `detail: :basic` fills only what it collected into the record's shape (every field,
   # nil): one map update per process, no per-field calls.
-  defp record(
-         {pid, _bins, listed, name, label, mem},
-         refs,
-         distinct,
-         uss,
-         pss,
-         shared,
-         store,
-         _w,
-         node
-       ) do
+  defp record({pid, _bins, listed, name, label, mem}, shares, _w, node) do
+    {refs, distinct, uss, pss, shared, store, unresolved} = shares
+
     %{
       @uncollected
       | pid: pid,
@@ -195,19 +188,15 @@ defmodule Binscope.Accounting do
         binary_pss: pss,
         binary_shared: shared,
         native_bytes: store,
-        native_store_bytes: store
+        native_store_bytes: store,
+        unresolved_store_binaries: unresolved
     }
   end
 
   defp record(
          {pid, _bins, listed, name, label, init, cur, mem, theap, heap, stack, mql, reds, minor,
           fullsweep, vheap, old_vheap, old_heap},
-         refs,
-         distinct,
-         uss,
-         pss,
-         shared,
-         store_bytes,
+         {refs, distinct, uss, pss, shared, store_bytes, unresolved},
          {w, estimable},
          node
        ) do
@@ -244,6 +233,7 @@ defmodule Binscope.Accounting do
         native_bytes: estimated && store_bytes + estimated,
         native_store_bytes: store_bytes,
         native_estimated_bytes: estimated,
+        unresolved_store_binaries: unresolved,
         minor_gcs: opt(minor),
         fullsweep_after: opt(fullsweep),
         bin_vheap_size: bytes(vheap, w),

@@ -5,9 +5,13 @@ defmodule Binscope.Error do
 
   From the store (`Binscope.Store.put!/2` and friends):
 
-    * `:capacity` - the request would take the store over its capacity (`Binscope.Store.set_capacity/1`);
+    * `:capacity` - the request would take the store over its capacity, or over the memory the
+      machine (or its cgroup) can back (`Binscope.Store.set_capacity/1`);
+    * `:cancelled` - a long fill stopped because its caller died (nobody sees this one);
     * `:alloc_failed` - the allocator refused the memory;
-    * `:label_limit` - the store already tracks its maximum number of distinct labels (65,536).
+    * `:label_limit` - 65,536 other distinct labels have live binaries right now (labels are
+      forgotten with their last binary, and `:default` and labels already in use are never
+      refused).
 
   From inspection (`Binscope.memory!/1` and friends, see `Binscope.Remote`): `:not_distributed`,
   `:noconnection`, `:timeout`, `{:collector_load_failed, _}`, `{:remote_error, _}`,
@@ -16,7 +20,8 @@ defmodule Binscope.Error do
   defexception [:reason, :message]
 
   @impl true
-  def exception(reason) when reason in [:capacity, :alloc_failed, :label_limit, :too_large] do
+  def exception(reason)
+      when reason in [:capacity, :alloc_failed, :label_limit, :too_large, :cancelled] do
     %__MODULE__{reason: reason, message: "Binscope store refused the request: #{reason}"}
   end
 

@@ -45,7 +45,7 @@ defmodule Binscope.Store do
   @type option :: {:label, label()} | {:owner, pid()}
 
   @typedoc "Why a request was refused at run time (see `Binscope.Error`)."
-  @type reason :: :capacity | :alloc_failed | :label_limit
+  @type reason :: :capacity | :alloc_failed | :label_limit | :cancelled
 
   @typedoc "Store-wide counters (all byte counts are exact)."
   @type stats :: %{
@@ -55,6 +55,7 @@ defmodule Binscope.Store do
           allocs: non_neg_integer(),
           frees: non_neg_integer(),
           capacity: non_neg_integer() | :infinity,
+          memory_limit: non_neg_integer() | :infinity,
           reserved_bytes: non_neg_integer(),
           dedup_hits: non_neg_integer(),
           dedup_saved_bytes: non_neg_integer(),
@@ -97,6 +98,11 @@ defmodule Binscope.Store do
 
   @doc """
   A native binary of `size` bytes, zero-filled or set to `fill: byte`.
+
+  A non-zero fill of many MiB runs on a dirty scheduler in chunks of 16 MiB and stops as soon
+  as the calling process is dead (`{:error, :cancelled}`, nothing counted), so a huge fill is
+  never a call that cannot be stopped. Sizes the machine cannot back are refused up front (see
+  `set_capacity/1`).
 
       iex> {:ok, bin} = Binscope.Store.alloc(4, fill: ?z)
       iex> bin
@@ -163,7 +169,8 @@ defmodule Binscope.Store do
 
   @doc """
   Store-wide counters: `live_count`, `live_bytes`, `peak_bytes`, `allocs`, `frees` (always
-  `live_count == allocs - frees`), `capacity`, `reserved_bytes` (allocations in flight),
+  `live_count == allocs - frees`), `capacity`, `memory_limit` (see `set_capacity/1`),
+  `reserved_bytes` (allocations in flight),
   `dedup_hits`, `dedup_saved_bytes`, `label_count` and `owner_count`.
 
   One lock and a copy of a few integers: safe to call as often as you like.
@@ -172,8 +179,12 @@ defmodule Binscope.Store do
   def stats, do: Native.store_stats()
 
   @doc """
-  Live count, bytes and high-water mark per label. Labels with nothing live stay listed with their
-  `peak_bytes`.
+  Live count, bytes and high-water mark per label, for every label with live binaries.
+
+  A label is forgotten when its last binary is released, so per-request labels never fill the
+  label table (at most 65,536 labels with live binaries at once, plus `:default`, which is never
+  refused). `peak_bytes` is therefore the label's high-water mark since it last had nothing live:
+  a label that is used again after all its binaries were freed starts again from zero.
   """
   @spec by_label() :: %{
           label() => %{
@@ -233,6 +244,14 @@ defmodule Binscope.Store do
   Sets the hard capacity in bytes, or removes it with `:infinity` (the default). A request that
   would take live plus in-flight bytes over it returns `{:error, :capacity}` and allocates nothing;
   the cap holds exactly under concurrent requests. Lowering it frees nothing that is live.
+
+  Whatever the capacity, the store also refuses (`{:error, :capacity}`) a request that would
+  take live plus in-flight bytes over `stats().memory_limit`: the machine's physical memory
+  (`MemTotal` of `/proc/meminfo`), or the process's cgroup memory limit (`memory.max`) when
+  lower, read once when the NIF loads (`:infinity` where neither can be read). So with the
+  default capacity `alloc(1 <<< 40)` is refused on a machine with less than 1 TiB instead of
+  being lazily mapped and counted as live. Memory in use outside the store is not subtracted:
+  set a capacity for a tighter bound.
   """
   @spec set_capacity(non_neg_integer() | :infinity) :: :ok
   def set_capacity(:infinity), do: Native.store_set_capacity(nil)
@@ -244,7 +263,8 @@ defmodule Binscope.Store do
     do:
       raise(
         ArgumentError,
-        "Binscope.Store.set_capacity/1 expects a byte count or :infinity, got: #{short(other)}"
+        "Binscope.Store.set_capacity/1: capacity must be :infinity or an integer in " <>
+          "0..#{(1 <<< 64) - 1} (bytes), got: #{short(other)}"
       )
 
   @doc """

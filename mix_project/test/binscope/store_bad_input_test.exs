@@ -96,6 +96,21 @@ defmodule Binscope.StoreBadInputTest do
     end
   end
 
+  # Issue 12, item 8: these raised the NIF's bare "argument error".
+  test "numeric options past 64 bits name the option and its range" do
+    for {call, option} <- [
+          {fn -> Store.live(limit: 1 <<< 64) end, "limit"},
+          {fn -> Store.live(older_than: 1 <<< 64) end, "older_than"},
+          {fn -> Store.alloc(1 <<< 64) end, "size"},
+          {fn -> Store.set_capacity(1 <<< 64) end, "capacity"}
+        ] do
+      e = assert_raise ArgumentError, call
+      assert e.message =~ ~r/^Binscope\.Store\.\w+\/\d: #{option} must be .*\d+\.\.\d+/
+    end
+
+    assert is_list(Store.live(limit: (1 <<< 64) - 1, older_than: (1 <<< 64) - 1))
+  end
+
   test "set_capacity refuses anything but a byte count or :infinity" do
     for bad <- [-1, 1.5, :unlimited, "1", nil, 1 <<< 64] do
       assert_argument_error(fn -> Store.set_capacity(bad) end)

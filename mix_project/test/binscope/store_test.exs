@@ -128,17 +128,47 @@ defmodule Binscope.StoreTest do
   end
 
   describe "labels, owners and the live report" do
-    test "by_label counts atoms and strings separately and keeps peaks" do
+    test "by_label counts atoms and strings separately, with peaks, and forgets dead labels" do
       in_process(fn ->
-        _a = Store.alloc!(100, label: :lbl_test)
-        _b = Store.alloc!(50, label: "lbl_test")
-        labels = Store.by_label()
-        assert %{count: 1, bytes: 100} = labels[:lbl_test]
-        assert %{count: 1, bytes: 50} = labels["lbl_test"]
+        a = Store.alloc!(10, label: :lbl_test)
+        b = Store.alloc!(50, label: "lbl_test")
+
+        in_process(fn ->
+          _c = Store.alloc!(100, label: :lbl_test)
+          labels = Store.by_label()
+          assert %{count: 2, bytes: 110, peak_bytes: 110} = labels[:lbl_test]
+          assert %{count: 1, bytes: 50} = labels["lbl_test"]
+        end)
+
+        assert %{count: 1, bytes: 10, peak_bytes: 110} = Store.by_label()[:lbl_test]
+        # Held until here.
+        {a, b}
       end)
 
-      labels = eventually(fn -> Store.by_label()[:lbl_test].count == 0 && Store.by_label() end)
-      assert labels[:lbl_test].peak_bytes >= 100
+      # The last entry gone, the label is reclaimed (and a reused one starts from zero).
+      assert eventually(fn -> not Map.has_key?(Store.by_label(), :lbl_test) end)
+      refute Map.has_key?(Store.by_label(), "lbl_test")
+
+      in_process(fn ->
+        d = Store.alloc!(1, label: :lbl_test)
+        assert %{count: 1, bytes: 1, peak_bytes: 1} = Store.by_label()[:lbl_test]
+        d
+      end)
+    end
+
+    @tag timeout: 300_000
+    test "70,000 short-lived string labels never exhaust the label table" do
+      in_process(fn ->
+        for i <- 1..70_000 do
+          assert {:ok, _} = Store.put("x", label: "req-#{i}")
+          # Drop it: a fresh heap every 1000 puts frees the binaries made so far.
+          if rem(i, 1000) == 0, do: :erlang.garbage_collect()
+        end
+      end)
+
+      assert eventually(fn -> Store.stats().label_count < 1000 end)
+      assert {:ok, _} = Store.put("y", label: "req-fresh")
+      assert {:ok, _} = Store.put("z")
     end
 
     test "string labels never become atoms" do

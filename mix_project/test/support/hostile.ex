@@ -4,8 +4,11 @@ defmodule Binscope.Hostile do
   and huge terms, negative, absurd and float sizes, dead, remote and non-pid owners, labels that
   are huge or invalid strings, unknown options.
 
-  `calls/2` yields `{description, fun}` pairs, each a call of a public function with at least one
-  hostile argument: every one must raise `ArgumentError` or return `{:error, reason}`.
+  `stream/1` yields `{description, fun}` pairs, each a call of a public function with at least one
+  hostile argument: every one must raise `ArgumentError` or return `{:error, reason}`; and
+  `{description, fun, option}` triples, a numeric option or argument at one of its extremes
+  (`extremes/0`: 0, -1, 1 <<< 32, 1 <<< 64 and around, floats, huge): such a value may be valid (the
+  call then succeeds), otherwise the `ArgumentError` must name `option`.
   Deterministic for a given seed. Creates no atom while generating (the fixed atoms it uses exist
   at compile time), so the tests can count atoms around it. A PRNG cell in `:atomics` keeps the
   generators free of threaded state.
@@ -14,6 +17,22 @@ defmodule Binscope.Hostile do
   import Bitwise
 
   alias Binscope.Store
+
+  # The numeric options (and top/2's n) of the accounting calls.
+  @accounting_numeric [
+    {:memory, :timeout},
+    {:processes, :timeout},
+    {:processes, :workers},
+    {:snapshot, :top_shared},
+    {:snapshot, :workers},
+    {:top, :n},
+    {:top, :workers},
+    {:leaks, :limit},
+    {:leaks, :candidates},
+    {:leaks, :idle_ms},
+    {:leaks, :workers},
+    {:leaks, :timeout}
+  ]
 
   @doc "A remote pid (node `:ghost@nowhere`), made once by rewriting a local pid's encoding."
   def remote_pid do
@@ -85,7 +104,7 @@ defmodule Binscope.Hostile do
     r = rng(seed)
     dead = dead_pid()
     remote = remote_pid()
-    Stream.repeatedly(fn -> call(uniform(r, 22), r, dead, remote) end)
+    Stream.repeatedly(fn -> call(uniform(r, 24), r, dead, remote) end)
   end
 
   @doc "A PRNG state for `term/1`, `label/1` and `owner/3`."
@@ -131,6 +150,73 @@ defmodule Binscope.Hostile do
     task = Enum.at([:memory, :top, :leaks], uniform(r, 3) - 1)
     {"CLI.parse(#{task})", fn -> Binscope.CLI.parse(task, bad_argv(r)) end}
   end
+
+  # Every numeric option or argument of Binscope.Store and of the accounting calls at one of its
+  # extremes. Accounting calls target a node that does not exist, so a value that passes
+  # validation costs one {:error, _} instead of a scan.
+  defp call(23, r, _d, _o) do
+    x = extreme(r)
+
+    case uniform(r, 7) do
+      1 -> {"alloc(#{short(x)})", fn -> Store.alloc(x) end, "size"}
+      2 -> {"alloc(1, fill: #{short(x)})", fn -> Store.alloc(1, fill: x) end, "fill"}
+      3 -> {"live(limit: #{short(x)})", fn -> Store.live(limit: x) end, "limit"}
+      4 -> {"live(older_than: #{short(x)})", fn -> Store.live(older_than: x) end, "older_than"}
+      5 -> {"alloc!(#{short(x)})", fn -> Store.alloc!(x) end, "size"}
+      6 -> {"live(limit, older_than)", fn -> Store.live(limit: x, older_than: x) end, ""}
+      7 -> {"set_capacity(#{short(x)})", fn -> capacity(x) end, "capacity"}
+    end
+  end
+
+  defp call(24, r, _d, _o) do
+    x = extreme(r)
+    key = Enum.at(@accounting_numeric, uniform(r, length(@accounting_numeric)) - 1)
+
+    case key do
+      {:top, :n} ->
+        {"top(#{short(x)})", fn -> Binscope.top(x, node: :ghost@nowhere) end, "n"}
+
+      {:top, opt} ->
+        {"top(3, #{opt}: #{short(x)})",
+         fn -> Binscope.top(3, [{opt, x}, node: :ghost@nowhere]) end, "#{inspect(opt)}"}
+
+      {fun, opt} ->
+        {"#{fun}(#{opt}: #{short(x)})",
+         fn -> apply(Binscope, fun, [[{opt, x}, node: :ghost@nowhere]]) end, "#{inspect(opt)}"}
+    end
+  end
+
+  @doc "Numeric extremes: bounds of 32- and 64-bit integers on either side, floats, huge."
+  def extremes do
+    [
+      0,
+      -1,
+      1,
+      (1 <<< 32) - 1,
+      1 <<< 32,
+      (1 <<< 63) - 1,
+      1 <<< 63,
+      (1 <<< 64) - 1,
+      1 <<< 64,
+      -(1 <<< 64),
+      1 <<< 200,
+      0.0,
+      1.0,
+      -1.0,
+      1.0e308
+    ]
+  end
+
+  defp extreme(r), do: Enum.at(extremes(), uniform(r, length(extremes())) - 1)
+
+  # A valid capacity would stay set for the calls that follow: put the default back.
+  defp capacity(x) do
+    Store.set_capacity(x)
+  after
+    Store.set_capacity(:infinity)
+  end
+
+  defp short(x), do: inspect(x, limit: 4)
 
   defp bad_leak_opts(r) do
     case uniform(r, 6) do

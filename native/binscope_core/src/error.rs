@@ -6,7 +6,9 @@ use std::fmt;
 /// Why a store operation did not happen. In every case nothing was allocated or counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StoreError {
-    /// The allocation would take live plus in-flight bytes over the configured capacity.
+    /// The allocation would take live plus in-flight bytes over the configured capacity, or over
+    /// the memory limit (what the machine or its cgroup can back, see
+    /// [`crate::store::Registry::set_memory_limit`]).
     Capacity,
     /// The allocator refused the request (out of memory, or a size it cannot map).
     AllocFailed,
@@ -16,6 +18,8 @@ pub enum StoreError {
     LabelTooLong,
     /// The store already tracks [`crate::store::MAX_LABELS`] distinct labels.
     LabelLimit,
+    /// A long fill was stopped because its caller went away (nobody can receive the result).
+    Cancelled,
 }
 
 impl StoreError {
@@ -27,6 +31,7 @@ impl StoreError {
             StoreError::TooLarge => "too_large",
             StoreError::LabelTooLong => "label_too_long",
             StoreError::LabelLimit => "label_limit",
+            StoreError::Cancelled => "cancelled",
         }
     }
 

@@ -5,12 +5,15 @@
 //! the address of the resource's magic binary with its own small size (72 bytes here). The
 //! collector calibrates the constant distance between that address and our resource object once
 //! per node with [`accounting_probe`]; [`accounting_resolve`] then replaces such entries by the
-//! store entry's key and real size.
+//! store entry's key and real size. A scan reads [`accounting_mark`] before it lists anything, so
+//! that an address reused by a newer entry meanwhile is never credited to the old holder: such a
+//! binary becomes an unresolved key instead (see `binscope_core::accounting::handles`).
 
 use std::collections::HashSet;
 
 use binscope_core::accounting::{
-    attribute, attribute_parallel, store_entry, store_key, BinRef, Snapshot,
+    attribute, attribute_parallel, store_entry, store_key, unresolved_key, BinRef, Resolution,
+    Snapshot,
 };
 use binscope_core::leaks::{likely_garbage, rank, reclaimed, suggest, Candidate, Facts};
 use rustler::{Env, NifMap, NifResult, Resource, ResourceArc, Term};
@@ -26,6 +29,8 @@ const _: () = assert!(std::mem::align_of::<Probe>() == std::mem::align_of::<Stor
 #[rustler::resource_impl]
 impl Resource for Probe {}
 
+/// One byte: the collector (`?PROBE_PAYLOAD`) tells a VM that lists resource binaries at their
+/// payload size by a probe listed at this size.
 static PROBE_BYTES: [u8; 1] = [0];
 
 /// `{binary, resource_address}`: a resource binary whose resource address is known. The caller
@@ -43,23 +48,36 @@ type Bins = Vec<(u64, u64, u64)>;
 /// From this many references on, attribution runs on several threads.
 const PARALLEL_REFS: usize = 200_000;
 
-/// Rewrites every `{addr, size, refc}` whose `addr + offset` is a live store resource, listed at
-/// `magic_size` or (with `gc_pressure`'s patch) at the entry's own size, as
-/// `{store_key, real_size, refc}`. Dirty: one call covers a whole node.
+/// The store's handle counter: a scan reads it before listing any process, and passes it to
+/// [`accounting_resolve`].
+#[rustler::nif]
+fn accounting_mark() -> u64 {
+    HANDLES.mark()
+}
+
+/// Rewrites every `{addr, size, refc}` whose `addr + offset` is a store resource that lived
+/// through the whole listing (created before `mark`) and whose size is `magic_size` or the
+/// entry's own size as `{store_key, real_size, refc}`; one that may be a store binary but cannot
+/// be identified (its address reused or its resource released since `mark`) as
+/// `{unresolved_key(addr), 0, refc}`. Dirty: one call covers a whole node.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn accounting_resolve(lists: Vec<Bins>, offset: i64, magic_size: u64) -> Vec<Bins> {
+fn accounting_resolve(lists: Vec<Bins>, offset: i64, magic_size: u64, mark: u64) -> Vec<Bins> {
+    let patched = crate::gc_pressure::calibrated();
     lists
         .into_iter()
         .map(|bins| {
             bins.into_iter()
                 .map(|(addr, size, refc)| {
                     let object = (addr as i64).wrapping_add(offset) as usize;
-                    match HANDLES.get(object) {
-                        // Listed at the magic binary's size, or (GC pressure patch) its own.
-                        Some((id, real)) if size == magic_size || size == real => {
-                            (store_key(id), real, refc)
-                        }
-                        _ => (addr, size, refc),
+                    let resolution = if patched {
+                        HANDLES.resolve_any_size(object, size, magic_size, mark)
+                    } else {
+                        HANDLES.resolve(object, size, magic_size, mark)
+                    };
+                    match resolution {
+                        Resolution::Store { id, size } => (store_key(id), size, refc),
+                        Resolution::Unresolved => (unresolved_key(addr), 0, refc),
+                        Resolution::NotStore => (addr, size, refc),
                     }
                 })
                 .collect()
@@ -92,6 +110,9 @@ struct Summary {
     external_binaries: u64,
     /// Store bytes summed over the processes (as `native_store_bytes` in each record).
     store_bytes: u64,
+    /// References that may be store binaries but could not be identified (address reused or
+    /// resource released during the scan): in no byte figure.
+    unresolved_store_binaries: u64,
 }
 
 /// A process's binary list: the list itself, or a collector record (a tuple whose element
@@ -129,7 +150,15 @@ fn try_owned_binary(size: usize) -> Option<rustler::OwnedBinary> {
 /// The per-process figures [`accounting_attribute`] packs, in this order, each a native-endian
 /// u64: one fixed-size record per process instead of a list of tuples, so a whole-node result
 /// is one off-heap binary (no per-process term to build here or to garbage-collect in Elixir).
-pub const SHARE_FIELDS: [&str; 6] = ["refs", "distinct", "uss", "pss", "shared", "store_bytes"];
+pub const SHARE_FIELDS: [&str; 7] = [
+    "refs",
+    "distinct",
+    "uss",
+    "pss",
+    "shared",
+    "store_bytes",
+    "unresolved",
+];
 
 /// `{shares, summary, [{key, size, holders, refc}]}` for `lists` (one binary list or collector
 /// record per process): `shares` packs [`SHARE_FIELDS`] per process, in `lists` order.
@@ -163,7 +192,15 @@ fn accounting_attribute<'a>(
         .iter()
         .zip(shares.as_mut_slice().chunks_exact_mut(width))
     {
-        let fields = [p.refs, p.distinct, p.uss, p.pss, p.shared, p.store_bytes];
+        let fields = [
+            p.refs,
+            p.distinct,
+            p.uss,
+            p.pss,
+            p.shared,
+            p.store_bytes,
+            p.unresolved,
+        ];
         for (v, o) in fields.iter().zip(out.chunks_exact_mut(8)) {
             o.copy_from_slice(&v.to_ne_bytes());
         }
@@ -179,6 +216,7 @@ fn accounting_attribute<'a>(
         shared_bytes: s.shared_bytes,
         external_binaries: s.external_binaries,
         store_bytes: a.processes.iter().map(|p| p.store_bytes).sum(),
+        unresolved_store_binaries: s.unresolved,
     };
     let top = a
         .top_shared

@@ -67,6 +67,12 @@ pub fn charge(resource: &ResourceArc<StoreBinary>, len: usize) {
     }
 }
 
+/// Whether store binaries may be listed at their own size on this node: the patch was
+/// calibrated (binaries made while it was enabled keep their size after it is turned off).
+pub fn calibrated() -> bool {
+    CALIBRATED.load(Ordering::Relaxed)
+}
+
 /// `{binary, object_address}`: a probe binary showing `len` bytes of a static buffer. With
 /// `charged`, the calibrated patch is applied first (as for a store binary).
 #[rustler::nif]

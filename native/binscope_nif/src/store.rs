@@ -69,8 +69,25 @@ impl Resource for OwnerWatch {
 }
 
 pub fn on_load(_env: Env) -> bool {
-    LazyLock::force(&REGISTRY);
+    REGISTRY.set_memory_limit(machine_memory_limit());
     true
+}
+
+/// Physical memory, lowered by this process's cgroup limit (v2 `memory.max` of its own cgroup
+/// or of the root, else v1 `memory.limit_in_bytes`), read once.
+fn machine_memory_limit() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let own = read("/proc/self/cgroup").and_then(|c| {
+        c.lines()
+            .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+            .map(|path| format!("/sys/fs/cgroup{}/memory.max", path.trim_end_matches('/')))
+    });
+    let cgroup = own
+        .as_deref()
+        .and_then(read)
+        .or_else(|| read("/sys/fs/cgroup/memory.max"))
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"));
+    binscope_core::store::memory_limit(read("/proc/meminfo").as_deref(), cgroup.as_deref())
 }
 
 type StoreResult<'a> = NifResult<Result<Term<'a>, NifError>>;
@@ -109,11 +126,14 @@ fn put<'a>(env: Env<'a>, data: Binary, label: Term, owner: LocalPid) -> StoreRes
 }
 
 /// `fill` arrives as `u32` because rustler's `u8` decoder truncates (256 would become 0).
+/// A long fill stops (`{:error, :cancelled}`, nothing counted) as soon as the caller is dead.
 fn alloc<'a>(env: Env<'a>, size: u64, fill: u32, label: Term, owner: LocalPid) -> StoreResult<'a> {
     let fill = u8::try_from(fill).map_err(|_| rustler::Error::BadArg)?;
     let label = label::decode(label)?;
+    let caller = env.pid();
+    let caller_alive = || env.is_process_alive(caller);
     Ok(track_owner(env, owner)
-        .and_then(|()| Ok(REGISTRY.alloc(size, fill, label, owner)?))
+        .and_then(|()| Ok(REGISTRY.alloc_until(size, fill, label, owner, caller_alive)?))
         .map(|blob| to_binary(env, blob)))
 }
 
@@ -200,6 +220,7 @@ struct StatsMap {
     allocs: u64,
     frees: u64,
     capacity: Capacity,
+    memory_limit: Capacity,
     reserved_bytes: u64,
     dedup_hits: u64,
     dedup_saved_bytes: u64,
@@ -216,6 +237,7 @@ impl From<Stats> for StatsMap {
             allocs: s.allocs,
             frees: s.frees,
             capacity: Capacity(s.capacity),
+            memory_limit: Capacity(s.memory_limit),
             reserved_bytes: s.reserved_bytes,
             dedup_hits: s.dedup_hits,
             dedup_saved_bytes: s.dedup_saved_bytes,

@@ -65,20 +65,35 @@ defmodule Binscope.Store.Options do
   def size!(size, _fun) when is_integer(size) and size >= 0 and size <= @max_size, do: size
 
   def size!(size, fun) when is_integer(size) and size > @max_size,
-    do: raise(ArgumentError, "#{fun}: size #{size} is above the store's maximum of #{@max_size}")
+    do:
+      raise(
+        ArgumentError,
+        "#{fun}: size must be an integer in 0..#{@max_size} (bytes), got: #{short(size)}"
+      )
 
   def size!(other, fun),
-    do: raise(ArgumentError, "#{fun}: a size is a non-negative integer, got: #{short(other)}")
+    do:
+      raise(
+        ArgumentError,
+        "#{fun}: size must be an integer in 0..#{@max_size} (bytes), got: #{short(other)}"
+      )
 
   def byte!(fill, _fun) when is_integer(fill) and fill in 0..255, do: fill
 
   def byte!(other, fun),
-    do: raise(ArgumentError, "#{fun}: fill is an integer in 0..255, got: #{short(other)}")
+    do: raise(ArgumentError, "#{fun}: fill must be an integer in 0..255, got: #{short(other)}")
 
-  def non_neg_integer!(n, _name, _fun) when is_integer(n) and n >= 0, do: n
+  # What the NIF decodes (a u64): anything above raised a bare "argument error" from inside it.
+  @max_u64 (1 <<< 64) - 1
+
+  def non_neg_integer!(n, _name, _fun) when is_integer(n) and n >= 0 and n <= @max_u64, do: n
 
   def non_neg_integer!(other, name, fun),
-    do: raise(ArgumentError, "#{fun}: #{name} is a non-negative integer, got: #{short(other)}")
+    do:
+      raise(
+        ArgumentError,
+        "#{fun}: #{name} must be an integer in 0..#{@max_u64}, got: #{short(other)}"
+      )
 
   @doc "Inspects a user value without ever printing a huge term."
   def short(term), do: inspect(term, limit: 8, printable_limit: 64)

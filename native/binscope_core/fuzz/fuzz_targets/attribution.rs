@@ -14,8 +14,8 @@
 use std::collections::{HashMap, HashSet};
 
 use binscope_core::accounting::{
-    attribute, attribute_parallel, store_entry, store_key, Attribution, BinRef, ProcessShare,
-    SharedBinary, Snapshot, Summary,
+    attribute, attribute_parallel, is_unresolved, store_entry, store_key, Attribution, BinRef,
+    ProcessShare, SharedBinary, Snapshot, Summary,
 };
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
@@ -68,8 +68,9 @@ fn check(snap: &Snapshot, a: &Attribution, top: usize) {
     // Per key, in snapshot order: first size seen, largest refc, holder processes (in order).
     let mut order: Vec<u64> = Vec::new();
     let mut facts: HashMap<u64, Facts> = HashMap::new();
+    // Unresolved keys are only counted (`unresolved`), in no other figure.
     for p in 0..n {
-        for r in snap.process(p) {
+        for r in snap.process(p).iter().filter(|r| !is_unresolved(r.key)) {
             let f = facts.entry(r.key).or_insert_with(|| {
                 order.push(r.key);
                 Facts {
@@ -92,12 +93,14 @@ fn check(snap: &Snapshot, a: &Attribution, top: usize) {
         ..Summary::default()
     };
     for p in 0..n {
-        let refs = snap.process(p);
+        let all = snap.process(p);
+        let refs: Vec<&BinRef> = all.iter().filter(|r| !is_unresolved(r.key)).collect();
         let distinct: HashSet<u64> = refs.iter().map(|r| r.key).collect();
         let mut want = ProcessShare {
             refs: refs.len() as u64,
             bytes: refs.iter().map(|r| r.size).sum(),
             distinct: distinct.len() as u64,
+            unresolved: (all.len() - refs.len()) as u64,
             ..ProcessShare::default()
         };
         for k in &distinct {
@@ -119,6 +122,7 @@ fn check(snap: &Snapshot, a: &Attribution, top: usize) {
         assert!(want.uss <= want.pss);
         want_summary.refs += want.refs;
         want_summary.naive_bytes += want.bytes;
+        want_summary.unresolved += want.unresolved;
     }
 
     let mut shared: Vec<SharedBinary> = Vec::new();

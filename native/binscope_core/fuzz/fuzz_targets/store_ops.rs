@@ -16,7 +16,7 @@
 //! - caller errors (too large, label too long) change nothing.
 //!
 //! Blob contents are checked when created and again just before each handle is dropped. At the end
-//! every handle is dropped and all counters must be back to zero (labels keep only their peaks).
+//! every handle is dropped and all counters must be back to zero (and every label reclaimed).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -157,7 +157,8 @@ struct Model {
     entries: BTreeMap<u64, Entry>,
     /// Owner records: present while watched and not yet down, or while the owner holds entries.
     owners: HashMap<Owner, bool>,
-    /// Every label an allocation was made under, with its peak bytes.
+    /// Every label with live entries, with its peak bytes since it last had none (a label is
+    /// reclaimed with its last entry).
     label_peaks: HashMap<Label, u64>,
     cap: Option<u64>,
     peak: u64,
@@ -247,10 +248,14 @@ impl Model {
         e.holders -= 1;
         let last = e.holders == 0;
         let o = e.owner;
+        let label = e.label.clone();
         drop(blob);
         if last {
             self.entries.remove(&id);
             self.frees += 1;
+            if self.label_totals(&label).0 == 0 {
+                self.label_peaks.remove(&label);
+            }
             if self.owners.get(&o) == Some(&false) && self.owner_totals(o).0 == 0 {
                 self.owners.remove(&o);
             }
@@ -618,7 +623,7 @@ fn run(ops: Vec<Op>) {
         check(&r, &m);
     }
 
-    // Everything dropped: every counter back to zero, labels keep only their peaks.
+    // Everything dropped: every counter back to zero, every label reclaimed.
     while !m.held.is_empty() {
         m.drop_handle(m.held.len() - 1);
     }
@@ -631,10 +636,8 @@ fn run(ops: Vec<Op>) {
     assert_eq!(s.allocs, s.frees);
     assert!(r.by_owner().is_empty());
     assert!(r.live(&LiveFilter::default()).is_empty());
-    assert!(r
-        .by_label()
-        .iter()
-        .all(|(_, l)| l.count == 0 && l.bytes == 0));
+    assert!(r.by_label().is_empty());
+    assert_eq!(s.label_count, 0);
     // The dedup index forgot released content: interning it again allocates.
     if let Some(bytes) = interned_once {
         r.set_capacity(None);

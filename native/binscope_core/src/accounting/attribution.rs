@@ -94,6 +94,9 @@ pub struct ProcessShare {
     pub shared: u64,
     /// Bytes of distinct store entries it holds (their real size, not the VM's 72).
     pub store_bytes: u64,
+    /// References to binaries that may be store binaries but could not be identified
+    /// ([`super::is_unresolved`] keys): left out of every other field.
+    pub unresolved: u64,
 }
 
 /// A binary held by more than one process.
@@ -122,6 +125,8 @@ pub struct Summary {
     pub shared_bytes: u64,
     /// Binaries whose reference count shows holders outside the scanned processes.
     pub external_binaries: u64,
+    /// Unresolved references over all processes (the sum of every `unresolved`).
+    pub unresolved: u64,
 }
 
 /// The result of [`attribute`].
@@ -159,7 +164,7 @@ fn index_keys(snap: &Snapshot, shard: usize, shards: usize) -> (Vec<u32>, Vec<(u
     // (key, size, refc) per slot.
     let mut keys: Vec<(u64, u64, u64)> = Vec::new();
     for r in &snap.refs {
-        if shards > 1 && shard_of(r.key, shards) != shard {
+        if super::is_unresolved(r.key) || (shards > 1 && shard_of(r.key, shards) != shard) {
             ref_slot.push(SKIP);
             continue;
         }
@@ -253,6 +258,10 @@ fn attribute_shard(snap: &Snapshot, shard: usize, shards: usize) -> Part {
         let (lo, hi) = (snap.bounds[p], snap.bounds[p + 1]);
         for (r, &i) in snap.refs[lo..hi].iter().zip(&ref_slot[lo..hi]) {
             if i == SKIP {
+                // Counted once, by the first shard.
+                if shard == 0 && super::is_unresolved(r.key) {
+                    share.unresolved += 1;
+                }
                 continue;
             }
             share.refs += 1;
@@ -279,6 +288,7 @@ fn attribute_shard(snap: &Snapshot, shard: usize, shards: usize) -> Part {
         }
         summary.refs += share.refs;
         summary.naive_bytes += share.bytes;
+        summary.unresolved += share.unresolved;
         processes.push(share);
     }
 
@@ -320,6 +330,7 @@ fn finish(snap: &Snapshot, parts: Vec<Part>, top_shared: usize) -> Attribution {
             acc.pss += p.pss;
             acc.shared += p.shared;
             acc.store_bytes += p.store_bytes;
+            acc.unresolved += p.unresolved;
         }
         let s = part.summary;
         summary.refs += s.refs;
@@ -329,6 +340,7 @@ fn finish(snap: &Snapshot, parts: Vec<Part>, top_shared: usize) -> Attribution {
         summary.shared_binaries += s.shared_binaries;
         summary.shared_bytes += s.shared_bytes;
         summary.external_binaries += s.external_binaries;
+        summary.unresolved += s.unresolved;
         shared.extend(part.shared);
     }
     summary.processes = snap.processes() as u64;
@@ -430,6 +442,32 @@ mod tests {
         let a = attribute(&s, 5);
         assert_eq!(a.processes, vec![ProcessShare::default(); 2]);
         assert_eq!(a.summary.processes, 2);
+    }
+
+    #[test]
+    fn unresolved_references_are_counted_and_left_out_of_every_figure() {
+        let u = super::super::unresolved_key(0x5000);
+        let mut s = Snapshot::new();
+        s.push_process([r(1, 500, 1), r(u, 0, 1), r(u, 0, 1)]);
+        s.push_process([r(u, 0, 2)]);
+        for a in [attribute(&s, 10), attribute_parallel(&s, 10, 3)] {
+            assert_eq!(
+                (a.processes[0].unresolved, a.processes[1].unresolved),
+                (2, 1)
+            );
+            assert_eq!(a.processes[0].refs, 1);
+            assert_eq!((a.processes[0].uss, a.processes[0].pss), (500, 500));
+            assert_eq!(
+                a.processes[1],
+                ProcessShare {
+                    unresolved: 1,
+                    ..Default::default()
+                }
+            );
+            assert_eq!(a.summary.unresolved, 3);
+            assert_eq!((a.summary.unique_binaries, a.summary.refs), (1, 1));
+            assert!(a.top_shared.is_empty());
+        }
     }
 
     #[test]

@@ -13,13 +13,18 @@ pub use attribution::{
     attribute, attribute_parallel, Attribution, BinRef, ProcessShare, SharedBinary, Snapshot,
     Summary,
 };
-pub use handles::HandleIndex;
+pub use handles::{Handle, HandleIndex, Resolution};
 
 pub(crate) use attribution::AddrHasher;
 
 /// Keys at or above this value name store entries (`STORE_KEY_BASE + entry id`); keys below are
 /// binary addresses as the VM reports them (user-space addresses are far below 2^62).
 pub const STORE_KEY_BASE: u64 = 1 << 62;
+
+/// Keys at or above this value mark binaries that may be store binaries but could not be
+/// identified (see [`handles`]): `UNRESOLVED_KEY_BASE | listed address`. Attribution leaves them
+/// out of every byte figure and counts them as `unresolved`.
+pub const UNRESOLVED_KEY_BASE: u64 = 1 << 63;
 
 /// The attribution key of a store entry.
 pub fn store_key(entry_id: u64) -> u64 {
@@ -28,5 +33,17 @@ pub fn store_key(entry_id: u64) -> u64 {
 
 /// The store entry id named by `key`, if it names one.
 pub fn store_entry(key: u64) -> Option<u64> {
-    (key >= STORE_KEY_BASE).then_some(key & !STORE_KEY_BASE)
+    (STORE_KEY_BASE..UNRESOLVED_KEY_BASE)
+        .contains(&key)
+        .then_some(key & !STORE_KEY_BASE)
+}
+
+/// The key of an unresolved binary listed at `addr`.
+pub fn unresolved_key(addr: u64) -> u64 {
+    UNRESOLVED_KEY_BASE | addr
+}
+
+/// Whether `key` marks an unresolved binary.
+pub fn is_unresolved(key: u64) -> bool {
+    key >= UNRESOLVED_KEY_BASE
 }

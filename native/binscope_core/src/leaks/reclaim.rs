@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-use crate::accounting::{store_entry, AddrHasher, Snapshot};
+use crate::accounting::{is_unresolved, store_entry, AddrHasher, Snapshot};
 
 /// What a forced collection of one process gave back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,8 +51,9 @@ pub fn reclaimed(
     let n = before.processes();
     let mut seen: HashMap<u64, Seen, BuildHasherDefault<AddrHasher>> =
         HashMap::with_capacity_and_hasher(before.total_refs(), Default::default());
+    // Unresolved binaries (unknown entry and size) are left out: nothing is claimed for them.
     for p in 0..n {
-        for r in before.process(p) {
+        for r in before.process(p).iter().filter(|r| !is_unresolved(r.key)) {
             let s = seen.entry(r.key).or_default();
             s.size = r.size;
             s.refc = s.refc.max(r.refc);
@@ -70,7 +71,7 @@ pub fn reclaimed(
     };
     // Who dropped each freed binary (a process that held it before; none holds it after).
     for p in 0..n {
-        for r in before.process(p) {
+        for r in before.process(p).iter().filter(|r| !is_unresolved(r.key)) {
             let s = seen.get_mut(&r.key).expect("seen in the first pass");
             if s.last_mark != p + 1 {
                 s.last_mark = p + 1;
@@ -85,7 +86,7 @@ pub fn reclaimed(
             ..Reclaim::default()
         };
         let mark = n + p + 1;
-        for r in before.process(p) {
+        for r in before.process(p).iter().filter(|r| !is_unresolved(r.key)) {
             let s = seen.get_mut(&r.key).expect("seen in the first pass");
             if s.last_mark == mark {
                 continue;

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+const DEFAULT: &str = "default";
+
 /// A label as the caller gave it. Cloning is a reference-count increment.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Label {
@@ -31,7 +33,12 @@ impl Label {
 
     /// The label every binary gets when the caller names none (`:default`).
     pub fn default_label() -> Self {
-        Label::atom("default")
+        Label::atom(DEFAULT)
+    }
+
+    /// Whether this is [`Label::default_label`] (checked without allocating).
+    pub fn is_default(&self) -> bool {
+        matches!(self, Label::Atom(s) if &**s == DEFAULT)
     }
 }
 

@@ -81,6 +81,20 @@ struct Entry<O> {
     dedup_key: Option<u128>,
 }
 
+/// A tracked label: its counters and the reservations in flight under it (which keep it from
+/// being reclaimed before their commit).
+#[derive(Default)]
+struct LabelSlot {
+    stats: LabelStats,
+    in_flight: u32,
+}
+
+impl LabelSlot {
+    fn unused(&self) -> bool {
+        self.stats.count == 0 && self.in_flight == 0
+    }
+}
+
 /// An interned allocation as the dedup index knows it: its id and a weak handle.
 type InternedRef<O> = (u64, Weak<Blob<O>>);
 
@@ -89,7 +103,9 @@ struct State<O: Owner> {
     /// Keyed by id, which grows with creation order: iteration is oldest first and can resume
     /// from any id, so long walks release the lock between chunks.
     entries: BTreeMap<u64, Entry<O>>,
-    labels: HashMap<Label, LabelStats>,
+    /// Labels with live entries or reservations in flight. A label whose last entry is released
+    /// (and that has nothing in flight) is removed, so dead labels never fill [`MAX_LABELS`].
+    labels: HashMap<Label, LabelSlot>,
     owners: HashMap<O, OwnerStats>,
     /// Reservations in flight per owner. While an owner has one, `owner_down` keeps its record
     /// (marked dead) so the commit counts under it instead of recreating it as alive.
@@ -138,11 +154,34 @@ impl<O: Owner> Registry<O> {
         label: Label,
         owner: O,
     ) -> Result<Arc<Blob<O>>, StoreError> {
-        self.insert(size, label, owner, || {
-            usize::try_from(size)
-                .ok()
-                .and_then(|n| buffer::try_filled(n, fill))
-        })
+        self.alloc_until(size, fill, label, owner, || true)
+    }
+
+    /// As [`Registry::alloc`], asking `keep_going` between chunks of a long fill (see
+    /// [`buffer::try_filled_until`]); `Err(Cancelled)` when it said stop, with nothing counted.
+    pub fn alloc_until(
+        &self,
+        size: u64,
+        fill: u8,
+        label: Label,
+        owner: O,
+        keep_going: impl FnMut() -> bool,
+    ) -> Result<Arc<Blob<O>>, StoreError> {
+        let mut stopped = false;
+        let made = self.insert(size, label, owner, || {
+            let n = usize::try_from(size).ok()?;
+            match buffer::try_filled_until(n, fill, keep_going) {
+                Ok(data) => Some(data),
+                Err(e) => {
+                    stopped = e == buffer::FillError::Stopped;
+                    None
+                }
+            }
+        });
+        match made {
+            Err(StoreError::AllocFailed) if stopped => Err(StoreError::Cancelled),
+            other => other,
+        }
     }
 
     /// Content-addressed storage: identical content shares one allocation while any holder lives.
@@ -162,7 +201,7 @@ impl<O: Owner> Registry<O> {
         self.shared.lock().reserve(size, &label, &owner)?;
         let Some(data) = buffer::try_copy(bytes) else {
             self.shared.space.refused();
-            self.shared.lock().unreserve(size, &owner);
+            self.shared.lock().unreserve(size, &label, &owner);
             return Err(StoreError::AllocFailed);
         };
 
@@ -170,7 +209,7 @@ impl<O: Owner> Registry<O> {
         let mut upgraded = Vec::new();
         let mut state = self.shared.lock();
         if let Some(existing) = state.matching_interned(key, bytes, &mut upgraded) {
-            state.unreserve(size, &owner);
+            state.unreserve(size, &label, &owner);
             state.count_hit(size);
             drop(state);
             drop(upgraded);
@@ -203,11 +242,16 @@ impl<O: Owner> Registry<O> {
         s
     }
 
-    /// Every label seen (including those with nothing live, for their high-water mark), largest
-    /// live bytes first.
+    /// Every label with live entries (or allocations in flight), largest live bytes first. A
+    /// label is forgotten when its last entry is released: its `peak_bytes` is the high-water
+    /// mark since it last had nothing live, and a reused label starts again from zero.
     pub fn by_label(&self) -> Vec<(Label, LabelStats)> {
         let state = self.shared.lock();
-        let mut v: Vec<_> = state.labels.iter().map(|(l, s)| (l.clone(), *s)).collect();
+        let mut v: Vec<_> = state
+            .labels
+            .iter()
+            .map(|(l, s)| (l.clone(), s.stats))
+            .collect();
         drop(state);
         v.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then_with(|| a.0.cmp(&b.0)));
         v
@@ -280,6 +324,15 @@ impl<O: Owner> Registry<O> {
         self.shared.lock().counters.capacity = capacity;
     }
 
+    /// Sets the memory limit: requests that would take live plus in-flight bytes over it are
+    /// refused with `Capacity` whatever the capacity (so `alloc(1 TiB)` cannot succeed on a
+    /// machine that could never back it). The NIF sets it once, at load, from [`memory_limit`].
+    ///
+    /// [`memory_limit`]: super::memory_limit
+    pub fn set_memory_limit(&self, limit: Option<u64>) {
+        self.shared.lock().counters.memory_limit = limit;
+    }
+
     /// Starts tracking `owner` as alive unless it is already known. See [`OwnerState`].
     pub fn watch_owner(&self, owner: &O) -> OwnerState {
         let mut state = self.shared.lock();
@@ -320,7 +373,7 @@ impl<O: Owner> Registry<O> {
         // The copy or fill runs outside the lock; the reservation keeps the capacity exact.
         let Some(data) = make() else {
             self.shared.space.refused();
-            self.shared.lock().unreserve(size, &owner);
+            self.shared.lock().unreserve(size, &label, &owner);
             return Err(StoreError::AllocFailed);
         };
         let mut state = self.shared.lock();
@@ -412,8 +465,11 @@ impl<O: Owner> State<O> {
         c.live_bytes -= entry.size;
         c.frees += 1;
         if let Some(l) = self.labels.get_mut(&entry.label) {
-            l.count -= 1;
-            l.bytes -= entry.size;
+            l.stats.count -= 1;
+            l.stats.bytes -= entry.size;
+            if l.unused() {
+                self.labels.remove(&entry.label);
+            }
         }
         if let Some(o) = self.owners.get_mut(&entry.owner) {
             o.count -= 1;
@@ -437,20 +493,27 @@ impl<O: Owner> State<O> {
     /// can be tracked.
     fn reserve(&mut self, size: u64, label: &Label, owner: &O) -> Result<(), StoreError> {
         let c = &self.counters;
-        if let Some(cap) = c.capacity {
-            let wanted = c
-                .live_bytes
-                .saturating_add(c.reserved_bytes)
-                .saturating_add(size);
-            if wanted > cap {
-                return Err(StoreError::Capacity);
-            }
+        let wanted = c
+            .live_bytes
+            .saturating_add(c.reserved_bytes)
+            .saturating_add(size);
+        let over = |limit: Option<u64>| limit.is_some_and(|l| wanted > l);
+        if over(c.capacity) || over(c.memory_limit) {
+            return Err(StoreError::Capacity);
         }
-        if !self.labels.contains_key(label) {
-            if self.labels.len() >= MAX_LABELS {
-                return Err(StoreError::LabelLimit);
+        match self.labels.get_mut(label) {
+            Some(l) => l.in_flight += 1,
+            None => {
+                // The default label is never refused: at most MAX_LABELS others plus it.
+                if self.labels.len() >= MAX_LABELS && !label.is_default() {
+                    return Err(StoreError::LabelLimit);
+                }
+                let slot = LabelSlot {
+                    stats: LabelStats::default(),
+                    in_flight: 1,
+                };
+                self.labels.insert(label.clone(), slot);
             }
-            self.labels.insert(label.clone(), LabelStats::default());
         }
         self.counters.reserved_bytes += size;
         *self.in_flight.entry(owner.clone()).or_insert(0) += 1;
@@ -487,9 +550,20 @@ impl<O: Owner> State<O> {
         }
     }
 
-    fn unreserve(&mut self, size: u64, owner: &O) {
+    fn unreserve(&mut self, size: u64, label: &Label, owner: &O) {
         self.counters.reserved_bytes -= size;
+        self.end_label_in_flight(label);
         self.end_in_flight(owner);
+    }
+
+    /// Ends a reservation under `label`; reclaims the label if nothing else uses it.
+    fn end_label_in_flight(&mut self, label: &Label) {
+        if let Some(l) = self.labels.get_mut(label) {
+            l.in_flight -= 1;
+            if l.unused() {
+                self.labels.remove(label);
+            }
+        }
     }
 
     fn count_hit(&mut self, size: u64) {
@@ -530,7 +604,10 @@ impl<O: Owner> State<O> {
         c.peak_bytes = c.peak_bytes.max(c.live_bytes);
         c.allocs += 1;
 
+        // The reservation created the slot (or found it) and kept it alive until now.
         let l = self.labels.entry(label.clone()).or_default();
+        l.in_flight = l.in_flight.saturating_sub(1);
+        let l = &mut l.stats;
         l.count += 1;
         l.bytes += size;
         l.peak_bytes = l.peak_bytes.max(l.bytes);
@@ -615,10 +692,14 @@ mod tests {
         assert_eq!(labels[&Label::text("img")].count, 1);
         let owners: HashMap<_, _> = r.by_owner().into_iter().collect();
         assert_eq!(owners[&2].bytes, 50);
+        assert_eq!(labels[&Label::text("img")].peak_bytes, 30);
         drop(c);
         let labels: HashMap<_, _> = r.by_label().into_iter().collect();
-        assert_eq!(labels[&Label::text("img")].count, 0);
-        assert_eq!(labels[&Label::text("img")].peak_bytes, 30);
+        assert!(
+            !labels.contains_key(&Label::text("img")),
+            "a label is reclaimed with its last entry"
+        );
+        assert_eq!(labels[&Label::atom("img")].count, 2);
     }
 
     #[test]
@@ -635,6 +716,54 @@ mod tests {
         assert_eq!((s.live_bytes, s.allocs, s.reserved_bytes), (100, 2, 0));
         drop(a);
         assert!(r.alloc(60, 0, Label::default_label(), 1).is_ok());
+    }
+
+    /// Regression (issue 12, item 5): with no capacity set, a 1 TiB zero-filled alloc succeeded
+    /// (lazily mapped) on a 24 GiB machine; a request over the memory limit is now refused.
+    #[test]
+    fn the_memory_limit_holds_without_a_capacity() {
+        let r = reg();
+        r.set_memory_limit(Some(1000));
+        assert_eq!(
+            r.alloc(1001, 0, Label::default_label(), 1).unwrap_err(),
+            StoreError::Capacity
+        );
+        let a = r.alloc(600, 0, Label::default_label(), 1).unwrap();
+        assert_eq!(
+            r.alloc(401, 0, Label::default_label(), 1).unwrap_err(),
+            StoreError::Capacity
+        );
+        // The lower of the two bounds applies.
+        r.set_capacity(Some(700));
+        assert_eq!(
+            r.alloc(101, 0, Label::default_label(), 1).unwrap_err(),
+            StoreError::Capacity
+        );
+        r.set_capacity(Some(5000));
+        assert!(r.alloc(400, 0, Label::default_label(), 1).is_ok());
+        let s = r.stats();
+        assert_eq!(
+            (s.memory_limit, s.live_bytes, s.reserved_bytes),
+            (Some(1000), 600, 0)
+        );
+        drop(a);
+    }
+
+    #[test]
+    fn a_stopped_fill_counts_nothing() {
+        let r = reg();
+        let size = 2 * buffer::FILL_CHUNK as u64 + 1;
+        let err = r.alloc_until(size, 3, Label::atom("gone"), 1, || false);
+        assert_eq!(err.unwrap_err(), StoreError::Cancelled);
+        let s = r.stats();
+        assert_eq!(
+            (s.allocs, s.live_bytes, s.reserved_bytes, s.label_count),
+            (0, 0, 0, 0)
+        );
+        let ok = r
+            .alloc_until(size, 3, Label::atom("kept"), 1, || true)
+            .unwrap();
+        assert_eq!(ok.len() as u64, size);
     }
 
     #[test]
@@ -862,5 +991,63 @@ mod tests {
             r.put(b"", Label::text("7"), 1).is_ok(),
             "known labels still work"
         );
+        let default = r.put(b"", Label::default_label(), 1);
+        assert!(default.is_ok(), "the default label is never refused");
+        assert_eq!(r.stats().label_count, MAX_LABELS as u64 + 1);
+    }
+
+    /// Regression (issue 12, item 4): after MAX_LABELS distinct labels had been used once, every
+    /// put failed with `LabelLimit` forever, even with nothing live and for the default label.
+    #[test]
+    fn dead_labels_are_reclaimed() {
+        let r = reg();
+        for i in 0..MAX_LABELS + 10 {
+            let b = r.put(b"x", Label::text(&i.to_string()), 1).unwrap();
+            drop(b);
+        }
+        assert_eq!(r.stats().label_count, 0);
+        assert!(r.by_label().is_empty());
+        let a = r.put(b"abc", Label::text("reused"), 1).unwrap();
+        let b = r.put(b"abcdef", Label::text("reused"), 1).unwrap();
+        drop((a, b));
+        assert!(r.put(b"zz", Label::default_label(), 1).is_ok());
+        // A reused label's peak starts again from zero.
+        let c = r.put(b"a", Label::text("reused"), 1).unwrap();
+        let labels: HashMap<_, _> = r.by_label().into_iter().collect();
+        assert_eq!(
+            labels[&Label::text("reused")],
+            LabelStats {
+                count: 1,
+                bytes: 1,
+                peak_bytes: 1
+            }
+        );
+        drop(c);
+    }
+
+    /// A label with a reservation in flight is not reclaimed under it, and a failed
+    /// allocation leaves no label behind.
+    #[test]
+    fn labels_in_flight_survive_and_failures_leave_none() {
+        let r = reg();
+        let a = r.put(b"aaaaa", Label::atom("busy"), 1).unwrap();
+        let b = r
+            .insert(1, Label::atom("busy"), 1, || {
+                drop(a);
+                buffer::try_copy(b"b")
+            })
+            .unwrap();
+        let labels: HashMap<_, _> = r.by_label().into_iter().collect();
+        assert_eq!(labels[&Label::atom("busy")].count, 1);
+        assert_eq!(
+            labels[&Label::atom("busy")].peak_bytes,
+            5,
+            "kept (with its peak) while the insert was in flight"
+        );
+        drop(b);
+        let err = r.insert(5, Label::atom("never"), 1, || None);
+        assert_eq!(err.unwrap_err(), StoreError::AllocFailed);
+        assert!(r.by_label().is_empty());
+        assert_eq!(r.stats().label_count, 0);
     }
 }

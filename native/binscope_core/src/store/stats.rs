@@ -19,6 +19,9 @@ pub struct Stats {
     pub frees: u64,
     /// The hard cap on `live_bytes + reserved_bytes`, if any.
     pub capacity: Option<u64>,
+    /// What the machine can back (physical memory, or the cgroup's limit when lower), if known:
+    /// enforced like `capacity`, whatever `capacity` is.
+    pub memory_limit: Option<u64>,
     /// Bytes reserved by allocations in flight (counted against the capacity, not yet live).
     pub reserved_bytes: u64,
     /// Interned requests answered by an existing allocation.
