@@ -498,13 +498,20 @@ calibrate() ->
             {error, probe_timeout}
     end.
 
-%% Each probe object must lie just above exactly one listed binary; both at the same distance
-%% and listed at the same size.
+%% Each probe object's header is the nearest listed binary below it (within 256 bytes: another
+%% probe allocated just before it may be listed within reach too); both must sit at the same
+%% distance and be listed at the same size.
 check_calibration(Listed, Addrs) ->
-    Pairs = [[{Obj - L, Size} || {L, Size, _} <- Listed, L < Obj, Obj - L =< 256] || Obj <- Addrs],
+    Pairs = [nearest_below(Obj, Listed) || Obj <- Addrs],
     case Pairs of
-        [[C], [C]] -> {ok, C};
+        [{ok, C}, {ok, C}] -> {ok, C};
         _ -> {error, {calibration_mismatch, length(Listed), Pairs}}
+    end.
+
+nearest_below(Obj, Listed) ->
+    case lists:sort([{Obj - L, Size} || {L, Size, _} <- Listed, L < Obj, Obj - L =< 256]) of
+        [C | _] -> {ok, C};
+        [] -> none
     end.
 
 %% Full records (as snapshot/1 with full detail) for a few pids, e.g. leak candidates.

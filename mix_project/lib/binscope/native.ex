@@ -71,11 +71,11 @@ defmodule Binscope.Native do
     end
   end
 
-  # The one binary this process holds whose VM header lies just below the probe's object.
+  # The binary this process holds whose VM header lies nearest below the probe's object.
   defp listed_header(object) do
     case near(object) do
-      [found] -> {:ok, found}
-      other -> {:error, "#{length(other)} listed binaries could be the probe's header"}
+      [found | _] -> {:ok, found}
+      [] -> {:error, "no listed binary could be the probe's header"}
     end
   end
 
@@ -96,7 +96,7 @@ defmodule Binscope.Native do
     words_before = vheap_words()
     {probe, object} = gc_pressure_probe(@probe_bytes, true)
     charged = (vheap_words() - words_before) * :erlang.system_info(:wordsize)
-    listed = for {_addr, size} <- near(object), do: size
+    listed = for {_addr, size} <- Enum.take(near(object), 1), do: size
     keep(probe)
 
     cond do
@@ -111,9 +111,13 @@ defmodule Binscope.Native do
     end
   end
 
+  # Listed binaries whose header could hold `object`, nearest first (a probe allocated just
+  # before may be listed within reach too; the header directly precedes its object).
   defp near(object) do
     {:binary, listed} = :erlang.process_info(self(), :binary)
-    for {addr, size, _} <- listed, addr < object, object - addr <= @max_header, do: {addr, size}
+
+    for({addr, size, _} <- listed, addr < object, object - addr <= @max_header, do: {addr, size})
+    |> Enum.sort_by(fn {addr, _} -> object - addr end)
   end
 
   defp listed_size(addr) do

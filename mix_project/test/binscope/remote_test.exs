@@ -55,7 +55,18 @@ defmodule Binscope.RemoteTest do
       :erpc.call(c.full, Binscope.LeakScenario, :burst_then_idle, [3, 2 * @mib, [store: true]])
 
     {:ok, [r]} = Binscope.processes(node: c.full, pids: [pid])
-    assert r.native_store_bytes == total
+
+    assert r.native_store_bytes == total,
+           inspect(
+             Map.take(r, [
+               :native_store_bytes,
+               :unresolved_store_binaries,
+               :binary_refs,
+               :binary_bytes,
+               :binary_uss
+             ])
+           )
+
     {:ok, m} = Binscope.memory(node: c.full)
     assert m.binscope_loaded and m.store_live_bytes >= total
 
