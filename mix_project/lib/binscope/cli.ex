@@ -56,21 +56,21 @@ defmodule Binscope.CLI do
   @common_help """
   Options:
 
-    --node NAME          inspect NAME (name@host); connects as a hidden node. Without it the
-                         tasks inspect this mix VM itself, not your application.
-                         The target needs no Binscope installed: the OTP-only collector is loaded
-                         onto it for the scan.
-    --cookie-file F      read the target's cookie from F (a release keeps it in releases/COOKIE)
-    BINSCOPE_COOKIE      (environment variable) the cookie, when --cookie-file is not given
-    --cookie C           the cookie on the command line. WARNING: other users of this machine
-                         can read it (ps, /proc/PID/cmdline) while the task runs; prefer
-                         --cookie-file or BINSCOPE_COOKIE.
-                         With none of these: ~/.erlang.cookie, as OTP does. The cookie is never
-                         printed. A cookie is 1 to 255 printable ASCII characters.
-    --format FMT         table (default), json or csv
-    --timeout MS         give up after MS milliseconds, connection included (1..3600000,
-                         default 30000)
-    --help               this text
+      --node NAME          inspect NAME (name@host); connects as a hidden node. Without it the
+                           tasks inspect this mix VM itself, not your application.
+                           The target needs no Binscope installed: the OTP-only collector is loaded
+                           onto it for the scan.
+      --cookie-file F      read the target's cookie from F (a release keeps it in releases/COOKIE)
+      BINSCOPE_COOKIE      (environment variable) the cookie, when --cookie-file is not given
+      --cookie C           the cookie on the command line. WARNING: other users of this machine
+                           can read it (ps, /proc/PID/cmdline) while the task runs; prefer
+                           --cookie-file or BINSCOPE_COOKIE.
+                           With none of these: ~/.erlang.cookie, as OTP does. The cookie is never
+                           printed. A cookie is 1 to 255 printable ASCII characters.
+      --format FMT         table (default), json or csv
+      --timeout MS         give up after MS milliseconds, connection included (1..3600000,
+                           default 30000)
+      --help               this text
 
   Progress goes to stderr every second while a scan runs; the report goes to stdout.
   """

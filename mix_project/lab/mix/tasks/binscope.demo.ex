@@ -8,8 +8,8 @@ defmodule Mix.Tasks.Binscope.Demo do
 
   Options:
 
-    --list               the demos, one per line
-    --help               this text
+      --list               the demos, one per line
+      --help               this text
 
   The tour uses a few hundred MiB of memory for short moments and takes about a minute.
   """
