@@ -208,9 +208,10 @@ defmodule Binscope do
 
   @doc """
   Memory rolled up by `by:` (`:application`, the default: each process's group leader, as
-  `:application.get_application/1` decides; `:registered_name`; `:initial_call`): one map per
-  group, largest first, with `group`, `processes`, `memory`, `binary_pss` (each binary counted
-  once over the node), `native_bytes` and `total` (their sum). "Which application holds the
+  `:application.get_application/1` decides; `:registered_name`; `:initial_call`; `:label`, the
+  `proc_lib:set_label/1` label of OTP 27+): one map per group, largest first, with `group`,
+  `processes`, `memory`, `binary_pss` (each binary counted once over the node),
+  `native_store_bytes` and `total` (their sum). "Which application holds the
   memory" is `Binscope.rollup()`.
 
   Options: `by:`, `workers:`, `node:`/`nodes:`/`timeout:`. Cost: one snapshot (basic detail,

@@ -1,25 +1,27 @@
 defmodule Binscope.Memory.Rollup do
   @moduledoc """
   Memory rolled up by application (each process's group leader, as
-  `:application.get_application/1` decides), by registered name or by initial call.
+  `:application.get_application/1` decides), by registered name, by initial call or by process
+  label (`proc_lib:set_label/1`, OTP 27+; every process is unlabelled, `nil`, on older OTP).
 
   Cost: one snapshot (`Binscope.processes/1`'s cost: basic detail for `:application` and
-  `:registered_name`, full detail for `:initial_call`), plus for `:application` one
+  `:registered_name` and `:label`, full detail for `:initial_call`), plus for `:application` one
   `process_info(pid, :group_leader)` per process on the target.
   """
 
   alias Binscope.{Accounting, Remote}
 
-  @keys [:application, :registered_name, :initial_call]
+  @keys [:application, :registered_name, :initial_call, :label]
 
   @doc false
   def keys, do: @keys
 
   @doc """
   Groups of `node`'s processes by `key`, largest first (`memory` + `binary_pss` +
-  `native_bytes`): `%{group, processes, memory, binary_pss, native_bytes, total}`. Processes
-  outside any application are grouped under `nil`; so are unregistered ones for
-  `:registered_name`.
+  `native_store_bytes`): `%{group, processes, memory, binary_pss, native_store_bytes, total}`.
+  Store bytes are exact on every OTP (other NIFs' native bytes are unknown on OTP 27+, so they
+  are not summed). Processes outside any application are grouped under `nil`; so are
+  unregistered ones for `:registered_name` and unlabelled ones for `:label`.
   """
   @spec by(node(), atom(), map()) :: {:ok, [map()]} | {:error, term()}
   def by(node, key, o) when key in @keys do
@@ -46,6 +48,7 @@ defmodule Binscope.Memory.Rollup do
   end
 
   defp grouping(_node, :initial_call, _o), do: {:ok, & &1.initial_call}
+  defp grouping(_node, :label, _o), do: {:ok, & &1.label}
 
   @doc "Rolls `records` up by `group_of.(record)`."
   @spec roll([map()], (map() -> term())) :: [map()]
@@ -55,14 +58,14 @@ defmodule Binscope.Memory.Rollup do
     |> Enum.map(fn {g, rs} ->
       mem = sum(rs, :memory)
       pss = sum(rs, :binary_pss)
-      native = sum(rs, :native_bytes)
+      native = sum(rs, :native_store_bytes)
 
       %{
         group: g,
         processes: length(rs),
         memory: mem,
         binary_pss: pss,
-        native_bytes: native,
+        native_store_bytes: native,
         total: mem + pss + native
       }
     end)

@@ -31,7 +31,7 @@ defmodule Binscope.Memory.RollupTest do
     k1 = group(after_, :kernel)
     assert k1.processes == k0.processes + 1
     assert_in_delta k1.binary_pss - k0.binary_pss, 8 * @mib, 64 * 1024
-    assert Enum.all?(after_, &(&1.total == &1.memory + &1.binary_pss + &1.native_bytes))
+    assert Enum.all?(after_, &(&1.total == &1.memory + &1.binary_pss + &1.native_store_bytes))
     S.stop_all([p])
   end
 
@@ -58,5 +58,38 @@ defmodule Binscope.Memory.RollupTest do
     after
       :peer.stop(peer)
     end
+  end
+
+  test "by label: labelled processes group under their label (OTP 27+), all nil before" do
+    otp = String.to_integer(List.to_string(:erlang.system_info(:otp_release)))
+    me = self()
+    label = {:rollup_test, make_ref()}
+
+    ps =
+      for _ <- 1..3 do
+        spawn(fn ->
+          if otp >= 27, do: apply(:proc_lib, :set_label, [label])
+          bin = :binary.copy(<<9>>, @mib)
+          send(me, :ready)
+
+          receive do
+            :stop -> byte_size(bin)
+          end
+        end)
+      end
+
+    for _ <- ps, do: assert_receive(:ready)
+    {:ok, groups} = Binscope.rollup(by: :label)
+
+    if otp >= 27 do
+      g = group(groups, label)
+      assert g.processes == 3
+      assert_in_delta g.binary_pss, 3 * @mib, 64 * 1024
+    else
+      # No process can have a label before OTP 27: one group, nil, holding every process.
+      assert [%{group: nil}] = groups
+    end
+
+    S.stop_all(ps)
   end
 end
