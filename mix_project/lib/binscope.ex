@@ -244,12 +244,20 @@ defmodule Binscope do
   binaries processes share with such holders and their bytes (exact: a reference count above
   the listed holders), the bytes no process references at all (an estimate from
   `:erlang.memory(:binary)`), and `elsewhere_share` of the binary memory. See
-  `Binscope.Memory.External` for each figure and its cost (one basic scan).
-  Options: `workers:`, `node:`/`nodes:`/`timeout:`.
+  `Binscope.Memory.External` for each figure and its cost (one basic scan, plus a chunked copy
+  of every readable ETS table to name the tables that hold binaries: `tables`). Options:
+  `workers:`, `read_tables:` (default `true`; `false` on nodes with huge tables),
+  `max_objects:` (per table, default 100,000), `node:`/`nodes:`/`timeout:`.
   """
   @spec binaries_elsewhere(keyword()) :: {:ok, map()} | {:ok, per_node(map())} | {:error, term()}
   def binaries_elsewhere(opts \\ []) do
-    o = Options.validate!(opts, [:workers], "Binscope.binaries_elsewhere/1")
+    o =
+      Options.validate!(
+        opts,
+        [:workers, :read_tables, :max_objects],
+        "Binscope.binaries_elsewhere/1"
+      )
+
     on_target(o, &Binscope.Memory.External.report(&2, &1))
   end
 

@@ -90,6 +90,8 @@ defmodule Binscope.Accounting.Options do
   defp value!(:workers, k, _fun) when is_integer(k) and k > 0 and k <= 1024, do: k
   defp value!(:top_shared, n, _fun) when is_integer(n) and n >= 0 and n <= 10_000, do: n
   defp value!(:window, w, _fun) when is_integer(w) and w > 0 and w <= 3_600_000, do: w
+  defp value!(:read_tables, r, _fun) when is_boolean(r), do: r
+  defp value!(:max_objects, m, _fun) when is_integer(m) and m > 0 and m <= 100_000_000, do: m
 
   defp value!(key, v, fun) do
     expected =
@@ -106,6 +108,8 @@ defmodule Binscope.Accounting.Options do
         :workers -> ":auto or an integer in 1..1024"
         :idle_ms -> "an integer in 0..60_000 (ms)"
         :window -> "a window in ms (1..3_600_000)"
+        :read_tables -> "a boolean"
+        :max_objects -> "an integer in 1..100_000_000"
         _ -> "a valid value"
       end
 

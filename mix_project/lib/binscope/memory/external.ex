@@ -10,11 +10,17 @@ defmodule Binscope.Memory.External do
   `:erlang.memory(:binary)` holds beyond the distinct binaries the scan saw
   (`only_elsewhere_bytes`, an estimate: `:erlang.memory(:binary)` also counts the allocator's
   per-block overhead, a few words per binary, and binaries created or freed during the scan).
-  Binscope does not read table contents, so it names no table: `Binscope.ets_tables/1` lists
-  the candidates.
+  With `read_tables: true` (the default) the collector also reads every table that another
+  process may read (public and protected; a private table cannot be read and is listed as
+  `:private`) and names the tables that hold each binary (`tables`, `tables_attributed_bytes`:
+  see `by_table/2`).
 
-  Cost: one basic scan (`Binscope.processes(detail: :basic)`'s collector cost) and one pass
-  over every listed reference here, on the calling node.
+  Cost: one basic scan (`Binscope.processes(detail: :basic)`'s collector cost), one pass over
+  every listed reference here, and, with `read_tables:`, a copy of every object of every
+  readable table, in chunks of 500 in a worker per table that collects its heap after each
+  chunk, up to `max_objects:` (default 100,000) per table (a table cut short is `:partial`).
+  That copy is the dangerous part on a production node whose tables hold gigabytes of large
+  terms: pass `read_tables: false` there, or a small `max_objects:`.
   """
 
   alias Binscope.Remote
@@ -34,9 +40,66 @@ defmodule Binscope.Memory.External do
     args = [%{detail: :basic, workers: Map.get(o, :workers, :auto)}]
 
     with {:ok, raw} <- Remote.call(node, :snapshot, args, o.deadline),
-         {:ok, mem} <- Remote.call(node, :erlang, [], o.deadline) do
-      {:ok, summarize(raw.procs, mem)}
+         {:ok, mem} <- Remote.call(node, :erlang, [], o.deadline),
+         {:ok, tables} <- read_tables(node, o) do
+      summary = summarize(raw.procs, mem)
+      {:ok, Map.merge(summary, by_table(tables, raw.procs))}
     end
+  end
+
+  defp read_tables(node, o) do
+    case Map.get(o, :read_tables, true) do
+      false ->
+        {:ok, nil}
+
+      true ->
+        opts = %{
+          budget_ms: Remote.left(o.deadline),
+          max_objects: Map.get(o, :max_objects, 100_000)
+        }
+
+        Remote.call(node, :ets_binaries, [opts], o.deadline)
+    end
+  end
+
+  @doc """
+  Which ETS tables hold which binaries, from the collector's table reads and the process
+  records: `tables` (largest first: `table`, `name`, `status`, `binaries`, `bytes`,
+  `bytes_no_process_holds`) and `tables_attributed_bytes` (bytes of binaries only tables hold,
+  the part of `only_elsewhere_bytes` found in a table). `nil`s when tables were not read.
+  """
+  @spec by_table([tuple()] | nil, [tuple()]) :: map()
+  def by_table(nil, _procs), do: %{tables: nil, tables_attributed_bytes: nil}
+
+  def by_table(tables, procs) do
+    held = for r <- procs, {key, _size, _refc} <- elem(r, 1), into: MapSet.new(), do: key
+
+    rows =
+      for {t, name, status, bins} <- tables, bins != [] or status != :complete do
+        only = for {addr, size} <- bins, not MapSet.member?(held, addr), do: size
+
+        %{
+          table: t,
+          name: name,
+          status: status,
+          binaries: length(bins),
+          bytes: Enum.reduce(bins, 0, fn {_, size}, acc -> acc + size end),
+          bytes_no_process_holds: Enum.sum(only)
+        }
+      end
+
+    # A binary held by two tables counts once in the attributed total.
+    attributed =
+      for {_t, _n, _s, bins} <- tables,
+          {addr, size} <- bins,
+          not MapSet.member?(held, addr),
+          into: %{},
+          do: {addr, size}
+
+    %{
+      tables: Enum.sort_by(rows, &{-&1.bytes, inspect(&1.table)}),
+      tables_attributed_bytes: attributed |> Map.values() |> Enum.sum()
+    }
   end
 
   @doc "The report from collector records and `:erlang.memory(:binary)`."
