@@ -74,7 +74,7 @@ defmodule Binscope.Remote do
   end
 
   @doc "Runs `fun`, turning a timeout thrown by `check!/1` or the collector into `{:error, :timeout}`."
-  @spec bounded((() -> result)) :: result | {:error, :timeout} when result: term()
+  @spec bounded((... -> result)) :: result | {:error, :timeout} when result: term()
   def bounded(fun) do
     fun.()
   catch

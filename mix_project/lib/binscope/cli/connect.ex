@@ -48,7 +48,7 @@ defmodule Binscope.CLI.Connect do
   The cookie `opts` and the environment give, as a function returning it (or `nil`: OTP's
   default), or a message saying why it cannot be used.
   """
-  @spec cookie(map()) :: {:ok, (() -> String.t()) | nil} | {:error, String.t()}
+  @spec cookie(map()) :: {:ok, (... -> String.t()) | nil} | {:error, String.t()}
   def cookie(%{cookie: c}), do: {:ok, c}
   def cookie(%{cookie_file: f}), do: read_cookie_file(f)
 
