@@ -9,7 +9,13 @@ defmodule Binscope.Memory.Recorder do
   Categories, bottom up: `files` (`rss_file` + `rss_shmem`), `native` (`native_resident`),
   `vm_blocks`, `vm_unused_resident`, `unaccounted` (RSS = their sum).
 
-  Cost: one `Binscope.memory/1` per sample (counters only; see its docs), plus a line of CSV.
+  With `top: n`, each sample also writes the node's `n` largest processes by `top_by:`
+  (default `:memory`) to `<prefix>_top.csv` (`time_ms,rank,pid,name,metric,value`), so a
+  recording shows who grew, not only what.
+
+  Cost: one `Binscope.memory/1` per sample (counters only; see its docs), plus a line of CSV;
+  with `top:`, one `Binscope.top/2` per sample as well (a basic scan of every process: see its
+  cost; use an interval of seconds on a large node).
   A sample that fails (node down, timeout) is written as a row with the error and skipped in
   the chart.
   """
@@ -18,7 +24,8 @@ defmodule Binscope.Memory.Recorder do
 
   @doc """
   Starts a recorder process; `opts`: `interval:` (ms, default 1000), `duration:` (ms; default
-  until `stop/1`), `node:`, `timeout:`. Returns `{:ok, pid}`.
+  until `stop/1`), `node:`, `timeout:`, `top:` (processes per sample, default none), `top_by:`.
+  Returns `{:ok, pid}`.
   """
   @spec start(Path.t(), keyword()) :: {:ok, pid()}
   def start(prefix, opts \\ []) do
@@ -57,14 +64,73 @@ defmodule Binscope.Memory.Recorder do
     csv = prefix <> ".csv"
     File.mkdir_p!(Path.dirname(csv))
     File.write!(csv, [Enum.join(@columns, ","), ",error\n"])
+    top = top_spec(prefix, opts, mem_opts)
     start = System.monotonic_time(:millisecond)
-    samples = loop(csv, mem_opts, interval, duration, start, [])
+    samples = loop({csv, top}, mem_opts, interval, duration, start, [])
 
-    %{csv: csv, svg: chart(prefix <> ".svg", Enum.reverse(samples)), samples: length(samples)}
+    %{
+      csv: csv,
+      top_csv: top && top.path,
+      svg: chart(prefix <> ".svg", Enum.reverse(samples)),
+      samples: length(samples)
+    }
   end
 
-  defp loop(csv, mem_opts, interval, duration, start, acc) do
+  defp top_spec(prefix, opts, mem_opts) do
+    case Keyword.get(opts, :top) do
+      nil ->
+        nil
+
+      n when is_integer(n) and n > 0 and n <= 1000 ->
+        by = Keyword.get(opts, :top_by, :memory)
+        path = prefix <> "_top.csv"
+        File.write!(path, "time_ms,rank,pid,name,metric,value\n")
+        %{path: path, n: n, opts: [by: by, detail: :basic] ++ mem_opts, by: by}
+
+      other ->
+        raise ArgumentError,
+              "top: must be an integer in 1..1000, got: #{inspect(other, limit: 8)}"
+    end
+  end
+
+  defp write_top(nil, _t), do: :ok
+
+  defp write_top(top, t) do
+    case Binscope.top(top.n, top.opts) do
+      {:ok, rows} ->
+        lines =
+          rows
+          |> Enum.with_index(1)
+          |> Enum.map(fn {r, i} ->
+            name = r.registered_name || r.label || r.initial_call || ""
+            cell = name |> inspect() |> String.replace(~r/[,\n"]/, " ")
+
+            [
+              to_string(t),
+              ",",
+              to_string(i),
+              ",",
+              inspect(r.pid),
+              ",",
+              cell,
+              ",",
+              to_string(top.by),
+              ",",
+              to_string(Map.get(r, top.by) || ""),
+              "\n"
+            ]
+          end)
+
+        File.write!(top.path, lines, [:append])
+
+      _error ->
+        :ok
+    end
+  end
+
+  defp loop({csv, top} = out, mem_opts, interval, duration, start, acc) do
     t = System.monotonic_time(:millisecond) - start
+    write_top(top, t)
 
     acc =
       case Binscope.memory(mem_opts) do
@@ -95,7 +161,7 @@ defmodule Binscope.Memory.Recorder do
         receive do
           :stop -> acc
         after
-          next -> loop(csv, mem_opts, interval, duration, start, acc)
+          next -> loop(out, mem_opts, interval, duration, start, acc)
         end
     end
   end

@@ -61,4 +61,50 @@ defmodule Binscope.Memory.RecorderTest do
     Process.sleep(100)
     grow([:binary.copy(<<1>>, 1_048_576) | acc])
   end
+
+  test "top: writes the largest processes of each sample; the grower is first", %{tmp_dir: d} do
+    prefix = Path.join(d, "top")
+    me = self()
+
+    big =
+      spawn(fn ->
+        bin = :binary.copy(<<3>>, 64 * 1_048_576)
+        send(me, :ready)
+
+        receive do
+          :stop -> byte_size(bin)
+        end
+      end)
+
+    assert_receive :ready, 5_000
+    Process.register(big, :recorder_top_holder)
+
+    r =
+      Binscope.Memory.Recorder.record(prefix,
+        interval: 200,
+        duration: 600,
+        top: 3,
+        top_by: :binary_pss
+      )
+
+    send(big, :stop)
+    assert r.top_csv == prefix <> "_top.csv"
+    [header | rows] = r.top_csv |> File.read!() |> String.split("\n", trim: true)
+    assert header == "time_ms,rank,pid,name,metric,value"
+    assert length(rows) == 3 * r.samples
+
+    firsts =
+      for row <- rows, cells = String.split(row, ","), match?([_, "1" | _], cells), do: cells
+
+    assert length(firsts) == r.samples
+
+    for [_t, "1", _pid, name, "binary_pss", value] <- firsts do
+      assert name =~ "recorder_top_holder"
+      assert String.to_integer(value) >= 64 * 1_048_576
+    end
+
+    assert_raise ArgumentError, ~r/top: must be/, fn ->
+      Binscope.Memory.Recorder.record(prefix, duration: 10, top: 0)
+    end
+  end
 end
