@@ -98,7 +98,7 @@ defmodule Binscope do
   @doc """
   One record per process, sizes in bytes:
 
-  - `pid`, `node`, `registered_name`, `label` (set with `proc_lib:set_label/1`, OTP 27+; `nil`
+  - `pid`, `node`, `registered_name` (`nil` when it has none), `label` (set with `proc_lib:set_label/1`, OTP 27+; `nil`
     when unset or on an older OTP), `initial_call` (proc_lib's real one), `current_function`;
   - `memory`, `heap_size`, `total_heap_size`, `stack_size`, `old_heap_size`, `message_queue_len`,
     `reductions`;
@@ -279,6 +279,16 @@ defmodule Binscope do
   @doc "Like `leaks/1`, raising `Binscope.Error` on failure."
   @spec leaks!(keyword()) :: [map()]
   def leaks!(opts \\ []), do: bang(leaks(opts))
+
+  @doc """
+  Prints a result of `memory/1`, `top/2`, `processes/1`, `snapshot/1` or `leaks/1` (as returned:
+  `{:ok, _}`, `{:error, _}`, a bare value, or per-node results) as the command line's table, in
+  IEx or a remote shell, where a release has no mix tasks. See `Binscope.Printer`.
+
+      Binscope.top(5) |> Binscope.print()
+  """
+  @spec print(term(), keyword()) :: :ok
+  def print(result, opts \\ []), do: Binscope.Printer.print(result, opts)
 
   # One deadline for the whole call, taken before anything else runs.
   defp on_target(%{nodes: nodes} = o, fun) do

@@ -185,7 +185,7 @@ defmodule Binscope.Accounting do
       @uncollected
       | pid: pid,
         node: node,
-        registered_name: name,
+        registered_name: opt(name),
         label: opt(label),
         memory: mem,
         binary_refs: refs,
@@ -223,7 +223,7 @@ defmodule Binscope.Accounting do
       @uncollected
       | pid: pid,
         node: node,
-        registered_name: name,
+        registered_name: opt(name),
         label: opt(label),
         initial_call: opt(init),
         current_function: opt(cur),
