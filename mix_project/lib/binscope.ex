@@ -255,12 +255,20 @@ defmodule Binscope do
   the shortlist is watched for activity, default 50), `workers:` (as `processes/1`),
   `node:`/`nodes:`/`timeout:`.
 
-  Each result: `pid` and identity, `reclaimed_bytes` (exact, each binary once, store binaries
-  included), `reclaimed_refs`, `reclaimed_binaries`, `retained_binary_bytes`, `estimated_bytes`
+  Results come most waste first. Each result: `pid` and identity, `waste_bytes` =
+  `reclaimed_bytes` + `pinned_bytes`, `reclaimed_bytes` (exact, each binary once, store binaries
+  included), `pinned_bytes` (an estimate: binary bytes it keeps after a full GC beyond its own
+  heap, when they are at least 1 MiB and 16 times the heap: likely large parents kept alive by
+  small slices; such a process ranks first with `:binary_copy` even after it was collected),
+  `off_heap_queue` (its queue is kept off the heap: binaries queued there are in none of these
+  figures), `reclaimed_refs`, `reclaimed_binaries`, `retained_binary_bytes`, `estimated_bytes`
   (bytes only it references), `likely_garbage_bytes` (what the ranking expected; `nil` in
   `:full` mode),
   `suggestion` (`:hibernate_after`, `:hibernate_idle`, `:fullsweep_after`, `:binary_copy`,
-  `:off_heap_queue` or `:none`) and `reason`, in the process's own figures.
+  `:off_heap_queue` or `:none`) and `reason`, in the process's own figures. OTP's own processes
+  (`code_server`, `user`, ...) get `:none`, a process blocked in a passive receive no hibernation
+  advice, and Binscope's own processes are left out. The targeted mode forces no GC on a process
+  without likely garbage.
 
   **Forces garbage collections** (except with `mode: :dry_run`).
   """

@@ -12,7 +12,9 @@ use std::collections::HashSet;
 use binscope_core::accounting::{
     attribute, attribute_parallel, store_entry, store_key, BinRef, Snapshot,
 };
-use binscope_core::leaks::{likely_garbage, rank, reclaimed, suggest, Candidate, Facts};
+use binscope_core::leaks::{
+    likely_garbage, pinned_bytes, rank, reclaimed, suggest, waste, Candidate, Facts,
+};
 use rustler::{Env, NifMap, NifResult, Resource, ResourceArc, Term};
 
 use crate::store::{StoreBinary, HANDLES, REGISTRY};
@@ -231,11 +233,14 @@ struct FactsMap {
     otp_behaviour: bool,
     fullsweep_after: u64,
     minor_gcs: u64,
+    system_process: bool,
+    passive_recv: bool,
+    off_heap_queue: bool,
 }
 
 /// `{suggestion_name, reason}` for one process's figures.
 #[rustler::nif]
-fn accounting_suggest(facts: FactsMap) -> (String, String) {
+fn accounting_suggest(facts: FactsMap) -> (String, String, u64, u64) {
     let f = Facts {
         reclaimed_bytes: facts.reclaimed_bytes,
         retained_binary_bytes: facts.retained_binary_bytes,
@@ -246,9 +251,12 @@ fn accounting_suggest(facts: FactsMap) -> (String, String) {
         otp_behaviour: facts.otp_behaviour,
         fullsweep_after: facts.fullsweep_after,
         minor_gcs: facts.minor_gcs,
+        system_process: facts.system_process,
+        passive_recv: facts.passive_recv,
+        off_heap_queue: facts.off_heap_queue,
     };
     let (s, reason) = suggest(&f);
-    (s.name().to_string(), reason)
+    (s.name().to_string(), reason, pinned_bytes(&f), waste(&f))
 }
 
 /// `[{index, likely_garbage_bytes}]`, most likely garbage first, for candidates given as

@@ -19,11 +19,14 @@ defmodule Binscope.CLI.Output do
   @leak_cols [
     :pid,
     :name,
+    :waste_bytes,
     :reclaimed_bytes,
+    :pinned_bytes,
     :reclaimed_refs,
     :estimated_bytes,
     :likely_garbage_bytes,
     :suggestion,
+    :off_heap_queue,
     :reason
   ]
   @process_table [
@@ -39,10 +42,10 @@ defmodule Binscope.CLI.Output do
   @leak_table [
     pid: "pid",
     name: "name",
+    waste_bytes: "waste",
     reclaimed_bytes: "freed",
-    likely_garbage_bytes: "likely",
     suggestion: "suggestion",
-    current_function: "current_function"
+    current_function: "current"
   ]
   # Numbers that are counts, not bytes.
   @counts [:message_queue_len, :reclaimed_refs]
@@ -107,10 +110,13 @@ defmodule Binscope.CLI.Output do
     [head, Table.render(Enum.map(cols, &elem(&1, 1)), cells, table_opts)]
   end
 
-  # A dry run frees nothing: its table shows the estimate instead.
+  # A dry run frees nothing: its table shows the estimates instead.
   defp leak_table(rows) do
     if rows != [] and Enum.all?(rows, &(&1[:reclaimed_bytes] == nil)),
-      do: List.keyreplace(@leak_table, :reclaimed_bytes, 0, {:estimated_bytes, "estimated"}),
+      do:
+        @leak_table
+        |> List.keyreplace(:waste_bytes, 0, {:estimated_bytes, "estimated"})
+        |> List.keyreplace(:reclaimed_bytes, 0, {:likely_garbage_bytes, "likely"}),
       else: @leak_table
   end
 
