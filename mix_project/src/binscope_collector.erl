@@ -456,6 +456,9 @@ calibration_status() ->
             end
     end.
 
+nearest([]) -> [];
+nearest(Pairs) -> [lists:min(Pairs)].
+
 calibrate() ->
     Parent = self(),
     Ref = make_ref(),
@@ -478,10 +481,12 @@ calibrate() ->
             {error, probe_timeout}
     end.
 
-%% Each probe object must lie just above exactly one listed binary; both at the same distance
-%% and listed at the same size.
+%% Each probe object must lie just above a listed binary: the nearest one below it, within 256
+%% bytes; both at the same distance and listed at the same size. (Two probes allocated next to
+%% each other put the second object within 256 bytes of both binaries: the nearer one is its own.)
 check_calibration(Listed, Addrs) ->
-    Pairs = [[{Obj - L, Size} || {L, Size, _} <- Listed, L < Obj, Obj - L =< 256] || Obj <- Addrs],
+    Pairs = [nearest([{Obj - L, Size} || {L, Size, _} <- Listed, L < Obj, Obj - L =< 256])
+             || Obj <- Addrs],
     case Pairs of
         [[C], [C]] -> {ok, C};
         _ -> {error, {calibration_mismatch, length(Listed), Pairs}}

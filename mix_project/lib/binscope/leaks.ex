@@ -293,7 +293,7 @@ defmodule Binscope.Leaks do
 
   # The ranking's figure only (the results recompute it with every fact).
   defp waste({_pid, _b, _a, _reds, heap, stack, _mql}, bytes, ret, w) do
-    {_refs, distinct, _uss, pss, _shared, _store} = ret
+    {_refs, distinct, _uss, pss, _shared, _store, _bytes} = ret
 
     facts =
       Map.merge(@no_facts, %{
@@ -310,7 +310,7 @@ defmodule Binscope.Leaks do
   defp result(res, {refs, bytes, bins}, ret, by_pid, off_heap, w) do
     {pid, _before, _after, reds, heap, stack, mql} = res
     r = Map.fetch!(by_pid, pid)
-    {_refs, distinct, _uss, pss, _shared, _store} = ret
+    {_refs, distinct, _uss, pss, _shared, _store, _bytes} = ret
     cur_mod = with {m, _, _} <- r.current_function, do: m
     off_heap? = MapSet.member?(off_heap, pid)
 

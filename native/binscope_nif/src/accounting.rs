@@ -131,7 +131,17 @@ fn try_owned_binary(size: usize) -> Option<rustler::OwnedBinary> {
 /// The per-process figures [`accounting_attribute`] packs, in this order, each a native-endian
 /// u64: one fixed-size record per process instead of a list of tuples, so a whole-node result
 /// is one off-heap binary (no per-process term to build here or to garbage-collect in Elixir).
-pub const SHARE_FIELDS: [&str; 6] = ["refs", "distinct", "uss", "pss", "shared", "store_bytes"];
+/// `bytes` (appended last) is the naive sum of the process's references with store binaries at
+/// their real size: what its virtual binary heap counts for them.
+pub const SHARE_FIELDS: [&str; 7] = [
+    "refs",
+    "distinct",
+    "uss",
+    "pss",
+    "shared",
+    "store_bytes",
+    "bytes",
+];
 
 /// `{shares, summary, [{key, size, holders, refc}]}` for `lists` (one binary list or collector
 /// record per process): `shares` packs [`SHARE_FIELDS`] per process, in `lists` order.
@@ -165,7 +175,15 @@ fn accounting_attribute<'a>(
         .iter()
         .zip(shares.as_mut_slice().chunks_exact_mut(width))
     {
-        let fields = [p.refs, p.distinct, p.uss, p.pss, p.shared, p.store_bytes];
+        let fields = [
+            p.refs,
+            p.distinct,
+            p.uss,
+            p.pss,
+            p.shared,
+            p.store_bytes,
+            p.bytes,
+        ];
         for (v, o) in fields.iter().zip(out.chunks_exact_mut(8)) {
             o.copy_from_slice(&v.to_ne_bytes());
         }
