@@ -5,11 +5,11 @@ defmodule Binscope.Printer do
 
       Binscope.top(3) |> Binscope.print()
       node: nonode@nohost
-      pid       | name                      | memory | binary | bin_pss | bin_uss | native | mq
-      ----------+---------------------------+--------+--------+---------+---------+--------+---
-      <0.50.0>  | :code_server              |   278K |    62K |     58K |     54K |   4.0K |  0
-      <0.96.0>  | Task:await/2              |   258K |   174K |    174K |    174K |     0B |  0
-      <0.288.0> | binscope_collector:full/3 |   242K |     0B |      0B |      0B |    88B |  0
+      pid       | name             | memory | binary | bin_pss | bin_uss | native | mq
+      ----------+------------------+--------+--------+---------+---------+--------+---
+      <0.44.0>  | :application_co… |   450K |     0B |      0B |      0B |   128B |  0
+      <0.165.0> | …valuator:init/4 |   328K |   1.5K |    1.5K |    1.5K |     0B |  0
+      <0.50.0>  | :code_server     |   192K |   4.6K |    2.3K |      0B |    28B |  0
 
   Sizes take at most 5 characters: `K`, `M` and `G` are KiB, MiB and GiB; `mq` is the length of
   the message queue. Leak results print the first clause of each reason under its row.
@@ -30,7 +30,9 @@ defmodule Binscope.Printer do
   end
 
   @doc """
-  The table `print/2` prints, as iodata. Options: `width:` the widest line (default 100).
+  The table `print/2` prints, as iodata. Options: `width:` the widest line (default: the width
+  of the caller's terminal, which in a remote shell is the remote user's, within 80..100; 100
+  when it has none).
 
       iex> Binscope.Printer.format({:error, :timeout}) |> IO.iodata_to_binary()
       "error: no result within --timeout (a larger --timeout, or --detail basic / --mode dry_run, which do less)\\n"
@@ -72,8 +74,7 @@ defmodule Binscope.Printer do
 
   defp format_rows([%{pid: _} | _] = rows, opts) do
     task = if Enum.all?(rows, &Map.has_key?(&1, :suggestion)), do: :leaks, else: :top
-    width = Keyword.get(opts, :width, 100)
-    Output.render(task, rows, :table, Keyword.merge(opts, width: width))
+    Output.render(task, rows, :table, opts)
   end
 
   defp format_rows(rows, _opts), do: [inspect(rows, pretty: true), "\n"]

@@ -104,6 +104,7 @@ defmodule Binscope.CLI.Output do
 
     table_opts =
       [width: width, flex: index.([:name, :current_function]), min: 12] ++
+        [cut_left: index.([:name, :current_function])] ++
         [right: index.(keys -- [:pid, :name, :suggestion, :current_function])] ++
         if(notes, do: [notes: notes], else: [])
 

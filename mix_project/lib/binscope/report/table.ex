@@ -10,6 +10,9 @@ defmodule Binscope.Report.Table do
   - `width:` the widest a line may be (default: unbounded). Columns listed in `flex:` are cut
     (ending in `…`) to fit, widest first, down to `min:` characters (default 8) each;
   - `flex:` indices of the columns that may be cut;
+  - `cut_left:` indices of flex columns whose functions (`m:f/arity`) are cut at their start
+    instead (`…Scenario:idle/0`: the end of a module-qualified function is the part that tells
+    processes apart); other text there is cut at its end;
   - `right:` indices of columns to right-align (columns of numbers are right-aligned anyway);
   - `notes:` one string (or nil) per row, printed under its row, indented by 2 and cut to `width:`.
 
@@ -30,6 +33,7 @@ defmodule Binscope.Report.Table do
 
     widths = fit(natural, Keyword.get(opts, :width), Keyword.get(opts, :flex, []), opts)
     right = Keyword.get(opts, :right, [])
+    left_cut = Keyword.get(opts, :cut_left, [])
 
     align =
       Enum.map(0..(n - 1), fn i ->
@@ -37,10 +41,10 @@ defmodule Binscope.Report.Table do
       end)
 
     line = fn row, align? ->
-      [row, widths, align]
+      [row, widths, align, 0..(n - 1)]
       |> Enum.zip()
-      |> Enum.map(fn {c, w, right?} ->
-        c = cut(c, w)
+      |> Enum.map(fn {c, w, right?, i} ->
+        c = if i in left_cut and c =~ ~r"/\d+$", do: cut_start(c, w), else: cut(c, w)
         if align? and right?, do: String.pad_leading(c, w), else: String.pad_trailing(c, w)
       end)
       |> Enum.join(" | ")
@@ -75,6 +79,18 @@ defmodule Binscope.Report.Table do
     if String.length(text) <= width,
       do: text,
       else: String.slice(text, 0, max(width - 1, 0)) <> @ellipsis
+  end
+
+  @doc """
+  `text` cut to `width` characters at its start, its first one `…` when something was cut.
+
+      iex> Binscope.Report.Table.cut_start("Binscope.LeakScenario:idle/0", 12)
+      "…ario:idle/0"
+  """
+  @spec cut_start(String.t(), non_neg_integer()) :: String.t()
+  def cut_start(text, width) do
+    len = String.length(text)
+    if len <= width, do: text, else: @ellipsis <> String.slice(text, len - width + 1, width)
   end
 
   defp sub(:infinity, _), do: :infinity
