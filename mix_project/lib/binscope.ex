@@ -98,7 +98,7 @@ defmodule Binscope do
   @doc """
   One record per process, sizes in bytes:
 
-  - `pid`, `node`, `registered_name`, `label` (set with `proc_lib:set_label/1`, OTP 27+; `nil`
+  - `pid`, `node`, `registered_name` (`nil` when it has none), `label` (set with `proc_lib:set_label/1`, OTP 27+; `nil`
     when unset or on an older OTP), `initial_call` (proc_lib's real one), `current_function`;
   - `memory`, `heap_size`, `total_heap_size`, `stack_size`, `old_heap_size`, `message_queue_len`,
     `reductions`;
@@ -270,12 +270,21 @@ defmodule Binscope do
   the shortlist is watched for activity, default 50), `workers:` (as `processes/1`),
   `node:`/`nodes:`/`timeout:`.
 
-  Each result: `pid` and identity, `reclaimed_bytes` (exact, each binary once, store binaries
-  included), `reclaimed_refs`, `reclaimed_binaries`, `retained_binary_bytes`, `estimated_bytes`
+  Results come most waste first. Each result: `pid` and identity, `waste_bytes` =
+  `reclaimed_bytes` + `pinned_bytes`, `reclaimed_bytes` (exact, each binary once, store binaries
+  included), `pinned_bytes` (an estimate: binary bytes it keeps after a full GC beyond its own
+  heap, when they are at least 1 MiB and 16 times the heap: likely large parents kept alive by
+  small slices; such a process ranks first with `:binary_copy` even after it was collected),
+  `off_heap_queue` (its queue is kept off the heap: binaries queued there are in none of these
+  figures), `reclaimed_refs`, `reclaimed_binaries`, `retained_binary_bytes`, `estimated_bytes`
   (bytes only it references), `likely_garbage_bytes` (what the ranking expected; `nil` in
   `:full` mode), `unresolved_store_binaries` (listed before the GC but not identifiable, as in
-  `processes/1`: in no figure), `suggestion` (`:hibernate_after`, `:hibernate_idle`, `:fullsweep_after`, `:binary_copy`,
-  `:off_heap_queue` or `:none`) and `reason`, in the process's own figures.
+  `processes/1`: in no figure),
+  `suggestion` (`:hibernate_after`, `:hibernate_idle`, `:fullsweep_after`, `:binary_copy`,
+  `:off_heap_queue` or `:none`) and `reason`, in the process's own figures. OTP's own processes
+  (`code_server`, `user`, ...) get `:none`, a process blocked in a passive receive no hibernation
+  advice, and Binscope's own processes are left out. The targeted mode forces no GC on a process
+  without likely garbage.
 
   **Forces garbage collections** (except with `mode: :dry_run`).
   """
@@ -294,6 +303,16 @@ defmodule Binscope do
   @doc "Like `leaks/1`, raising `Binscope.Error` on failure."
   @spec leaks!(keyword()) :: [map()]
   def leaks!(opts \\ []), do: bang(leaks(opts))
+
+  @doc """
+  Prints a result of `memory/1`, `top/2`, `processes/1`, `snapshot/1` or `leaks/1` (as returned:
+  `{:ok, _}`, `{:error, _}`, a bare value, or per-node results) as the command line's table, in
+  IEx or a remote shell, where a release has no mix tasks. See `Binscope.Printer`.
+
+      Binscope.top(5) |> Binscope.print()
+  """
+  @spec print(term(), keyword()) :: :ok
+  def print(result, opts \\ []), do: Binscope.Printer.print(result, opts)
 
   # One deadline for the whole call, taken before anything else runs.
   defp on_target(%{nodes: nodes} = o, fun) do

@@ -19,6 +19,7 @@
 -export([snapshot/1, details/1, details/2, activity/1, node_memory/0, gc_round/1, gc_round/2,
          calibration/0, calibration_status/0, check_calibration/2]).
 -export([allocators/0, kernel_memory/0, ets_tables/1, ets_binaries/1, applications/0, erlang/0]).
+-export([queue_data/1]).
 %% Exported for tests: the figures taken from garbage_collection and garbage_collection_info.
 -export([gc_fields/2]).
 
@@ -528,6 +529,13 @@ activity(Pids) ->
     [{P, R, Q} || P <- Pids, is_pid(P), node(P) =:= node(),
                   [{reductions, R}, {message_queue_len, Q}] <-
                       [erlang:process_info(P, [reductions, message_queue_len])]].
+
+%% [{Pid, on_heap | off_heap}] for a few pids: where each keeps its message queue. Messages
+%% queued off the heap are not in process_info(Pid, binary) until the process receives them.
+%% A pid that is gone is left out.
+queue_data(Pids) ->
+    [{P, D} || P <- Pids, is_pid(P), node(P) =:= node(),
+               {message_queue_data, D} <- [erlang:process_info(P, message_queue_data)]].
 
 %% The node's memory: erlang:memory/0, OS RSS, and Binscope's store and allocator when loaded.
 node_memory() ->

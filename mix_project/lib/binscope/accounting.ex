@@ -132,15 +132,17 @@ defmodule Binscope.Accounting do
 
   @doc """
   The per-process figures packed by the attribution NIF, as
-  `[{refs, distinct, uss, pss, shared, store_bytes, unresolved}]` (for a few processes;
-  whole-node records read the binary in place).
+  `[{refs, distinct, uss, pss, shared, store_bytes, unresolved, bytes}]` (for a few
+  processes; whole-node records read the binary in place). `bytes`: every reference's size,
+  store binaries at their real size (what the virtual binary heap counts for them).
   """
   @spec shares(binary()) :: [tuple()]
   def shares(packed) do
     for <<r::64-native, d::64-native, u::64-native, p::64-native, s::64-native, st::64-native,
-          un::64-native <-
+          un::64-native,
+          b::64-native <-
             packed>>,
-        do: {r, d, u, p, s, st, un}
+        do: {r, d, u, p, s, st, un, b}
   end
 
   defp in_time!(:infinity), do: :ok
@@ -156,14 +158,15 @@ defmodule Binscope.Accounting do
   defp records(
          [proc | procs],
          <<refs::64-native, distinct::64-native, uss::64-native, pss::64-native,
-           shared::64-native, store::64-native, unresolved::64-native, rest::binary>>,
+           shared::64-native, store::64-native, unresolved::64-native, resolved::64-native,
+           rest::binary>>,
          w,
          node,
          acc,
          deadline,
          k
        ) do
-    r = record(proc, {refs, distinct, uss, pss, shared, store, unresolved}, w, node)
+    r = record(proc, {refs, distinct, uss, pss, shared, store, unresolved, resolved}, w, node)
     records(procs, rest, w, node, [r | acc], deadline, k - 1)
   end
 
@@ -172,13 +175,13 @@ defmodule Binscope.Accounting do
   # `detail: :basic` fills only what it collected into the record's shape (every field,
   # nil): one map update per process, no per-field calls.
   defp record({pid, _bins, listed, name, label, mem}, shares, _w, node) do
-    {refs, distinct, uss, pss, shared, store, unresolved} = shares
+    {refs, distinct, uss, pss, shared, store, unresolved, _resolved} = shares
 
     %{
       @uncollected
       | pid: pid,
         node: node,
-        registered_name: name,
+        registered_name: opt(name),
         label: opt(label),
         memory: mem,
         binary_refs: refs,
@@ -196,23 +199,25 @@ defmodule Binscope.Accounting do
   defp record(
          {pid, _bins, listed, name, label, init, cur, mem, theap, heap, stack, mql, reds, minor,
           fullsweep, vheap, old_vheap, old_heap},
-         {refs, distinct, uss, pss, shared, store_bytes, unresolved},
+         {refs, distinct, uss, pss, shared, store_bytes, unresolved, resolved},
          {w, estimable},
          node
        ) do
     # Up to OTP 26 the virtual binary heap counts NIF binaries at their real size while the VM
     # lists them at ~72 bytes: what the vheap holds beyond the listed bytes is native memory the
     # VM hides. On OTP 27+ it does not (see attribute/2), and a figure the VM's list lacked
-    # (`:undefined`) is unknown too: nil.
+    # (`:undefined`) is unknown too: nil. The heap counts every reference at its size: two
+    # references to one store entry count it twice there, so `resolved` (each reference, store
+    # binaries at their real size) is what to take away, not the entry's bytes once.
     estimated =
       if estimable and is_integer(vheap) and is_integer(old_vheap),
-        do: max((vheap + old_vheap) * w - listed - store_bytes, 0)
+        do: max((vheap + old_vheap) * w - resolved, 0)
 
     %{
       @uncollected
       | pid: pid,
         node: node,
-        registered_name: name,
+        registered_name: opt(name),
         label: opt(label),
         initial_call: opt(init),
         current_function: opt(cur),

@@ -361,7 +361,7 @@ defmodule Binscope.CLI do
          left when left > 0 <- Binscope.Remote.left(deadline),
          opts = %{opts | timeout: left},
          {:ok, report} <- with_progress(task, target, fn -> report(task, target, opts) end) do
-      IO.write(Output.render(task, report, opts.format))
+      IO.write(Output.render(task, report, opts.format, node: target))
       0
     else
       {:watched, status} -> status

@@ -42,6 +42,23 @@ defmodule Binscope.Leaks do
     "none" => :none
   }
   @otp_loops [:gen_server, :gen_statem, :gen_event, :gen]
+  # Binscope's own processes (the scan, its workers and bounded calls) stay out of the results.
+  @own_modules [:binscope_collector, Binscope.Remote, Binscope.Leaks, Binscope.Accounting] ++
+                 [Binscope.CLI, Binscope.Memory.Watch, Binscope.Memory.Recorder]
+  # OTP's own processes: nothing a user can change in them, so no advice.
+  @system_names [:init, :erts_code_purger, :erl_prim_loader, :code_server, :user, :user_drv] ++
+                  [:standard_error, :standard_error_sup, :application_controller, :kernel_sup] ++
+                  [:kernel_refc, :kernel_safe_sup, :logger, :logger_sup, :logger_handler_watcher] ++
+                  [:logger_proxy, :logger_std_h_default, :error_logger, :file_server_2, :rex] ++
+                  [:inet_db, :global_name_server, :global_group, :global_group_check, :net_kernel] ++
+                  [:net_sup, :auth, :erl_epmd, :erl_signal_server, :socket_registry, :erpc] ++
+                  [:elixir_sup, :elixir_config, :elixir_code_server]
+  @system_initial [:application_master, :group, :prim_file, :user_drv, :erl_prim_loader] ++
+                    [:code_server, :init, :erts_code_purger, :erts_dirty_process_signal_handler] ++
+                    [:erts_literal_area_collector]
+  # Where a process blocked in a passive receive waits: it cannot hibernate there.
+  @recv_modules [:prim_inet, :gen_tcp, :gen_udp, :gen_sctp, :inet_tcp, :gen_tcp_socket] ++
+                  [:gen_udp_socket, :socket, :prim_socket, :ssl]
   # How long the second activity sample of the shortlist waits: a process that ran no
   # reductions over it (and has no mail) counts as idle.
   @idle_ms 50
@@ -79,12 +96,17 @@ defmodule Binscope.Leaks do
           end
 
         :targeted ->
+          # A forced GC only where there is likely garbage: never on a process with nothing to
+          # gain. (A process whose slices pin parents it has kept since its last collection holds
+          # them in its old binary heap: likely garbage to the ranking, so it is collected, and
+          # the results then tell pinned bytes from freed ones.)
           with {:ok, ranked} <- shortlist(node, by_uss, k, opts) do
-            collect(node, Enum.take(ranked, k), snap, limit, opts.deadline)
+            gain = Enum.filter(ranked, &(&1.likely_garbage_bytes > 0))
+            collect(node, Enum.take(gain, k), snap, limit, opts.deadline)
           end
 
         :full ->
-          collect(node, by_uss, snap, limit, opts.deadline)
+          collect(node, Enum.reject(by_uss, &own?/1), snap, limit, opts.deadline)
       end
     end
   end
@@ -102,7 +124,7 @@ defmodule Binscope.Leaks do
          :ok <- idle(Map.get(opts, :idle_ms, @idle_ms), opts.deadline),
          {:ok, act} <- Remote.call(node, :activity, [Enum.map(detailed, & &1.pid)], opts.deadline) do
       act = Map.new(act, fn {pid, reds, mql} -> {pid, {reds, mql}} end)
-      alive = Enum.filter(detailed, &Map.has_key?(act, &1.pid))
+      alive = Enum.filter(detailed, &(Map.has_key?(act, &1.pid) and not own?(&1)))
 
       candidates =
         for r <- alive do
@@ -127,6 +149,17 @@ defmodule Binscope.Leaks do
   defp idle(ms, deadline) do
     if Remote.left(deadline) > ms, do: Process.sleep(ms), else: {:error, :timeout}
   end
+
+  @no_facts %{
+    message_queue_len: 0,
+    reductions_delta: 0,
+    otp_behaviour: false,
+    fullsweep_after: 0,
+    minor_gcs: 0,
+    system_process: false,
+    passive_recv: false,
+    off_heap_queue: false
+  }
 
   @detail_fields [
     :registered_name,
@@ -204,6 +237,25 @@ defmodule Binscope.Leaks do
     ])
   end
 
+  defp own?(r) do
+    Enum.any?([r[:initial_call], r[:current_function]], fn
+      {m, _, _} -> m in @own_modules
+      _ -> false
+    end)
+  end
+
+  defp system?(r) do
+    r[:registered_name] in @system_names or
+      match?({m, _, _} when m in @system_initial, r[:initial_call])
+  end
+
+  defp passive_recv?(%{current_function: {m, f, _}}) when m in @recv_modules,
+    do: String.starts_with?(Atom.to_string(f), "recv")
+
+  defp passive_recv?(_), do: false
+
+  defp collect(_node, [], _snap, _limit, _deadline), do: {:ok, []}
+
   defp collect(node, candidates, snap, limit, deadline) do
     with {:ok, round} <- Remote.call(node, :gc_round, [Enum.map(candidates, & &1.pid)], deadline) do
       Remote.check!(deadline)
@@ -218,28 +270,53 @@ defmodule Binscope.Leaks do
       retained = Accounting.shares(packed)
       w = Map.get(snap, :word_size, :erlang.system_info(:wordsize))
 
-      # Most processes of a full scan free nothing: rank those that do (largest first), then the
-      # rest in scan order, as a stable sort of them all would, and build results for the top
-      # `limit` only.
-      {freed, none} =
+      # Most processes of a full scan waste nothing: rank those that do (most waste first: what
+      # the GC freed plus what small slices pin), then the rest in scan order, as a stable sort
+      # of them all would, and build results for the top `limit` only.
+      {wasting, none} =
         [results, reclaimed, retained]
         |> Enum.zip()
-        |> Enum.split_with(fn {_, {refs, bytes, _}, _} -> bytes > 0 or refs > 0 end)
+        |> Enum.map(fn {res, {refs, bytes, _}, ret} = t ->
+          {waste(res, bytes, ret, w), bytes, refs, t}
+        end)
+        |> Enum.split_with(fn {waste, _, refs, _} -> waste > 0 or refs > 0 end)
 
       Remote.check!(deadline)
-      ranked = Enum.sort_by(freed, fn {_, {refs, bytes, _}, _} -> {bytes, refs} end, :desc)
+      ranked = wasting |> Enum.sort_by(fn {waste, b, refs, _} -> {waste, b, refs} end, :desc)
       top = Enum.take(ranked, limit) ++ Enum.take(none, max(limit - length(ranked), 0))
-      pids = MapSet.new(top, &elem(elem(&1, 0), 0))
-      by_pid = for r <- candidates, MapSet.member?(pids, r.pid), into: %{}, do: {r.pid, r}
+      top = Enum.map(top, &elem(&1, 3))
+      pids = Enum.map(top, &elem(elem(&1, 0), 0))
+      by_pid = for r <- candidates, r.pid in pids, into: %{}, do: {r.pid, r}
 
-      {:ok, Enum.map(top, fn {res, rec, ret} -> result(res, rec, ret, by_pid, w) end)}
+      with {:ok, queues} <- Remote.call(node, :queue_data, [pids], deadline) do
+        off_heap = for {pid, :off_heap} <- queues, into: MapSet.new(), do: pid
+        {:ok, Enum.map(top, fn {res, rec, ret} -> result(res, rec, ret, by_pid, off_heap, w) end)}
+      end
     end
   end
 
-  defp result({pid, before, _after, reds, heap, stack, mql}, {refs, bytes, bins}, ret, by_pid, w) do
+  # The ranking's figure only (the results recompute it with every fact).
+  defp waste({_pid, _b, _a, _reds, heap, stack, _mql}, bytes, ret, w) do
+    {_refs, distinct, _uss, pss, _shared, _store, _unresolved, _bytes} = ret
+
+    facts =
+      Map.merge(@no_facts, %{
+        reclaimed_bytes: bytes,
+        retained_binary_bytes: pss,
+        retained_binaries: distinct,
+        heap_bytes: (heap + stack) * w
+      })
+
+    {_, _, _, waste} = Binscope.Native.accounting_suggest(facts)
+    waste
+  end
+
+  defp result(res, {refs, bytes, bins}, ret, by_pid, off_heap, w) do
+    {pid, before, _after, reds, heap, stack, mql} = res
     r = Map.fetch!(by_pid, pid)
-    {_refs, distinct, _uss, pss, _shared, _store, _unresolved} = ret
+    {_refs, distinct, _uss, pss, _shared, _store, _unresolved, _bytes} = ret
     cur_mod = with {m, _, _} <- r.current_function, do: m
+    off_heap? = MapSet.member?(off_heap, pid)
 
     facts = %{
       reclaimed_bytes: bytes,
@@ -250,10 +327,13 @@ defmodule Binscope.Leaks do
       reductions_delta: max(reds - (r.reductions || reds), 0),
       otp_behaviour: cur_mod in @otp_loops,
       fullsweep_after: r.fullsweep_after || 0,
-      minor_gcs: r.minor_gcs || 0
+      minor_gcs: r.minor_gcs || 0,
+      system_process: system?(r),
+      passive_recv: passive_recv?(r),
+      off_heap_queue: off_heap?
     }
 
-    {name, reason} = Binscope.Native.accounting_suggest(facts)
+    {name, reason, pinned, waste} = Binscope.Native.accounting_suggest(facts)
 
     r
     |> identity()
@@ -262,6 +342,9 @@ defmodule Binscope.Leaks do
       reclaimed_refs: refs,
       reclaimed_binaries: bins,
       retained_binary_bytes: pss,
+      pinned_bytes: pinned,
+      waste_bytes: waste,
+      off_heap_queue: off_heap?,
       estimated_bytes: r.binary_uss,
       likely_garbage_bytes: Map.get(r, :likely_garbage_bytes),
       # Listed before the GC but not identifiable (see `Binscope.processes/1`): in no figure.

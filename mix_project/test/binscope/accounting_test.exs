@@ -202,6 +202,11 @@ defmodule Binscope.AccountingTest do
     assert {:ok, {50, 72}} ==
              :binscope_collector.check_calibration([{100, 72, 1}, {200, 72, 1}], [150, 250])
 
+    # Two probes allocated next to each other: the second object also lies within 256 bytes of
+    # the first binary (seen: [[{72, 56}], [{168, 56}, {72, 56}]]); the nearer one is its own.
+    assert {:ok, {72, 56}} ==
+             :binscope_collector.check_calibration([{100, 56, 1}, {196, 56, 1}], [172, 268])
+
     # Different distances, different sizes, no header in reach: refused, never guessed.
     for {listed, objects} <- [
           {[{100, 72, 1}, {400, 72, 1}], [150, 460]},

@@ -311,7 +311,9 @@ impl BarChart {
                 .margin(15)
                 .x_label_area_size(45)
                 .y_label_area_size(80)
-                .build_cartesian_2d((0..n).into_segmented(), y0..y1)
+                // A discrete range includes its end: 0..n - 1 makes n slots, one per bar (0..n
+                // left an empty slot at the right).
+                .build_cartesian_2d((0..n - 1).into_segmented(), y0..y1)
                 .map_err(draw_err)?;
             let label_of = |v: &SegmentValue<usize>| {
                 match v {
@@ -486,6 +488,13 @@ pub fn short(v: f64) -> String {
     if v == 0.0 {
         return "0".to_string();
     }
+    // Large figures in three significant digits with a unit (5364807 -> 5.36M): a raw 7-digit
+    // number on an axis or above a bar is hard to read.
+    for (unit, scale) in [("G", 1e9), ("M", 1e6), ("k", 1e3)] {
+        if v.abs() >= 10.0 * scale || (unit != "k" && v.abs() >= scale) {
+            return format!("{}{unit}", short(v / scale));
+        }
+    }
     let digits = (3 - v.abs().log10().floor() as i32).clamp(0, 6) as usize;
     let s = format!("{v:.digits$}");
     if s.contains('.') {
@@ -564,6 +573,46 @@ mod tests {
     }
 
     #[test]
+    fn bars_fill_the_plot_with_no_empty_slot() {
+        for n in [1usize, 3, 5] {
+            let chart = BarChart {
+                title: "t".into(),
+                y_label: "y".into(),
+                bars: (0..n)
+                    .map(|i| (format!("b{i}"), 5364807.0 + i as f64))
+                    .collect(),
+            };
+            let svg = chart.to_svg().unwrap();
+            // The bars: filled rects in the first palette colour.
+            let fill = format!(
+                "fill=\"#{:02X}{:02X}{:02X}\"",
+                PALETTE[0].0, PALETTE[0].1, PALETTE[0].2
+            );
+            let bars: Vec<(f64, f64)> = svg
+                .split("<rect")
+                .skip(1)
+                .filter(|r| r.contains(&fill))
+                .map(|r| {
+                    let attr = |k: &str| -> f64 {
+                        let a = r.split(&format!(" {k}=\"")).nth(1).unwrap();
+                        a.split('"').next().unwrap().parse().unwrap()
+                    };
+                    (attr("x"), attr("width"))
+                })
+                .collect();
+            assert_eq!(bars.len(), n, "{svg}");
+            let right = bars.iter().map(|(x, w)| x + w).fold(0.0, f64::max);
+            let width = bars[0].1;
+            // Right of the last bar: its own slot's margin, not another empty slot.
+            assert!(
+                f64::from(WIDTH) - right < width,
+                "n={n}: right edge {right}, bar {width}"
+            );
+            assert!(svg.contains("5.365M") && !svg.contains("5364807"));
+        }
+    }
+
+    #[test]
     fn writes_file_creating_parents() {
         let dir = std::env::temp_dir().join(format!("binscope_chart_{}", std::process::id()));
         let path = dir.join("a/b/chart.svg");
@@ -639,7 +688,11 @@ mod tests {
         assert_eq!(short(1.5), "1.5");
         assert_eq!(short(0.1 + 0.2), "0.3");
         assert_eq!(short(-2.25), "-2.25");
-        assert_eq!(short(12345678.0), "12345678");
+        assert_eq!(short(12345678.0), "12.35M");
+        assert_eq!(short(5364807.0), "5.365M");
+        assert_eq!(short(53648.0), "53.65k");
+        assert_eq!(short(9999.0), "9999");
+        assert_eq!(short(-2.5e9), "-2.5G");
     }
 
     #[test]

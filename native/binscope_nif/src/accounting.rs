@@ -15,7 +15,9 @@ use binscope_core::accounting::{
     attribute, attribute_parallel, store_entry, store_key, unresolved_key, BinRef, Resolution,
     Snapshot,
 };
-use binscope_core::leaks::{likely_garbage, rank, reclaimed, suggest, Candidate, Facts};
+use binscope_core::leaks::{
+    likely_garbage, pinned_bytes, rank, reclaimed, suggest, waste, Candidate, Facts,
+};
 use rustler::{Env, NifMap, NifResult, Resource, ResourceArc, Term};
 
 use crate::store::{StoreBinary, HANDLES, REGISTRY};
@@ -150,7 +152,9 @@ fn try_owned_binary(size: usize) -> Option<rustler::OwnedBinary> {
 /// The per-process figures [`accounting_attribute`] packs, in this order, each a native-endian
 /// u64: one fixed-size record per process instead of a list of tuples, so a whole-node result
 /// is one off-heap binary (no per-process term to build here or to garbage-collect in Elixir).
-pub const SHARE_FIELDS: [&str; 7] = [
+/// `bytes` (appended last) is the naive sum of the process's references with store binaries at
+/// their real size: what its virtual binary heap counts for them.
+pub const SHARE_FIELDS: [&str; 8] = [
     "refs",
     "distinct",
     "uss",
@@ -158,6 +162,7 @@ pub const SHARE_FIELDS: [&str; 7] = [
     "shared",
     "store_bytes",
     "unresolved",
+    "bytes",
 ];
 
 /// `{shares, summary, [{key, size, holders, refc}]}` for `lists` (one binary list or collector
@@ -200,6 +205,7 @@ fn accounting_attribute<'a>(
             p.shared,
             p.store_bytes,
             p.unresolved,
+            p.bytes,
         ];
         for (v, o) in fields.iter().zip(out.chunks_exact_mut(8)) {
             o.copy_from_slice(&v.to_ne_bytes());
@@ -269,11 +275,14 @@ struct FactsMap {
     otp_behaviour: bool,
     fullsweep_after: u64,
     minor_gcs: u64,
+    system_process: bool,
+    passive_recv: bool,
+    off_heap_queue: bool,
 }
 
 /// `{suggestion_name, reason}` for one process's figures.
 #[rustler::nif]
-fn accounting_suggest(facts: FactsMap) -> (String, String) {
+fn accounting_suggest(facts: FactsMap) -> (String, String, u64, u64) {
     let f = Facts {
         reclaimed_bytes: facts.reclaimed_bytes,
         retained_binary_bytes: facts.retained_binary_bytes,
@@ -284,9 +293,12 @@ fn accounting_suggest(facts: FactsMap) -> (String, String) {
         otp_behaviour: facts.otp_behaviour,
         fullsweep_after: facts.fullsweep_after,
         minor_gcs: facts.minor_gcs,
+        system_process: facts.system_process,
+        passive_recv: facts.passive_recv,
+        off_heap_queue: facts.off_heap_queue,
     };
     let (s, reason) = suggest(&f);
-    (s.name().to_string(), reason)
+    (s.name().to_string(), reason, pinned_bytes(&f), waste(&f))
 }
 
 /// `[{index, likely_garbage_bytes}]`, most likely garbage first, for candidates given as

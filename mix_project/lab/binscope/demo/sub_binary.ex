@@ -33,6 +33,9 @@ defmodule Binscope.Demo.SubBinary do
     count = max(round(50 * scale), 5)
     size = Keyword.get(opts, :size, 1024 * 1024)
     label = Keyword.get(opts, :label, :demo_sub_binary)
+    # Each phase is held this long, so the chart shows its plateau (the phases themselves take
+    # well under a millisecond: without a hold they were squeezed into the chart's last 0.3 ms).
+    hold = Keyword.get(opts, :phase_ms, 60)
 
     stats = fn -> Map.get(Store.by_label(), label, %{count: 0, bytes: 0}) end
     sampler = Kit.sampler(fn -> %{store: stats.().bytes} end)
@@ -52,14 +55,17 @@ defmodule Binscope.Demo.SubBinary do
 
     :ok = Kit.call(keeper, :sync)
     held = row("keeper holds #{count} payloads", keeper, stats)
+    Process.sleep(hold)
     Kit.event(sampler, "keep #{@slice}-byte slices, drop payloads, GC")
     :ok = Kit.call(keeper, :slice)
     sliced = row("keeps only #{@slice}-byte slices (after GC)", keeper, stats)
     referenced = Kit.call(keeper, :referenced)
+    Process.sleep(hold)
     Kit.event(sampler, ":binary.copy slices, GC")
     :ok = Kit.call(keeper, :copy)
     copied = row("slices copied with :binary.copy/1 (after GC)", keeper, stats)
     referenced_after = Kit.call(keeper, :referenced)
+    Process.sleep(hold)
     Kit.kill(keeper)
     recording = Kit.stop(sampler)
 
@@ -76,6 +82,7 @@ defmodule Binscope.Demo.SubBinary do
       rows: [held, sliced, copied],
       referenced: referenced,
       referenced_after: referenced_after,
+      recording: recording,
       chart: chart
     }
   end

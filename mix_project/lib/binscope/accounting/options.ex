@@ -81,7 +81,9 @@ defmodule Binscope.Accounting.Options do
   defp value!(:mode, m, _fun) when m in @modes, do: m
 
   defp value!(:pids, ps, fun) when is_list(ps) do
-    if Enum.all?(ps, &is_pid/1), do: ps, else: bad(:pids, ps, fun, "a list of pids")
+    # Each pid once: a pid given twice would be two holders of its own binaries (USS 0, PSS
+    # split between the copies).
+    if Enum.all?(ps, &is_pid/1), do: Enum.uniq(ps), else: bad(:pids, ps, fun, "a list of pids")
   end
 
   defp value!(:detail, d, _fun) when d in [:full, :basic], do: d

@@ -43,9 +43,7 @@ defmodule Binscope.Memory.Rollup do
     end
   end
 
-  defp grouping(_node, :registered_name, _o) do
-    {:ok, fn r -> if r.registered_name == :undefined, do: nil, else: r.registered_name end}
-  end
+  defp grouping(_node, :registered_name, _o), do: {:ok, & &1.registered_name}
 
   defp grouping(_node, :initial_call, _o), do: {:ok, & &1.initial_call}
   defp grouping(_node, :label, _o), do: {:ok, & &1.label}

@@ -30,5 +30,14 @@ defmodule Binscope.Demo.SubBinaryTest do
     assert copied.store_count == 0 and copied.store_bytes == 0
     assert eventually(fn -> live() == base end)
     assert File.exists?(r.chart)
+
+    # The chart can show the pinned plateau: the samples between slicing and copying keep every
+    # parent byte for at least most of the phase's hold (60 ms by default), not a fraction of a
+    # millisecond.
+    [{t_slice, _}] = Enum.filter(r.recording.events, &(elem(&1, 1) =~ "slices, drop"))
+    [{t_copy, _}] = Enum.filter(r.recording.events, &(elem(&1, 1) =~ ":binary.copy"))
+    pinned = for {t, %{store: b}} <- r.recording.samples, t > t_slice, t < t_copy, do: {t, b}
+    assert t_copy - t_slice >= 50
+    assert length(pinned) >= 5 and Enum.all?(pinned, fn {_, b} -> b == r.count * size end)
   end
 end

@@ -40,6 +40,6 @@ defmodule Binscope.Memory.CLITest do
   test "top with a window shows the growth column" do
     rows = [%{pid: self(), registered_name: nil, initial_call: nil, growth: 2048, memory: 1}]
     out = IO.iodata_to_binary(Output.render(:top, rows, :table))
-    assert out =~ "growth" and out =~ "2.0 KiB"
+    assert out =~ "growth" and out =~ "2.0K"
   end
 end

@@ -18,6 +18,14 @@ pub struct Facts {
     pub otp_behaviour: bool,
     pub fullsweep_after: u64,
     pub minor_gcs: u64,
+    /// One of OTP's own processes (`code_server`, `erl_prim_loader`, `user`, `init`, ...):
+    /// nothing a user can change in it, so no advice.
+    pub system_process: bool,
+    /// Blocked in a passive receive (`gen_tcp:recv`, `prim_inet:recv*`): it cannot hibernate there.
+    pub passive_recv: bool,
+    /// Its message queue is kept off the heap (`message_queue_data: :off_heap`): binaries in
+    /// those messages are not in `process_info(pid, :binary)`, so none of its figures count them.
+    pub off_heap_queue: bool,
 }
 
 /// What to change, one of the remedies.
@@ -58,8 +66,45 @@ pub const IDLE_REDUCTIONS: u64 = 1_000;
 pub const PINNED_RATIO: u64 = 16;
 pub const PINNED_MIN_BYTES: u64 = 1 << 20;
 
+/// The binary bytes it keeps after a full GC that look held only through small slices of large
+/// parents: what it retains beyond its own heap, when that is at least [`PINNED_MIN_BYTES`] and
+/// [`PINNED_RATIO`] times the heap (a heap that small cannot use that many bytes of binaries
+/// whole: the rest is likely parents kept alive by sub-binaries). 0 otherwise.
+pub fn pinned_bytes(f: &Facts) -> u64 {
+    let pinned = f.retained_binary_bytes >= PINNED_MIN_BYTES
+        && f.retained_binary_bytes >= PINNED_RATIO.saturating_mul(f.heap_bytes.max(1))
+        && f.reclaimed_bytes < f.retained_binary_bytes;
+    if pinned {
+        f.retained_binary_bytes.saturating_sub(f.heap_bytes)
+    } else {
+        0
+    }
+}
+
+/// What the process wastes: the bytes a GC freed plus the bytes held only through small slices
+/// of large parents ([`pinned_bytes`]). A process whose slices pin parents ranks by them even
+/// after it was collected, when a GC frees nothing more.
+pub fn waste(f: &Facts) -> u64 {
+    f.reclaimed_bytes.saturating_add(pinned_bytes(f))
+}
+
 /// Picks a suggestion and explains it with the process's own numbers.
 pub fn suggest(f: &Facts) -> (Suggestion, String) {
+    if f.system_process {
+        return (
+            Suggestion::None,
+            "one of OTP's own processes: nothing to change in it".to_string(),
+        );
+    }
+    if f.off_heap_queue && f.message_queue_len > 0 {
+        return (
+            Suggestion::OffHeapQueue,
+            format!(
+                "{} messages queued off the heap (message_queue_data: :off_heap): binaries in them are not in process_info(pid, :binary), so these figures leave them out; drain the queue or bound it",
+                f.message_queue_len
+            ),
+        );
+    }
     if f.message_queue_len >= LONG_QUEUE {
         return (
             Suggestion::OffHeapQueue,
@@ -69,10 +114,7 @@ pub fn suggest(f: &Facts) -> (Suggestion, String) {
             ),
         );
     }
-    if f.retained_binary_bytes >= PINNED_MIN_BYTES
-        && f.retained_binary_bytes >= PINNED_RATIO.saturating_mul(f.heap_bytes.max(1))
-        && f.reclaimed_bytes < f.retained_binary_bytes
-    {
+    if pinned_bytes(f) > 0 {
         return (
             Suggestion::BinaryCopy,
             format!(
@@ -85,6 +127,15 @@ pub fn suggest(f: &Facts) -> (Suggestion, String) {
         return (
             Suggestion::None,
             "a full GC freed no binary bytes".to_string(),
+        );
+    }
+    if f.reductions_delta < IDLE_REDUCTIONS && f.passive_recv {
+        return (
+            Suggestion::None,
+            format!(
+                "blocked in a passive receive while holding {} bytes only a GC would free: it cannot hibernate there; call :erlang.garbage_collect/0 before the blocking recv, or switch the socket to active: :once and hibernate between messages",
+                f.reclaimed_bytes
+            ),
         );
     }
     if f.reductions_delta < IDLE_REDUCTIONS {
@@ -153,5 +204,61 @@ mod tests {
         };
         assert_eq!(suggest(&pinned).0, Suggestion::BinaryCopy);
         assert_eq!(suggest(&Facts::default()).0, Suggestion::None);
+    }
+
+    #[test]
+    fn slices_pinning_parents_waste_what_they_pin_even_after_a_collection() {
+        // A router keeping a 100-byte header of each of 100 clients' last 100 KB packet, already
+        // collected: a GC frees nothing, 10 MB stay pinned by a 4 KB heap.
+        let router = Facts {
+            reclaimed_bytes: 0,
+            retained_binary_bytes: 100 * 100_000,
+            retained_binaries: 100,
+            heap_bytes: 4096,
+            reductions_delta: 50_000,
+            ..Facts::default()
+        };
+        assert_eq!(pinned_bytes(&router), 100 * 100_000 - 4096);
+        assert_eq!(waste(&router), 100 * 100_000 - 4096);
+        assert_eq!(suggest(&router).0, Suggestion::BinaryCopy);
+        // One that freed 1 MB and keeps what its heap can use wastes the 1 MB only.
+        let freed = Facts {
+            reclaimed_bytes: 1 << 20,
+            retained_binary_bytes: 1 << 20,
+            heap_bytes: 1 << 20,
+            ..Facts::default()
+        };
+        assert_eq!(pinned_bytes(&freed), 0);
+        assert_eq!(waste(&freed), 1 << 20);
+        assert!(waste(&router) > waste(&freed));
+    }
+
+    #[test]
+    fn system_processes_get_no_advice_and_passive_receivers_no_hibernation() {
+        let idle = Facts {
+            reclaimed_bytes: 10 << 20,
+            ..Facts::default()
+        };
+        assert_eq!(suggest(&idle).0, Suggestion::HibernateIdle);
+        let system = Facts {
+            system_process: true,
+            ..idle
+        };
+        assert_eq!(suggest(&system).0, Suggestion::None);
+        let recv = Facts {
+            passive_recv: true,
+            ..idle
+        };
+        let (s, why) = suggest(&recv);
+        assert_eq!(s, Suggestion::None);
+        assert!(why.contains("passive receive") && !why.contains("hibernate in"));
+        let off_heap = Facts {
+            off_heap_queue: true,
+            message_queue_len: 3,
+            ..idle
+        };
+        let (s, why) = suggest(&off_heap);
+        assert_eq!(s, Suggestion::OffHeapQueue);
+        assert!(why.contains("not in process_info"));
     }
 }

@@ -10,6 +10,6 @@ pub mod advice;
 pub mod rank;
 pub mod reclaim;
 
-pub use advice::{suggest, Facts, Suggestion};
+pub use advice::{pinned_bytes, suggest, waste, Facts, Suggestion};
 pub use rank::{likely_garbage, rank, Candidate};
 pub use reclaim::{reclaimed, Reclaim};
