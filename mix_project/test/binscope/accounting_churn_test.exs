@@ -44,6 +44,23 @@ defmodule Binscope.AccountingChurnTest do
         assert unresolved ==
                  Enum.sum(Enum.map(snap.processes, & &1.unresolved_store_binaries))
 
+        for h <- Enum.take(wrong_holders, 3) do
+          r = by_pid[h]
+
+          IO.puts(
+            "  misattributed: " <>
+              inspect(
+                Map.take(r, [
+                  :binary_refs,
+                  :binary_bytes,
+                  :binary_uss,
+                  :native_store_bytes,
+                  :unresolved_store_binaries
+                ])
+              )
+          )
+        end
+
         IO.puts(
           "churn round #{round}: #{length(wrong_holders)} holders misattributed, " <>
             "#{length(wrong_churners)} churners misattributed, #{credited} holders credited " <>

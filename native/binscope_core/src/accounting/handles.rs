@@ -92,19 +92,22 @@ impl HandleIndex {
     /// Records a live resource at `addr` backed by entry `id` of `size` bytes. Call it after the
     /// resource exists and before any process can hold its binary.
     pub fn insert(&self, addr: usize, id: u64, size: u64) {
+        // The number is taken under the shard lock, like a removal's: a lookup never sees a
+        // handle between its number and its insertion.
+        let mut shard = self.shard(addr).lock();
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
-        self.shard(addr)
-            .lock()
-            .insert(addr, Handle { id, size, seq });
+        shard.insert(addr, Handle { id, size, seq });
     }
 
     /// Forgets the resource at `addr` (its destructor runs; the memory is not yet freed).
     pub fn remove(&self, addr: usize) {
-        // The bucket is marked before the handle goes: whoever no longer finds the handle (under
-        // the shard lock) also sees the mark.
+        // Number, bucket mark and removal happen under the shard lock: whoever no longer finds
+        // the handle also sees the mark, and whoever still finds it (a listing) finds it before
+        // its release took a number, so that number is at or above any mark read before.
+        let mut shard = self.shard(addr).lock();
         let now = self.seq.fetch_add(1, Ordering::SeqCst);
         self.bucket(addr).fetch_max(now + 1, Ordering::SeqCst);
-        self.shard(addr).lock().remove(&addr);
+        shard.remove(&addr);
     }
 
     /// The mark a scan reads before it lists anything (see the module docs).
@@ -163,6 +166,9 @@ impl HandleIndex {
                     Resolution::Unresolved
                 }
             }
+            // Listed at its own size (patched), so the listed size may be an older entry's that
+            // lived at this address before this newer handle: ambiguous.
+            Some(h) if any_size && h.seq >= mark => Resolution::Unresolved,
             // Neither size a store binary at this address can be listed with.
             Some(_) => Resolution::NotStore,
             None if (any_size || listed_size == magic_size) && self.released_since(addr, mark) => {
@@ -349,6 +355,29 @@ mod tests {
         // With no release in its bucket, an address is an ordinary binary either way.
         assert_eq!(
             h.resolve_any_size(0x9990, 1 << 20, MAGIC, h.mark()),
+            Resolution::NotStore
+        );
+    }
+
+    #[test]
+    fn patched_size_of_an_older_entry_at_a_reused_address_is_unresolved() {
+        const MAGIC: u64 = 56;
+        let h = HandleIndex::new();
+        // A 100-byte entry was listed at its own size; it was freed and a 1 MiB entry created
+        // after the mark took its address before resolution.
+        let mark = h.mark();
+        h.insert(0x5000, 11, 1 << 20);
+        assert_eq!(
+            h.resolve_any_size(0x5000, 100, MAGIC, mark),
+            Resolution::Unresolved
+        );
+        // Unpatched, a 100-byte listing cannot be a store binary at all.
+        assert_eq!(h.resolve(0x5000, 100, MAGIC, mark), Resolution::NotStore);
+        // A handle older than the mark held the address throughout: a size that is not its own
+        // is not a store binary.
+        let later = h.mark();
+        assert_eq!(
+            h.resolve_any_size(0x5000, 100, MAGIC, later),
             Resolution::NotStore
         );
     }
