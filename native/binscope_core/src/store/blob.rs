@@ -3,13 +3,14 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::buffer::Payload;
 use super::registry::Shared;
 use super::Owner;
 
 /// An immutable native buffer. Dropping the last `Arc<Blob>` releases its accounting entry.
 pub struct Blob<O: Owner> {
     pub(super) id: u64,
-    pub(super) data: Box<[u8]>,
+    pub(super) data: Payload,
     pub(super) shared: Arc<Shared<O>>,
 }
 

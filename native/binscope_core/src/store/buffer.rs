@@ -3,18 +3,44 @@
 //! the whole VM down.
 
 use std::alloc::{alloc_zeroed, Layout};
+use std::ops::Deref;
+
+/// Bytes kept readable before and after every payload. The VM reads a binary's bytes with
+/// word-sized loads that may reach a few bytes outside the binary (its own binaries have headers
+/// and padding around their data); a payload handed out as a resource binary must tolerate the
+/// same, even when it starts or ends at a page whose neighbour is unmapped.
+pub const GUARD: usize = 16;
+
+/// A native payload: `GUARD` zero bytes, the payload, `GUARD` zero bytes. Derefs to the payload.
+#[derive(Debug)]
+pub struct Payload {
+    buf: Box<[u8]>,
+}
+
+impl Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buf[GUARD..self.buf.len() - GUARD]
+    }
+}
 
 /// A copy of `src`, or `None` when the allocator refuses.
-pub fn try_copy(src: &[u8]) -> Option<Box<[u8]>> {
+pub fn try_copy(src: &[u8]) -> Option<Payload> {
     let mut v: Vec<u8> = Vec::new();
-    v.try_reserve_exact(src.len()).ok()?;
+    v.try_reserve_exact(src.len().checked_add(2 * GUARD)?)
+        .ok()?;
+    v.extend_from_slice(&[0; GUARD]);
     v.extend_from_slice(src);
-    Some(v.into_boxed_slice())
+    v.extend_from_slice(&[0; GUARD]);
+    Some(Payload {
+        buf: v.into_boxed_slice(),
+    })
 }
 
 /// `size` bytes set to `fill`, or `None` when the allocator refuses. A zero fill asks the allocator
 /// for zeroed memory, which for large sizes is fresh pages that are never touched here.
-pub fn try_filled(size: usize, fill: u8) -> Option<Box<[u8]>> {
+pub fn try_filled(size: usize, fill: u8) -> Option<Payload> {
     try_filled_until(size, fill, || true).ok()
 }
 
@@ -37,28 +63,31 @@ pub fn try_filled_until(
     size: usize,
     fill: u8,
     mut keep_going: impl FnMut() -> bool,
-) -> Result<Box<[u8]>, FillError> {
+) -> Result<Payload, FillError> {
     if fill == 0 {
         return try_zeroed(size).ok_or(FillError::Refused);
     }
+    let total = size.checked_add(2 * GUARD).ok_or(FillError::Refused)?;
     let mut v: Vec<u8> = Vec::new();
-    v.try_reserve_exact(size).map_err(|_| FillError::Refused)?;
-    while v.len() < size {
-        if !v.is_empty() && !keep_going() {
+    v.try_reserve_exact(total).map_err(|_| FillError::Refused)?;
+    v.extend_from_slice(&[0; GUARD]);
+    while v.len() < GUARD + size {
+        if v.len() > GUARD && !keep_going() {
             return Err(FillError::Stopped);
         }
-        let n = (size - v.len()).min(FILL_CHUNK);
+        let n = (GUARD + size - v.len()).min(FILL_CHUNK);
         v.resize(v.len() + n, fill);
     }
-    Ok(v.into_boxed_slice())
+    v.extend_from_slice(&[0; GUARD]);
+    Ok(Payload {
+        buf: v.into_boxed_slice(),
+    })
 }
 
-fn try_zeroed(size: usize) -> Option<Box<[u8]>> {
-    if size == 0 {
-        return Some(Box::new([]));
-    }
+fn try_zeroed(size: usize) -> Option<Payload> {
+    let size = size.checked_add(2 * GUARD)?;
     let layout = Layout::array::<u8>(size).ok()?;
-    // SAFETY: the layout has a non-zero size. A non-null result points at `size` zeroed bytes
+    // SAFETY: the layout has a non-zero size (at least the guards). A non-null result points at `size` zeroed bytes
     // allocated with the global allocator and exactly this layout, which is what `Box<[u8]>` of
     // length `size` frees with.
     unsafe {
@@ -66,7 +95,9 @@ fn try_zeroed(size: usize) -> Option<Box<[u8]>> {
         if ptr.is_null() {
             return None;
         }
-        Some(Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, size)))
+        Some(Payload {
+            buf: Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, size)),
+        })
     }
 }
 
@@ -114,6 +145,25 @@ mod tests {
         // instead of returning null, so this half runs only natively.
         if !cfg!(miri) {
             assert!(try_filled(usize::MAX / 2, 1).is_none());
+        }
+    }
+
+    #[test]
+    fn payloads_keep_readable_zero_guards_around_them() {
+        for p in [
+            try_copy(b"abc").unwrap(),
+            try_filled(5, 9).unwrap(),
+            try_filled(4096, 0).unwrap(),
+            try_copy(b"").unwrap(),
+        ] {
+            let len = p.len();
+            // SAFETY: the guards are part of the same allocation as the payload.
+            let around = unsafe {
+                let start = p.as_ptr().sub(GUARD);
+                std::slice::from_raw_parts(start, len + 2 * GUARD)
+            };
+            assert!(around[..GUARD].iter().all(|&b| b == 0));
+            assert!(around[GUARD + len..].iter().all(|&b| b == 0));
         }
     }
 }

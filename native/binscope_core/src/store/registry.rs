@@ -365,7 +365,7 @@ impl<O: Owner> Registry<O> {
         size: u64,
         label: Label,
         owner: O,
-        make: impl FnOnce() -> Option<Box<[u8]>>,
+        make: impl FnOnce() -> Option<buffer::Payload>,
     ) -> Result<Arc<Blob<O>>, StoreError> {
         check_request(size, &label)?;
         self.shared.admit(size)?;
@@ -588,7 +588,7 @@ impl<O: Owner> State<O> {
     fn commit(
         &mut self,
         shared: &Arc<Shared<O>>,
-        data: Box<[u8]>,
+        data: buffer::Payload,
         label: Label,
         owner: O,
         dedup_key: Option<u128>,
