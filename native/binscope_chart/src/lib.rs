@@ -245,9 +245,12 @@ impl LineChart {
                 .map_err(draw_err)?;
             }
 
+            // Earlier series are drawn wider, so a later one that coincides with them (the same
+            // bytes seen two ways) shows as a thinner line inside a wider one, never hidden.
+            let n = self.series.len() as u32;
             for (i, s) in self.series.iter().enumerate() {
                 let color = PALETTE[i % PALETTE.len()];
-                let style = color.stroke_width(2);
+                let style = color.stroke_width(2 + 2 * (n - 1 - i as u32).min(3));
                 let drawn = chart
                     .draw_series(LineSeries::new(s.points.iter().copied(), style))
                     .map_err(draw_err)?;
@@ -437,21 +440,22 @@ fn place_labels(
             label
         };
         let w = width(&text);
-        // In each row from the top: right of the event, else left of it; else the last row.
+        // Starting at its event in the first row from the top with room; else ending at it;
+        // else the last row. A label that starts at its line reads as that line's, so every row
+        // is tried for that before any label is put to the left of its line.
         let free = |row: &Vec<(f64, f64)>, start: f64| {
             start >= 0.0
                 && start + w <= 1.0
                 && row.iter().all(|&(a, b)| start + w <= a || start >= b)
         };
-        let (row, start) = rows
-            .iter()
-            .enumerate()
-            .find_map(|(r, row)| {
-                [x, x - w]
-                    .into_iter()
-                    .find(|&st| free(row, st))
-                    .map(|st| (r, st))
-            })
+        let find = |start: f64| {
+            rows.iter()
+                .enumerate()
+                .find(|(_, row)| free(row, start))
+                .map(|(r, _)| (r, start))
+        };
+        let (row, start) = find(x)
+            .or_else(|| find(x - w))
             .unwrap_or((MAX_ROWS - 1, (x - w).clamp(0.0, x)));
         rows[row].push((start, start + w));
         placed.push(Placed {
