@@ -71,22 +71,7 @@ defmodule Binscope.CrossOtpTest do
 
   # Scanned and parsed here (forms are plain terms), compiled by the target's own compiler.
   defp compile_workload!(node) do
-    {:ok, tokens, _} = :erl_scan.string(String.to_charlist(@workload))
-
-    forms =
-      tokens
-      |> Enum.chunk_while(
-        [],
-        fn
-          {:dot, _} = t, acc -> {:cont, Enum.reverse([t | acc]), []}
-          t, acc -> {:cont, [t | acc]}
-        end,
-        fn acc -> {:cont, acc} end
-      )
-      |> Enum.map(fn f ->
-        {:ok, form} = :erl_parse.parse_form(f)
-        form
-      end)
+    forms = Cluster.forms(@workload)
 
     {:ok, mod, bin} = :erpc.call(node, :compile, :forms, [forms, [:binary]])
     {:module, ^mod} = :erpc.call(node, :code, :load_binary, [mod, ~c"workload.erl", bin])

@@ -73,28 +73,30 @@ defmodule Binscope.Cluster do
 
   @doc "Loads `binscope_peer_leaker` (burst/2, idle/1; OTP only) onto `node`."
   def peer_leaker!(node) do
-    {:ok, tokens, _} = :erl_scan.string(String.to_charlist(@peer_leaker))
-
-    forms =
-      tokens
-      |> Enum.chunk_while(
-        [],
-        fn
-          {:dot, _} = t, acc -> {:cont, Enum.reverse([t | acc]), []}
-          t, acc -> {:cont, [t | acc]}
-        end,
-        fn acc -> {:cont, acc} end
-      )
-      |> Enum.map(fn f ->
-        {:ok, form} = :erl_parse.parse_form(f)
-        form
-      end)
-
-    {:ok, mod, bin} = :compile.forms(forms, [:binary])
+    {:ok, mod, bin} = :compile.forms(forms(@peer_leaker), [:binary])
 
     {:module, ^mod} =
       :erpc.call(node, :code, :load_binary, [mod, ~c"binscope_peer_leaker.erl", bin])
 
     :ok
+  end
+
+  @doc "The abstract forms of Erlang source text (plain terms any OTP's compiler reads)."
+  def forms(source) do
+    {:ok, tokens, _} = :erl_scan.string(String.to_charlist(source))
+
+    tokens
+    |> Enum.chunk_while(
+      [],
+      fn
+        {:dot, _} = t, acc -> {:cont, Enum.reverse([t | acc]), []}
+        t, acc -> {:cont, [t | acc]}
+      end,
+      fn acc -> {:cont, acc} end
+    )
+    |> Enum.map(fn f ->
+      {:ok, form} = :erl_parse.parse_form(f)
+      form
+    end)
   end
 end
