@@ -131,7 +131,11 @@ defmodule Binscope.AccountingTest do
     {:ok, top} = Binscope.top(3, by: :binary_uss)
     sizes = Enum.map(top, & &1.binary_uss)
     assert sizes == Enum.sort(sizes, :desc)
-    assert Enum.take(Enum.map(top, & &1.pid), 2) == [Enum.at(pids, 4), Enum.at(pids, 3)]
+    # top/2 ranks the whole node, where another test's long-lived process may hold more than
+    # these: the keepers' order is checked within a wider ranking.
+    {:ok, wide} = Binscope.top(100, by: :binary_uss)
+    ours = for %{pid: pid} <- wide, pid in pids, do: pid
+    assert Enum.take(ours, 2) == [Enum.at(pids, 4), Enum.at(pids, 3)]
 
     dead = spawn(fn -> :ok end)
     ref = Process.monitor(dead)
