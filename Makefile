@@ -6,7 +6,7 @@ export LANG ?= C.UTF-8
 export LC_ALL ?= C.UTF-8
 MIX := cd mix_project && mix
 
-.PHONY: demo test test-otp test-matrix bench soak fuzz miri sanitize setup rust-checks elixir-checks clean test-git-dep
+.PHONY: demo test test-otp test-matrix bench bench-scale soak fuzz miri sanitize setup rust-checks elixir-checks clean test-git-dep
 
 ## The main job: builds everything and runs the demo tour.
 demo: setup
@@ -35,6 +35,17 @@ bench: setup
 	cd mix_project && MIX_ENV=test mix test --only bench
 	mkdir -p "$${BINSCOPE_REPORT_DIR:-reports}/bench"
 	set -o pipefail; cargo bench -p binscope_core 2>&1 | tee "$${BINSCOPE_REPORT_DIR:-reports}/bench/criterion.txt"
+
+## The scale suite: leaks(), leaks(mode: :full), processes(detail: :basic) and snapshot() on a
+## node of 50k and 1M extra processes, each beside recon's algorithm (Binscope.Bench.ReconAnchor),
+## interleaved, ratios from one run, plus the floor (one process_info/2 per process) and the
+## worst long_schedule / long_gc the scanner saw. Needs about 3.5 GB and 10-20 minutes on
+## 2 cores; reports (markdown, CSV) to reports/bench/scale.* (or $$BINSCOPE_REPORT_DIR/bench/).
+## Sizes: BINSCOPE_SCALE_SMALL, BINSCOPE_SCALE_LARGE, BINSCOPE_SCALE_ROUNDS. `make test` runs a
+## smoke version (test/bench/scale_smoke_test.exs).
+bench-scale: setup
+	cd mix_project && ELIXIR_ERL_OPTIONS="+P 4194304 $${ELIXIR_ERL_OPTIONS:-}" MIX_ENV=test \
+	  mix test --only bench_scale test/bench/scale_bench_test.exs
 
 ## Long hardening run: 1,000,000 hostile calls and a 5-minute concurrent soak (short versions
 ## of both run in `make test`). Override with BINSCOPE_HOSTILE_CALLS / BINSCOPE_SOAK_SECONDS.

@@ -60,9 +60,15 @@ snapshot(Opts) ->
     Deadline = deadline(Opts),
     Detail = maps:get(detail, Opts, full),
     Label = label_item(),
+    %% reductions => true (basic detail): each record also carries the process's reductions,
+    %% appended last (a leak scan's first activity sample, taken in the same call).
+    Reds = case {Detail, maps:get(reductions, Opts, false)} of
+               {basic, true} -> [reductions];
+               _ -> []
+           end,
     Scan = #{detail => Detail,
              items => case Detail of
-                          basic -> ?BASIC_ITEMS ++ Label;
+                          basic -> ?BASIC_ITEMS ++ Reds ++ Label;
                           full -> ?ITEMS ++ Label
                       end,
              names => case Detail of
@@ -312,6 +318,10 @@ basic(P, Items, Names, Acc) ->
     case erlang:process_info(P, Items) of
         undefined ->
             Acc;
+        [{memory, Mem}, {binary, Bins}, {reductions, Reds} | Label] ->
+            [{P, Bins, listed_bytes(Bins, 0), maps:get(P, Names, undefined), label(Label), Mem,
+              Reds}
+             | Acc];
         [{memory, Mem}, {binary, Bins} | Label] ->
             [{P, Bins, listed_bytes(Bins, 0), maps:get(P, Names, undefined), label(Label), Mem}
              | Acc]
@@ -570,7 +580,8 @@ rss() ->
 
 %% Forces a major GC of each pid, one at a time, and lists its binaries before and after.
 %% Returns #{results => [{Pid, Before, After, RedsBefore, HeapWords, StackWords, MQL}],
-%%           live_store_keys => [Key], gc_us => Total}; a pid that is gone is left out.
+%%           live_store_keys => [Key], gc_us => Total, word_size => W}; a pid that is gone is
+%% left out.
 gc_round(Pids) ->
     gc_round(Pids, #{}).
 
@@ -578,10 +589,15 @@ gc_round(Pids) ->
 %% sends each result as it goes; this process waits with the time left, and when it runs out,
 %% kills the helper (a collection already asked for completes in its target; nothing else is
 %% touched) and throws ?TIMEOUT.
+%% Pids = all: every process of this node but the caller (a full leak scan), as recon's
+%% bin_leak/1 collects them, without the caller building the list first.
 gc_round(Pids, Opts) ->
     Deadline = deadline(Opts),
     Calibration = calibration(),
-    Local = [P || P <- Pids, is_pid(P), node(P) =:= node()],
+    Local = case Pids of
+                all -> erlang:processes() -- [self()];
+                _ -> [P || P <- Pids, is_pid(P), node(P) =:= node()]
+            end,
     T0 = erlang:monotonic_time(microsecond),
     Results = case Deadline of
                   infinity -> lists:filtermap(fun(P) -> gc_one(P, Calibration) end, Local);
@@ -595,7 +611,8 @@ gc_round(Pids, Opts) ->
                [] -> [];
                _ -> ?NATIVE:accounting_live_store_keys(StoreKeys)
            end,
-    #{results => Results, live_store_keys => Live, gc_us => T1 - T0}.
+    #{results => Results, live_store_keys => Live, gc_us => T1 - T0,
+      word_size => erlang:system_info(wordsize)}.
 
 timed_gc(Pids, Calibration, Deadline) ->
     Parent = self(),

@@ -2,4 +2,4 @@
 Code.ensure_loaded!(Binscope.Native)
 {:ok, _} = Binscope.Native.allocator_stats()
 
-ExUnit.start(exclude: [:bench, :soak, :cross_otp])
+ExUnit.start(exclude: [:bench, :bench_scale, :soak, :cross_otp])

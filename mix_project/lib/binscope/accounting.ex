@@ -58,10 +58,16 @@ defmodule Binscope.Accounting do
   Snapshots `node`'s processes and attributes their binaries. `opts`: `:pids` (only these),
   `:deadline` (see `Binscope.Remote`; or `:timeout` in ms from now), `:top_shared` (how many of
   the most shared binaries to list, default 10). `{:error, :timeout}` once the deadline passes.
+
+  Two options serve whole-node leak scans: `:reductions` (with `detail: :basic`, each record
+  also carries the process's reductions) and `:select`, a function given the attribution's
+  packed figures (see `shares/1`) that returns the indexes of the processes to make records for,
+  in the order wanted: every binary is still attributed over the whole node, but `processes`
+  then holds those records only (a scan of a million processes builds a few maps, not a million).
   """
   @spec snapshot(node(), map()) :: {:ok, snapshot()} | {:error, term()}
   def snapshot(node, opts) do
-    args = [Map.take(opts, [:pids, :detail, :workers])]
+    args = [Map.take(opts, [:pids, :detail, :workers, :reductions])]
     top = Map.get(opts, :top_shared, 10)
     deadline = deadline(opts)
     Remote.bounded(fn -> snapshot(node, opts, args, top, deadline) end)
@@ -80,14 +86,14 @@ defmodule Binscope.Accounting do
 
       Heap.reserve(n * per, n * @share_words, fn ->
         with {:ok, raw} <- Remote.call(node, :snapshot, args, deadline),
-             do: {:ok, attribute(raw, top, deadline)}
+             do: {:ok, attribute(raw, top, deadline, opts[:select])}
       end)
     else
       with {:ok, raw} <- Remote.call(node, :snapshot, args, deadline) do
         n = length(raw.procs)
 
         Heap.reserve(n * @record_words, n * @share_words, fn ->
-          {:ok, attribute(raw, top, deadline)}
+          {:ok, attribute(raw, top, deadline, opts[:select])}
         end)
       end
     end
@@ -103,8 +109,18 @@ defmodule Binscope.Accounting do
   Turns a collector snapshot (from any node) into records, attributing binaries in Rust. With a
   `deadline`, throws the collector's timeout (see `Binscope.Remote.check!/1`) once it passes.
   """
-  @spec attribute(map(), non_neg_integer(), Remote.deadline() | :infinity) :: snapshot()
-  def attribute(%{procs: procs, word_size: w} = raw, top_shared, deadline \\ :infinity) do
+  @spec attribute(
+          map(),
+          non_neg_integer(),
+          Remote.deadline() | :infinity,
+          nil | (binary() -> [non_neg_integer()])
+        ) :: snapshot()
+  def attribute(
+        %{procs: procs, word_size: w} = raw,
+        top_shared,
+        deadline \\ :infinity,
+        select \\ nil
+      ) do
     # The NIF reads each record's binary list in place (element 2) and packs the figures of
     # every process into one binary (see `shares/1`).
     in_time!(deadline)
@@ -113,7 +129,12 @@ defmodule Binscope.Accounting do
     # the virtual binary heap no longer reveals other NIFs' native bytes: no estimate there.
     estimable = Map.get(raw, :resource_vheap, true)
     in_time!(deadline)
-    records = records(procs, shares, {w, estimable}, raw.node, [], deadline, @check_every)
+
+    records =
+      case select do
+        nil -> records(procs, shares, {w, estimable}, raw.node, [], deadline, @check_every)
+        fun -> selected(procs, shares, fun.(shares), {w, estimable}, raw.node)
+      end
 
     %{
       node: raw.node,
@@ -172,8 +193,32 @@ defmodule Binscope.Accounting do
 
   defp records([], <<>>, _w, _node, acc, _deadline, _k), do: :lists.reverse(acc)
 
+  @width 64
+
+  # The records at `indexes` only, in that order: one walk of the records to pick them (the
+  # packed figures are read in place).
+  defp selected(procs, shares, indexes, w, node) do
+    picked = pick(procs, 0, :lists.usort(indexes), %{})
+
+    for i <- indexes do
+      <<r::64-native, d::64-native, u::64-native, p::64-native, s::64-native, st::64-native,
+        un::64-native, b::64-native>> = binary_part(shares, i * @width, @width)
+
+      record(Map.fetch!(picked, i), {r, d, u, p, s, st, un, b}, w, node)
+    end
+  end
+
+  defp pick(_procs, _i, [], acc), do: acc
+  defp pick([proc | rest], i, [i | more], acc), do: pick(rest, i + 1, more, Map.put(acc, i, proc))
+  defp pick([_ | rest], i, want, acc), do: pick(rest, i + 1, want, acc)
+
   # `detail: :basic` fills only what it collected into the record's shape (every field,
   # nil): one map update per process, no per-field calls.
+  # With `reductions: true` the basic record carries them last.
+  defp record({pid, bins, listed, name, label, mem, reds}, shares, w, node) do
+    %{record({pid, bins, listed, name, label, mem}, shares, w, node) | reductions: reds}
+  end
+
   defp record({pid, _bins, listed, name, label, mem}, shares, _w, node) do
     {refs, distinct, uss, pss, shared, store, unresolved, _resolved} = shares
 

@@ -76,22 +76,35 @@ defmodule Binscope.Leaks do
     limit = Map.get(opts, :limit, 10)
     k = Map.get(opts, :candidates, 20)
 
-    # Ranking needs only the binary lists: the cheap `:basic` sweep. The identity and GC facts
-    # the results show are fetched for the few processes that make it into them.
-    detail = if mode == :full, do: :full, else: :basic
-    snap_opts = opts |> Map.put(:top_shared, 0) |> Map.put(:detail, detail)
+    case mode do
+      :full -> full(node, limit, opts)
+      _ -> ranked(node, mode, limit, k, opts)
+    end
+  end
+
+  # Ranking needs only the binary lists: the cheap `:basic` sweep, which also takes each
+  # process's reductions (the activity window's first sample). Every binary is attributed over
+  # the whole node in Rust, and the NIF picks the shortlist by `binary_uss` from the packed
+  # figures: records are built for the shortlist only, never for every process (at a million
+  # processes, a map each and a sort of them all were most of the scan's cost).
+  defp ranked(node, mode, limit, k, opts) do
+    pool = if mode == :dry_run, do: pool_size(limit), else: pool_size(k)
+    # One more than the pool: the caller is in a local scan's list and is dropped.
+    select = fn packed -> Binscope.Native.scan_top_uss(packed, pool + 1) end
+
+    snap_opts =
+      opts
+      |> Map.merge(%{top_shared: 0, detail: :basic, reductions: true, select: select})
 
     with {:ok, snap} <- Accounting.snapshot(node, snap_opts) do
+      swept = System.monotonic_time(:millisecond)
       me = self()
-      others = Enum.reject(snap.processes, &(&1.pid == me))
-      # A full scan collects every process (in any order: the results are ranked after); the
-      # other modes rank by binary_uss first.
-      by_uss = if mode == :full, do: others, else: by_uss(others)
+      by_uss = snap.processes |> Enum.reject(&(&1.pid == me)) |> Enum.take(pool)
       Remote.check!(opts.deadline)
 
       case mode do
         :dry_run ->
-          with {:ok, ranked} <- shortlist(node, by_uss, limit, opts) do
+          with {:ok, ranked} <- shortlist(node, by_uss, swept, opts) do
             {:ok, ranked |> Enum.take(limit) |> Enum.map(&estimate/1)}
           end
 
@@ -100,28 +113,28 @@ defmodule Binscope.Leaks do
           # gain. (A process whose slices pin parents it has kept since its last collection holds
           # them in its old binary heap: likely garbage to the ranking, so it is collected, and
           # the results then tell pinned bytes from freed ones.)
-          with {:ok, ranked} <- shortlist(node, by_uss, k, opts) do
+          with {:ok, ranked} <- shortlist(node, by_uss, swept, opts) do
             gain = Enum.filter(ranked, &(&1.likely_garbage_bytes > 0))
             collect(node, Enum.take(gain, k), snap, limit, opts.deadline)
           end
-
-        :full ->
-          collect(node, Enum.reject(by_uss, &own?/1), snap, limit, opts.deadline)
       end
     end
   end
+
+  defp pool_size(k), do: max(4 * k, k + 16)
 
   # The bytes only a process references bound what a GC can free: the top by that make a
   # shortlist a few times `k` long. Their full details (old and young binary heaps) and a second
   # activity sample `idle_ms` later rank them by what is likely garbage that only a forced GC
   # frees soon (`binscope_core::leaks::rank`).
-  defp shortlist(_node, [], _k, _opts), do: {:ok, []}
+  # The window runs from the sweep (each record's reductions were read then) to the second
+  # sample: at least `idle_ms` for every candidate, however long attribution and the details
+  # took meanwhile.
+  defp shortlist(_node, [], _swept, _opts), do: {:ok, []}
 
-  defp shortlist(node, by_uss, k, opts) do
-    pool = Enum.take(by_uss, max(4 * k, k + 16))
-
+  defp shortlist(node, pool, swept, opts) do
     with {:ok, detailed} <- with_details(node, pool, opts),
-         :ok <- idle(Map.get(opts, :idle_ms, @idle_ms), opts.deadline),
+         :ok <- idle(Map.get(opts, :idle_ms, @idle_ms), swept, opts.deadline),
          {:ok, act} <- Remote.call(node, :activity, [Enum.map(detailed, & &1.pid)], opts.deadline) do
       act = Map.new(act, fn {pid, reds, mql} -> {pid, {reds, mql}} end)
       alive = Enum.filter(detailed, &(Map.has_key?(act, &1.pid) and not own?(&1)))
@@ -146,20 +159,10 @@ defmodule Binscope.Leaks do
   end
 
   # The activity window, unless it would end past the deadline: then the scan gives up now.
-  defp idle(ms, deadline) do
-    if Remote.left(deadline) > ms, do: Process.sleep(ms), else: {:error, :timeout}
+  defp idle(ms, swept, deadline) do
+    wait = max(swept + ms - System.monotonic_time(:millisecond), 0)
+    if Remote.left(deadline) > wait, do: Process.sleep(wait), else: {:error, :timeout}
   end
-
-  @no_facts %{
-    message_queue_len: 0,
-    reductions_delta: 0,
-    otp_behaviour: false,
-    fullsweep_after: 0,
-    minor_gcs: 0,
-    system_process: false,
-    passive_recv: false,
-    off_heap_queue: false
-  }
 
   @detail_fields [
     :registered_name,
@@ -191,20 +194,13 @@ defmodule Binscope.Leaks do
 
       {:ok,
        for r <- records, d = details[r.pid], d != nil do
-         Map.merge(r, Map.take(d, @detail_fields))
+         # The sweep's reductions, where it took them, stay: the activity window starts there.
+         fields =
+           if r.reductions, do: List.delete(@detail_fields, :reductions), else: @detail_fields
+
+         Map.merge(r, Map.take(d, fields))
        end}
     end
-  end
-
-  # Bytes only this process references first (a GC frees at most these), then its fair share of
-  # what it shares; pid breaks ties for a stable order.
-  # (:lists.sort/1 on tuples: several times faster than a sort with a comparison function on
-  # 100k records, and this runs between two looks at the deadline.)
-  defp by_uss(records) do
-    records
-    |> Enum.map(&{&1.binary_uss, &1.binary_pss, &1.pid, &1})
-    |> :lists.sort()
-    |> Enum.reduce([], fn {_, _, _, r}, acc -> [r | acc] end)
   end
 
   defp estimate(r) do
@@ -258,62 +254,94 @@ defmodule Binscope.Leaks do
 
   defp collect(node, candidates, snap, limit, deadline) do
     with {:ok, round} <- Remote.call(node, :gc_round, [Enum.map(candidates, & &1.pid)], deadline) do
-      Remote.check!(deadline)
-      results = round.results
-      before = Enum.map(results, &elem(&1, 1))
-      after_ = Enum.map(results, &elem(&1, 2))
-
-      reclaimed = Binscope.Native.accounting_reclaimed(before, after_, round.live_store_keys)
-      Remote.check!(deadline)
-      {packed, _, _} = Binscope.Native.accounting_attribute(after_, 0)
-      Remote.check!(deadline)
-      retained = Accounting.shares(packed)
       w = Map.get(snap, :word_size, :erlang.system_info(:wordsize))
+      by_pid = Map.new(candidates, &{&1.pid, &1})
 
-      # Most processes of a full scan waste nothing: rank those that do (most waste first: what
-      # the GC freed plus what small slices pin), then the rest in scan order, as a stable sort
-      # of them all would, and build results for the top `limit` only.
-      {wasting, none} =
-        [results, reclaimed, retained]
-        |> Enum.zip()
-        |> Enum.map(fn {res, {refs, bytes, _}, ret} = t ->
-          {waste(res, bytes, ret, w), bytes, refs, t}
-        end)
-        |> Enum.split_with(fn {waste, _, refs, _} -> waste > 0 or refs > 0 end)
+      # Activity from the candidate's sweep to its collection.
+      rows =
+        for {{pid, _, _, reds, _, _, _} = res, rec, ret, _uss} <- rank_round(round, w, limit) do
+          r = Map.fetch!(by_pid, pid)
+          {res, rec, ret, r, max(reds - (r.reductions || reds), 0)}
+        end
 
-      Remote.check!(deadline)
-      ranked = wasting |> Enum.sort_by(fn {waste, b, refs, _} -> {waste, b, refs} end, :desc)
-      top = Enum.take(ranked, limit) ++ Enum.take(none, max(limit - length(ranked), 0))
-      top = Enum.map(top, &elem(&1, 3))
-      pids = Enum.map(top, &elem(elem(&1, 0), 0))
-      by_pid = for r <- candidates, r.pid in pids, into: %{}, do: {r.pid, r}
-
-      with {:ok, queues} <- Remote.call(node, :queue_data, [pids], deadline) do
-        off_heap = for {pid, :off_heap} <- queues, into: MapSet.new(), do: pid
-        {:ok, Enum.map(top, fn {res, rec, ret} -> result(res, rec, ret, by_pid, off_heap, w) end)}
-      end
+      finish(node, rows, w, deadline)
     end
   end
 
-  # The ranking's figure only (the results recompute it with every fact).
-  defp waste({_pid, _b, _a, _reds, heap, stack, _mql}, bytes, ret, w) do
-    {_refs, distinct, _uss, pss, _shared, _store, _unresolved, _bytes} = ret
+  # A full scan collects every process on the node but the caller (the collector lists them
+  # there, as recon's bin_leak/1 does), in one GC round. The ranking of every process runs in
+  # one dirty NIF that returns the top rows only; identity and GC facts are then fetched for
+  # those few (full details, after their collection). Binscope's own processes are dropped
+  # from the rows; when that leaves fewer than `limit`, the ranking is asked for more.
+  defp full(node, limit, opts) do
+    deadline = opts.deadline
 
-    facts =
-      Map.merge(@no_facts, %{
-        reclaimed_bytes: bytes,
-        retained_binary_bytes: pss,
-        retained_binaries: distinct,
-        heap_bytes: (heap + stack) * w
-      })
-
-    {_, _, _, waste} = Binscope.Native.accounting_suggest(facts)
-    waste
+    with {:ok, round} <- Remote.call(node, :gc_round, [:all], deadline) do
+      Remote.check!(deadline)
+      w = Map.get(round, :word_size, :erlang.system_info(:wordsize))
+      full_top(node, round, w, limit, limit + 16, deadline)
+    end
   end
 
-  defp result(res, {refs, bytes, bins}, ret, by_pid, off_heap, w) do
-    {pid, before, _after, reds, heap, stack, mql} = res
-    r = Map.fetch!(by_pid, pid)
+  defp full_top(node, round, w, limit, want, deadline) do
+    top = rank_round(round, w, want)
+    pids = Enum.map(top, fn {res, _, _, _} -> elem(res, 0) end)
+
+    with {:ok, raw} <- Remote.call(node, :details, [pids], deadline) do
+      details =
+        raw
+        |> Accounting.attribute(0, deadline)
+        |> Map.fetch!(:processes)
+        |> Map.new(&{&1.pid, &1})
+
+      # Activity from its collection to its details; estimated_bytes is what only it referenced
+      # before the collections (the details' own attribution covers these few processes only).
+      rows =
+        for {{pid, _, _, reds, _, _, _} = res, rec, ret, uss} <- top,
+            d = details[pid],
+            d != nil and not own?(d) do
+          {res, rec, ret, %{d | binary_uss: uss}, max((d.reductions || reds) - reds, 0)}
+        end
+
+      if length(rows) < limit and length(top) == want,
+        do: full_top(node, round, w, limit, 2 * want, deadline),
+        else: finish(node, Enum.take(rows, limit), w, deadline)
+    end
+  end
+
+  # The top `limit` of a GC round (`binscope_core::leaks::select::full_ranking`): the processes
+  # that waste something (what the collection freed, each binary once over the round, plus what
+  # small slices pin), most waste first, then the others in round order, as
+  # `[{result, {refs, bytes, binaries}, retained, uss_before}]`.
+  defp rank_round(round, w, limit) do
+    results = round.results
+    rows = Binscope.Native.scan_full_rank(results, round.live_store_keys, w, limit)
+    picked = pick(results, 0, rows |> Enum.map(&elem(&1, 0)) |> :lists.usort(), %{})
+
+    for {i, rec, ret, uss} <- rows,
+        do: {Map.fetch!(picked, i), rec, List.to_tuple(ret), uss}
+  end
+
+  defp pick(_list, _i, [], acc), do: acc
+  defp pick([x | rest], i, [i | more], acc), do: pick(rest, i + 1, more, Map.put(acc, i, x))
+  defp pick([_ | rest], i, want, acc), do: pick(rest, i + 1, want, acc)
+
+  defp finish(node, rows, w, deadline) do
+    Remote.check!(deadline)
+    pids = Enum.map(rows, fn {res, _, _, _, _} -> elem(res, 0) end)
+
+    with {:ok, queues} <- Remote.call(node, :queue_data, [pids], deadline) do
+      off_heap = for {pid, :off_heap} <- queues, into: MapSet.new(), do: pid
+
+      {:ok,
+       Enum.map(rows, fn {res, rec, ret, r, delta} ->
+         result(res, rec, ret, r, delta, off_heap, w)
+       end)}
+    end
+  end
+
+  defp result(res, {refs, bytes, bins}, ret, r, reds_delta, off_heap, w) do
+    {pid, before, _after, _reds, heap, stack, mql} = res
     {_refs, distinct, _uss, pss, _shared, _store, _unresolved, _bytes} = ret
     cur_mod = with {m, _, _} <- r.current_function, do: m
     off_heap? = MapSet.member?(off_heap, pid)
@@ -324,7 +352,7 @@ defmodule Binscope.Leaks do
       retained_binaries: distinct,
       heap_bytes: (heap + stack) * w,
       message_queue_len: mql,
-      reductions_delta: max(reds - (r.reductions || reds), 0),
+      reductions_delta: reds_delta,
       otp_behaviour: cur_mod in @otp_loops,
       fullsweep_after: r.fullsweep_after || 0,
       minor_gcs: r.minor_gcs || 0,

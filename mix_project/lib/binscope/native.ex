@@ -155,6 +155,8 @@ defmodule Binscope.Native do
   def accounting_reclaimed(_before, _after, _live_store_keys), do: err()
   def accounting_suggest(_facts), do: err()
   def accounting_rank(_candidates), do: err()
+  def scan_top_uss(_packed, _k), do: err()
+  def scan_full_rank(_results, _live_store_keys, _word_size, _limit), do: err()
 
   # gc_pressure.rs
   def gc_pressure_probe(_len, _charged), do: err()

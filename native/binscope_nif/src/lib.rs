@@ -4,6 +4,7 @@
 //! - `store` <-> `Binscope.Store` (NIFs prefixed `store_`)
 //! - `accounting` <-> `Binscope.Accounting` / `Binscope.Leaks` (NIFs prefixed `accounting_`)
 //! - `report` <-> `Binscope.Report` (NIFs prefixed `report_`)
+//! - `scan` <-> `Binscope.Leaks` whole-node selections (NIFs prefixed `scan_`)
 //! - `allocator` <-> `Binscope.Store.allocator/0` (NIFs prefixed `allocator_`)
 //! - `gc_pressure` <-> `Binscope.Store.GcPressure` (NIFs prefixed `gc_pressure_`)
 //!
@@ -38,6 +39,7 @@ mod error;
 mod gc_pressure;
 mod label;
 mod report;
+mod scan;
 mod space;
 mod store;
 mod timeslice;

@@ -1,0 +1,440 @@
+defmodule Binscope.Bench.Suite.Scale do
+  @moduledoc """
+  The scale suite (`make bench-scale`): Binscope's scans on a node of `small` (default 50k) and
+  `large` (default 1M) extra processes, each beside its anchor, interleaved, ratios from one run.
+  The anchor is recon's algorithm (`Binscope.Bench.ReconAnchor`).
+
+  Population: `n` idle processes, each holding one unique 100-byte refc binary and waiting in a
+  receive, plus `leakers` processes; before every measured run (of either side) each leaker
+  `i` (1-based) references `leak_bins + i` fresh binaries of `bin_size` bytes and drops them
+  without a collection: garbage only a GC frees, `(leak_bins + i) * bin_size` bytes exactly.
+
+  Rows (each a ratio of medians, Binscope over its anchor, both measured in the same rounds,
+  the side that starts a round alternating):
+
+    * `leaks()` (targeted) against `bin_leak(10)`, at `small` and `large`: plus how many of the
+      leakers each found (Binscope: by bytes, every leaker's `reclaimed_bytes` equal to what it
+      planted; recon: among its top 10 by references freed);
+    * `leaks(mode: :full)` against `bin_leak(10)` at `large`, with each side's peak memory;
+    * `processes(detail: :basic)` against `proc_count(:memory, 10)` at `large`, with the
+      result's size and the peak memory per process;
+    * `snapshot()` (USS and PSS of every process) against a plain
+      `process_info(pid, [:binary, :memory])` sweep at `small`;
+    * the floor at each size: one `process_info(pid, [:binary])` per process, per process.
+
+  Every run is made in a fresh process (the scanner, which returns a summary, never the records)
+  while `:erlang.system_monitor/2` watches `long_schedule` (1 ms) and `long_gc` (`long_gc_ms`);
+  each row reports the worst of each seen by the scanner (and by the collector's workers).
+  Peak memory: `:erlang.memory(:total)` plus the NIF's jemalloc `allocated`, sampled every 2 ms
+  during the run, above their values before it. Each row also carries the load average.
+  """
+
+  alias Binscope.Bench.{ReconAnchor, Report}
+
+  @defaults [
+    small: 50_000,
+    large: 1_000_000,
+    leakers: 10,
+    leak_bins: 8,
+    bin_size: 65_536,
+    rounds: 3,
+    long_gc_ms: 10
+  ]
+
+  @doc "Options for a run of a few seconds that checks the code paths, not the speed."
+  @spec smoke_opts() :: keyword()
+  def smoke_opts, do: [small: 1_500, large: 3_000, rounds: 1, leakers: 10, leak_bins: 2]
+
+  @doc """
+  Runs every row. Returns `%{rows: [row], report: report}`; a row is a map with `:name`, `:n`,
+  `:ours`, `:anchor` (names), `:ours_ns`, `:anchor_ns` (each run's time), `:ratio`, `:found`,
+  `:anchor_found`, `:ours_peak`, `:anchor_peak` (bytes), `:result_bytes_per_process`,
+  `:long_schedule_ms` and `:long_gc_ms` (the worst the scanner saw), `:load`.
+  """
+  @spec run(keyword()) :: %{rows: [map()], report: map()}
+  def run(opts \\ []) do
+    o = Keyword.merge(@defaults, opts)
+    small = with_population(o[:small], o, &small_rows(&1, &2, o))
+    large = with_population(o[:large], o, &large_rows(&1, &2, o))
+    rows = small ++ large
+    %{rows: rows, report: report(rows, o)}
+  end
+
+  defp small_rows(n, leakers, o) do
+    [
+      floor_row(n),
+      pair(
+        "leaks() targeted",
+        n,
+        {"leaks()", fn -> leaks_summary(Binscope.leaks!(), leakers) end},
+        {"bin_leak(10)", fn -> recon_summary(ReconAnchor.bin_leak(10), leakers) end},
+        leakers,
+        o
+      ),
+      pair(
+        "snapshot() with USS/PSS",
+        n,
+        {"snapshot()", fn -> snapshot_summary() end},
+        {"process_info(pid, [:binary, :memory]) sweep", fn -> sweep_summary() end},
+        [],
+        o
+      )
+    ]
+  end
+
+  defp large_rows(n, leakers, o) do
+    [
+      floor_row(n),
+      pair(
+        "leaks() targeted",
+        n,
+        {"leaks()", fn -> leaks_summary(Binscope.leaks!(), leakers) end},
+        {"bin_leak(10)", fn -> recon_summary(ReconAnchor.bin_leak(10), leakers) end},
+        leakers,
+        o
+      ),
+      pair(
+        "leaks(mode: :full)",
+        n,
+        {"leaks(mode: :full)", fn -> leaks_summary(Binscope.leaks!(mode: :full), leakers) end},
+        {"bin_leak(10)", fn -> recon_summary(ReconAnchor.bin_leak(10), leakers) end},
+        leakers,
+        o
+      ),
+      pair(
+        "processes(detail: :basic)",
+        n,
+        {"processes(detail: :basic)", fn -> processes_summary() end},
+        {"proc_count(:memory, 10)", fn -> length(ReconAnchor.proc_count(:memory, 10)) end},
+        [],
+        o
+      )
+    ]
+  end
+
+  # --- population --------------------------------------------------------------------------
+
+  defp with_population(n, o, fun) do
+    me = self()
+    idle = for i <- 1..n, do: spawn(fn -> idle(me, i) end)
+    for _ <- idle, do: receive(do: (:ready -> :ok))
+    leakers = for i <- 1..o[:leakers], do: spawn(fn -> leaker(i, o[:leak_bins], o[:bin_size]) end)
+
+    try do
+      fun.(n, leakers)
+    after
+      kill_all(idle ++ leakers)
+    end
+  end
+
+  defp idle(parent, i) do
+    own = :binary.copy(<<i::32>>, 25)
+    send(parent, :ready)
+
+    receive do
+      :stop -> byte_size(own)
+    end
+  end
+
+  defp leaker(i, bins, size) do
+    receive do
+      {:plant, from} ->
+        # Referenced, then dropped without a collection: garbage only a GC frees.
+        junk = for k <- 1..(bins + i), do: :binary.copy(<<k, i>>, div(size, 2))
+        send(from, {:planted, self(), :erlang.phash2(junk)})
+        leaker(i, bins, size)
+    end
+  end
+
+  @doc false
+  # The bytes leaker `i` plants before every run.
+  def planted(i, o), do: (o[:leak_bins] + i) * o[:bin_size]
+
+  defp plant(leakers) do
+    for p <- leakers, do: send(p, {:plant, self()})
+    for p <- leakers, do: receive(do: ({:planted, ^p, _} -> :ok))
+    :ok
+  end
+
+  defp kill_all(pids) do
+    refs = Enum.map(pids, &Process.monitor/1)
+    Enum.each(pids, &Process.exit(&1, :kill))
+    for ref <- refs, do: receive(do: ({:DOWN, ^ref, :process, _, _} -> :ok))
+    :ok
+  end
+
+  # --- what each side returns (computed in the scanner: never the records themselves) ------
+
+  defp leaks_summary(results, leakers) do
+    by_pid = Map.new(results, &{&1.pid, &1.reclaimed_bytes})
+    %{results: length(results), reclaimed: Enum.map(leakers, &Map.get(by_pid, &1))}
+  end
+
+  defp recon_summary(top, leakers) do
+    found = for {pid, _, _} <- top, pid in leakers, do: pid
+    %{results: length(top), found: length(found)}
+  end
+
+  defp processes_summary do
+    records = Binscope.processes!(detail: :basic)
+    w = :erlang.system_info(:wordsize)
+    %{results: length(records), bytes: :erts_debug.size(records) * w}
+  end
+
+  defp snapshot_summary do
+    {:ok, s} = Binscope.snapshot()
+    %{results: length(s.processes), pss: s.summary.unique_bytes}
+  end
+
+  defp sweep_summary do
+    for p <- :erlang.processes(), do: :erlang.process_info(p, [:binary, :memory])
+    :ok
+  end
+
+  # --- measurement -------------------------------------------------------------------------
+
+  defp floor_row(n) do
+    {ns, _} = timed(fn -> for p <- :erlang.processes(), do: :erlang.process_info(p, [:binary]) end)
+    count = :erlang.system_info(:process_count)
+    %{name: "floor: process_info(pid, [:binary]) per process", n: n, floor_ns: ns / count, load: load()}
+  end
+
+  defp pair(name, n, {ours, our_fun}, {anchor, anchor_fun}, leakers, o) do
+    runs =
+      for round <- 1..o[:rounds],
+          side <- if(rem(round, 2) == 1, do: [:ours, :anchor], else: [:anchor, :ours]) do
+        plant(leakers)
+        fun = if side == :ours, do: our_fun, else: anchor_fun
+        {side, run_one(fun, o)}
+      end
+
+    mine = for {:ours, r} <- runs, do: r
+    theirs = for {:anchor, r} <- runs, do: r
+    med = fn rs -> rs |> Enum.map(& &1.ns) |> median() end
+    last = List.last(mine).result
+
+    %{
+      name: name,
+      n: n,
+      ours: ours,
+      anchor: anchor,
+      ours_ns: Enum.map(mine, & &1.ns),
+      anchor_ns: Enum.map(theirs, & &1.ns),
+      ratio: med.(mine) / med.(theirs),
+      found: found(mine, leakers, o),
+      anchor_found: anchor_found(theirs),
+      ours_peak: mine |> Enum.map(& &1.peak) |> Enum.max(),
+      anchor_peak: theirs |> Enum.map(& &1.peak) |> Enum.max(),
+      result_bytes_per_process: if(is_map(last) and last[:bytes], do: last.bytes / n),
+      results: if(is_map(last), do: last[:results]),
+      long_schedule_ms: mine |> Enum.map(& &1.long_schedule) |> Enum.max(),
+      long_gc_ms: mine |> Enum.map(& &1.long_gc) |> Enum.max(),
+      anchor_long_schedule_ms: theirs |> Enum.map(& &1.long_schedule) |> Enum.max(),
+      load: load()
+    }
+  end
+
+  # Leakers found by bytes in every run: each one's reclaimed_bytes exactly what it planted.
+  defp found(_runs, [], _o), do: nil
+
+  defp found(runs, leakers, o) do
+    want = for i <- 1..length(leakers), do: planted(i, o)
+
+    runs
+    |> Enum.map(fn %{result: %{reclaimed: got}} ->
+      Enum.zip(got, want) |> Enum.count(fn {g, w} -> g == w end)
+    end)
+    |> Enum.min()
+  end
+
+  defp anchor_found(runs) do
+    case runs do
+      [%{result: %{found: _}} | _] -> runs |> Enum.map(& &1.result.found) |> Enum.min()
+      _ -> nil
+    end
+  end
+
+  # One run in a fresh scanner process, watched by the system monitor and a memory sampler.
+  defp run_one(fun, o) do
+    me = self()
+    base = memory_now()
+    sampler = spawn(fn -> sample(base, base) end)
+    previous = :erlang.system_monitor(me, [{:long_schedule, 1}, {:long_gc, o[:long_gc_ms]}])
+
+    {scanner, ref} =
+      spawn_monitor(fn ->
+        {ns, result} = timed(fun)
+        send(me, {:scanned, self(), ns, result})
+      end)
+
+    {ns, result} =
+      receive do
+        {:scanned, ^scanner, ns, result} -> {ns, result}
+        {:DOWN, ^ref, :process, ^scanner, reason} -> raise "scan failed: #{inspect(reason)}"
+      end
+
+    receive do: ({:DOWN, ^ref, :process, ^scanner, _} -> :ok)
+    restore(previous)
+    send(sampler, {:stop, me})
+    peak = receive do: ({:peak, ^sampler, p} -> p)
+    {schedule, gc} = monitor_reports(scanner)
+    %{ns: ns, result: result, peak: peak - base, long_schedule: schedule, long_gc: gc}
+  end
+
+  defp restore(:undefined), do: :erlang.system_monitor(:undefined)
+  defp restore({pid, opts}), do: :erlang.system_monitor(pid, opts)
+
+  # The worst long_schedule (ms) of the scanner or a collector worker, and the scanner's
+  # longest GC. A report of any other process (an idle one collecting, the sampler) is dropped.
+  defp monitor_reports(scanner) do
+    collect = fn collect, s, g ->
+      receive do
+        {:monitor, pid, :long_schedule, info} ->
+          if ours?(pid, scanner, info),
+            do: collect.(collect, max(s, info[:timeout]), g),
+            else: collect.(collect, s, g)
+
+        {:monitor, ^scanner, :long_gc, info} ->
+          collect.(collect, s, max(g, info[:timeout]))
+
+        {:monitor, _, :long_gc, _} ->
+          collect.(collect, s, g)
+      after
+        50 -> {s, g}
+      end
+    end
+
+    collect.(collect, 0, 0)
+  end
+
+  defp ours?(scanner, scanner, _info), do: true
+
+  defp ours?(_pid, _scanner, info) do
+    Enum.any?([info[:in], info[:out]], fn
+      {m, _, _} -> m == :binscope_collector or String.starts_with?(Atom.to_string(m), "Elixir.Binscope.")
+      _ -> false
+    end) and not idle_location?(info)
+  end
+
+  defp idle_location?(info) do
+    Enum.all?([info[:in], info[:out]], fn
+      {__MODULE__, _, _} -> true
+      _ -> false
+    end)
+  end
+
+  defp sample(base, peak) do
+    receive do
+      {:stop, from} -> send(from, {:peak, self(), max(peak, memory_now())})
+    after
+      2 -> sample(base, max(peak, memory_now()))
+    end
+  end
+
+  defp memory_now do
+    native =
+      case Binscope.Native.allocator_stats() do
+        {:ok, %{allocated: a}} -> a
+        _ -> 0
+      end
+
+    :erlang.memory(:total) + native
+  end
+
+  defp timed(fun) do
+    t0 = System.monotonic_time(:nanosecond)
+    r = fun.()
+    {System.monotonic_time(:nanosecond) - t0, r}
+  end
+
+  defp median(l) do
+    s = Enum.sort(l)
+    n = length(s)
+    if rem(n, 2) == 1, do: Enum.at(s, div(n, 2)), else: (Enum.at(s, div(n, 2) - 1) + Enum.at(s, div(n, 2))) / 2
+  end
+
+  defp load do
+    case File.read("/proc/loadavg") do
+      {:ok, s} -> s |> String.split() |> Enum.take(3) |> Enum.join(" ")
+      _ -> "unknown"
+    end
+  end
+
+  # --- report ------------------------------------------------------------------------------
+
+  defp report(rows, o) do
+    floors = for %{floor_ns: f, n: n} <- rows, into: %{}, do: {n, f}
+
+    table =
+      for %{ratio: _} = r <- rows do
+        floor = floors[r.n]
+        med = median(r.ours_ns)
+
+        [
+          r.n,
+          r.name,
+          r.anchor,
+          Report.duration(med),
+          Report.duration(median(r.anchor_ns)),
+          Report.ratio(r.ratio),
+          floor_multiple(med, floor, r.n),
+          found_cell(r),
+          mib(r.ours_peak) <> " / " <> mib(r.anchor_peak),
+          per_process(r),
+          "#{r.long_schedule_ms} / #{r.long_gc_ms}",
+          r.load
+        ]
+      end
+
+    floor_rows =
+      for %{floor_ns: f, n: n, load: l} <- rows, do: [n, Report.duration(f), l]
+
+    %{
+      title: "Scans at scale",
+      intro:
+        "Extra processes: #{o[:small]} and #{o[:large]} idle ones (one 100-byte refc binary each) " <>
+          "plus #{o[:leakers]} leakers (leaker i drops #{o[:leak_bins]} + i binaries of " <>
+          "#{o[:bin_size]} bytes before every run). Median of #{o[:rounds]} runs per side, " <>
+          "sides interleaved; ratio = Binscope / anchor (lower is faster). Anchor: recon's " <>
+          "algorithm (Binscope.Bench.ReconAnchor). Floor: one process_info(pid, [:binary]) " <>
+          "per process. Peak: node memory (VM total + NIF allocated) above its value before " <>
+          "the run. long_schedule / long_gc: the worst the scanner process saw (ms).",
+      tables: [
+        %{
+          title: "scans beside their anchors",
+          headers: [
+            "processes",
+            "operation",
+            "anchor",
+            "median",
+            "anchor median",
+            "ratio",
+            "x floor",
+            "leakers found (ours / anchor)",
+            "peak MiB (ours / anchor)",
+            "result B / process",
+            "worst long_schedule / long_gc ms",
+            "load"
+          ],
+          rows: table
+        },
+        %{
+          title: "the floor: one process_info/2 call per process",
+          headers: ["processes", "per process", "load"],
+          rows: floor_rows
+        }
+      ]
+    }
+  end
+
+  defp floor_multiple(_med, nil, _n), do: "-"
+  defp floor_multiple(med, floor, n), do: Report.ratio(med / (floor * n))
+
+  defp found_cell(%{found: nil}), do: "-"
+  defp found_cell(r), do: "#{r.found} / #{r.anchor_found}"
+
+  defp per_process(%{result_bytes_per_process: nil}), do: "-"
+  defp per_process(r), do: "#{round(r.result_bytes_per_process)}"
+
+  defp mib(b), do: :erlang.float_to_binary(b / 1_048_576, decimals: 1)
+end
