@@ -191,8 +191,10 @@ defmodule Binscope do
       if Map.has_key?(o, :window) do
         Binscope.Memory.Growth.top(node, n, o)
       else
-        with {:ok, s} <- Accounting.snapshot(node, o),
-             do: {:ok, Accounting.top(s.processes, n, by)}
+        Binscope.Scanner.run(fn ->
+          with {:ok, s} <- Accounting.snapshot(node, o),
+               do: {:ok, Accounting.top(s.processes, n, by)}
+        end)
       end
     end)
   end
@@ -297,7 +299,8 @@ defmodule Binscope do
         "Binscope.leaks/1"
       )
 
-    on_target(o, &Binscope.Leaks.find(&2, &1))
+    # In a process of its own (see Binscope.Scanner): the caller's heap never holds the scan.
+    on_target(o, fn o, node -> Binscope.Scanner.run(fn -> Binscope.Leaks.find(node, o) end) end)
   end
 
   @doc "Like `leaks/1`, raising `Binscope.Error` on failure."

@@ -618,10 +618,7 @@ timed_gc(Pids, Calibration, Deadline) ->
     Parent = self(),
     Tag = make_ref(),
     {Pid, MRef} =
-        spawn_opt(fun() ->
-                          lists:foreach(fun(P) -> Parent ! {Tag, gc_one(P, Calibration)} end, Pids),
-                          Parent ! {Tag, done}
-                  end, [monitor]),
+        spawn_opt(fun() -> gc_pieces(Parent, Tag, Pids, Calibration) end, [monitor]),
     W = {Tag, Pid, MRef, Pids},
     try gc_results(W, Deadline, [])
     catch
@@ -630,16 +627,24 @@ timed_gc(Pids, Calibration, Deadline) ->
             throw(?TIMEOUT)
     end.
 
+%% The helper sends its results in pieces of ?PIECE processes (one message each, not one per
+%% process: a full scan collects every process on the node).
+gc_pieces(Parent, Tag, Pids, Calibration) ->
+    {Piece, Rest} = take(Pids, ?PIECE, []),
+    Parent ! {Tag, lists:filtermap(fun(P) -> gc_one(P, Calibration) end, Piece)},
+    case Rest of
+        [] -> Parent ! {Tag, done};
+        _ -> gc_pieces(Parent, Tag, Rest, Calibration)
+    end.
+
 gc_results({Tag, Pid, MRef, _} = W, Deadline, Acc) ->
     check(Deadline),
     receive
         {Tag, done} ->
             erlang:demonitor(MRef, [flush]),
-            lists:reverse(Acc);
-        {Tag, false} ->
-            gc_results(W, Deadline, Acc);
-        {Tag, {true, R}} ->
-            gc_results(W, Deadline, [R | Acc]);
+            lists:append(lists:reverse(Acc));
+        {Tag, Results} when is_list(Results) ->
+            gc_results(W, Deadline, [Results | Acc]);
         {'DOWN', MRef, process, Pid, Reason} ->
             flush(Tag),
             error({gc_helper_died, Reason})

@@ -309,15 +309,27 @@ defmodule Binscope.Accounting do
 
   @doc "The first `n` records by `metric`, largest first (ties by pid for a stable order)."
   @spec top([process_record()], pos_integer(), atom()) :: [process_record()]
-  def top(records, n, metric) do
-    # :lists.sort/1 on {value, pid, record} (pids are unique, records never compared), reversed:
-    # several times faster than a sort with a comparison function on 100k records.
-    records
-    |> Enum.map(&{Map.fetch!(&1, metric), &1.pid, &1})
-    |> :lists.sort()
-    |> :lists.reverse()
-    |> Enum.take(n)
-    |> Enum.map(&elem(&1, 2))
+  def top(records, n, metric), do: top(records, n, metric, [])
+
+  # A chunk of records at a time, merged into the best `n` so far: :lists.sort/1 on
+  # {value, pid, record} (pids are unique, records never compared), reversed. No sort of the
+  # whole node: at a million records one sorted a list of a million tuples and its merge
+  # passes, each a copy of the list (measured before: 21 ms without a yield in
+  # lists:rkeymerge3 at 1M processes).
+  @top_chunk 4096
+  defp top([], _n, _metric, best), do: Enum.map(best, &elem(&1, 2))
+
+  defp top(records, n, metric, best) do
+    {chunk, rest} = Enum.split(records, @top_chunk)
+
+    best =
+      chunk
+      |> Enum.reduce(best, &[{Map.fetch!(&1, metric), &1.pid, &1} | &2])
+      |> :lists.sort()
+      |> :lists.reverse()
+      |> Enum.take(n)
+
+    top(rest, n, metric, best)
   end
 
   @doc """

@@ -44,6 +44,7 @@ defmodule Binscope.Leaks do
   @otp_loops [:gen_server, :gen_statem, :gen_event, :gen]
   # Binscope's own processes (the scan, its workers and bounded calls) stay out of the results.
   @own_modules [:binscope_collector, Binscope.Remote, Binscope.Leaks, Binscope.Accounting] ++
+                 [Binscope.Scanner] ++
                  [Binscope.CLI, Binscope.Memory.Watch, Binscope.Memory.Recorder]
   # OTP's own processes: nothing a user can change in them, so no advice.
   @system_names [:init, :erts_code_purger, :erl_prim_loader, :code_server, :user, :user_drv] ++
@@ -142,10 +143,22 @@ defmodule Binscope.Leaks do
       candidates =
         for r <- alive do
           {reds, mql} = Map.fetch!(act, r.pid)
+          # The target of a process_info/2 call pays one reduction for it (OTP 25: a signal it
+          # handles). Between the sweep's sample and the details' the sweep's own call is the
+          # only probe; from the details' to the second sample, the details' calls (what
+          # binscope_core::leaks::rank allows for). Anything beyond is the process's own work.
+          delta =
+            case r do
+              %{details_reductions: dr} when is_integer(dr) and is_integer(r.reductions) ->
+                max(dr - r.reductions - 1, 0) + max(reds - dr, 0)
+
+              _ ->
+                max(reds - r.reductions, 0)
+            end
+
           # A binary heap figure the VM did not report (nil) ranks as an empty heap: the
           # ranking then rests on binary_uss and activity alone.
-          {r.binary_uss, r.bin_vheap_size || 0, r.bin_old_vheap_size || 0,
-           max(reds - r.reductions, 0), mql}
+          {r.binary_uss, r.bin_vheap_size || 0, r.bin_old_vheap_size || 0, delta, mql}
         end
 
       ranked = Binscope.Native.accounting_rank(candidates)
@@ -195,10 +208,15 @@ defmodule Binscope.Leaks do
       {:ok,
        for r <- records, d = details[r.pid], d != nil do
          # The sweep's reductions, where it took them, stay: the activity window starts there.
-         fields =
-           if r.reductions, do: List.delete(@detail_fields, :reductions), else: @detail_fields
-
-         Map.merge(r, Map.take(d, fields))
+         # The details' are kept beside them: each process_info/2 of a process costs it a
+         # reduction (see shortlist/4).
+         if r.reductions do
+           r
+           |> Map.merge(Map.take(d, List.delete(@detail_fields, :reductions)))
+           |> Map.put(:details_reductions, d.reductions)
+         else
+           Map.merge(r, Map.take(d, @detail_fields))
+         end
        end}
     end
   end
