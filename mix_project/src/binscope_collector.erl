@@ -159,7 +159,7 @@ collect(Pids, Scan, K) ->
     Started = [start_worker(Parent, Chunk, Scan) || Chunk <- Chunks],
     try
         Mine = scan(Own, Scan),
-        lists:append([Mine | [gather(W, Scan, []) || W <- Started]])
+        append([Mine | [gather(W, Scan, []) || W <- Started]])
     catch
         throw:?TIMEOUT ->
             lists:foreach(fun stop_worker/1, Started),
@@ -185,7 +185,7 @@ collect_iter(Iter, Scan, K) ->
     {Started, Rest} = start_iter_workers(Parent, Iter, Size, Scan, K - 1, []),
     try
         Mine = scan({iter, Rest}, Scan),
-        lists:append([gather(W, Scan, []) || W <- Started] ++ [Mine])
+        append([gather(W, Scan, []) || W <- Started] ++ [Mine])
     catch
         throw:?TIMEOUT ->
             lists:foreach(fun stop_worker/1, Started),
@@ -237,7 +237,7 @@ gather({Tag, Pid, MRef, Chunk} = W, Scan, Acc) ->
     receive
         {Tag, done} ->
             erlang:demonitor(MRef, [flush]),
-            lists:append(lists:reverse(Acc));
+            append(lists:reverse(Acc));
         {Tag, timeout} ->
             throw(?TIMEOUT);
         {Tag, Records} ->
@@ -285,16 +285,24 @@ fold(Source, F, Deadline, 0, Acc) ->
     check(Deadline),
     fold(Source, F, Deadline, ?CHECK_EVERY, Acc);
 fold([], _F, _Deadline, _K, Acc) ->
-    lists:reverse(Acc);
+    rev(Acc, []);
 fold([P | Rest], F, Deadline, K, Acc) ->
     fold(Rest, F, Deadline, K - 1, F(P, Acc));
 fold({iter, none}, _F, _Deadline, _K, Acc) ->
-    lists:reverse(Acc);
+    rev(Acc, []);
 fold({iter, Iter}, F, Deadline, K, Acc) ->
     case erlang:processes_next(Iter) of
         {P, Next} -> fold({iter, Next}, F, Deadline, K - 1, F(P, Acc));
-        none -> lists:reverse(Acc)
+        none -> rev(Acc, [])
     end.
+
+%% lists:reverse/2 and lists:append/1 as plain Erlang: they yield like any code. Over a
+%% million processes the BIFs build their whole result in one call (measured at 1M processes:
+%% the scanner held its scheduler 14-26 ms in append).
+rev([H | T], Acc) -> rev(T, [H | Acc]);
+rev([], Acc) -> Acc.
+
+append(Lists) -> rev(lists:foldl(fun rev/2, [], Lists), []).
 
 deadline(#{budget_ms := Ms}) when is_integer(Ms), Ms >= 0 ->
     erlang:monotonic_time(millisecond) + Ms;
@@ -417,7 +425,7 @@ resolve_store(Records, undefined, _Mark) ->
     Records.
 
 candidates([], _Size, _Any, _I, Idx, Lists) ->
-    {lists:reverse(Idx), lists:reverse(Lists)};
+    {rev(Idx, []), rev(Lists, [])};
 candidates([R | Rest], Size, Any, I, Idx, Lists) ->
     Bins = element(?BINS, R),
     case may_hold_store(Bins, Size, Any) of
@@ -443,7 +451,7 @@ store_sizes_patched() ->
     end.
 
 replace([], _I, _Resolved, Acc) ->
-    lists:reverse(Acc);
+    rev(Acc, []);
 replace([R | Rest], I, Resolved, Acc) ->
     case Resolved of
         #{I := Bins} -> replace(Rest, I + 1, Resolved, [setelement(?BINS, R, Bins) | Acc]);
@@ -595,7 +603,7 @@ gc_round(Pids, Opts) ->
     Deadline = deadline(Opts),
     Calibration = calibration(),
     Local = case Pids of
-                all -> erlang:processes() -- [self()];
+                all -> [P || P <- erlang:processes(), P =/= self()];
                 _ -> [P || P <- Pids, is_pid(P), node(P) =:= node()]
             end,
     T0 = erlang:monotonic_time(microsecond),
@@ -604,15 +612,17 @@ gc_round(Pids, Opts) ->
                   _ -> timed_gc(Local, Calibration, Deadline)
               end,
     T1 = erlang:monotonic_time(microsecond),
-    %% Store keys are 1 bsl 62 + entry id; unresolved binaries (1 bsl 63 + address) are not.
-    StoreKeys = lists:usort([K || R <- Results, {K, _, _} <- element(2, R),
-                                  K >= (1 bsl 62), K < (1 bsl 63)]),
+    StoreKeys = store_keys(Results),
     Live = case StoreKeys of
                [] -> [];
                _ -> ?NATIVE:accounting_live_store_keys(StoreKeys)
            end,
     #{results => Results, live_store_keys => Live, gc_us => T1 - T0,
       word_size => erlang:system_info(wordsize)}.
+
+%% Store keys are 1 bsl 62 + entry id; unresolved binaries (1 bsl 63 + address) are not.
+store_keys(Results) ->
+    lists:usort([K || R <- Results, {K, _, _} <- element(2, R), K >= (1 bsl 62), K < (1 bsl 63)]).
 
 timed_gc(Pids, Calibration, Deadline) ->
     Parent = self(),
@@ -642,7 +652,7 @@ gc_results({Tag, Pid, MRef, _} = W, Deadline, Acc) ->
     receive
         {Tag, done} ->
             erlang:demonitor(MRef, [flush]),
-            lists:append(lists:reverse(Acc));
+            append(lists:reverse(Acc));
         {Tag, Results} when is_list(Results) ->
             gc_results(W, Deadline, [Results | Acc]);
         {'DOWN', MRef, process, Pid, Reason} ->

@@ -191,7 +191,12 @@ defmodule Binscope.Accounting do
     records(procs, rest, w, node, [r | acc], deadline, k - 1)
   end
 
-  defp records([], <<>>, _w, _node, acc, _deadline, _k), do: :lists.reverse(acc)
+  defp records([], <<>>, _w, _node, acc, _deadline, _k), do: rev(acc, [])
+
+  # :lists.reverse/1 in plain code: it yields like any code, where the BIF builds a reversed
+  # million-element list in one call.
+  defp rev([h | t], acc), do: rev(t, [h | acc])
+  defp rev([], acc), do: acc
 
   @width 64
 
@@ -212,34 +217,15 @@ defmodule Binscope.Accounting do
   defp pick([proc | rest], i, [i | more], acc), do: pick(rest, i + 1, more, Map.put(acc, i, proc))
   defp pick([_ | rest], i, want, acc), do: pick(rest, i + 1, want, acc)
 
-  # `detail: :basic` fills only what it collected into the record's shape (every field,
-  # nil): one map update per process, no per-field calls.
-  # With `reductions: true` the basic record carries them last.
-  defp record({pid, bins, listed, name, label, mem, reds}, shares, w, node) do
-    %{record({pid, bins, listed, name, label, mem}, shares, w, node) | reductions: reds}
-  end
+  # `detail: :basic` fills only what it collected into the record's shape (every other field
+  # nil), built as one map literal: the VM makes it from a literal key tuple in one step, where
+  # an update of a 27-key map merged the keys at every record (measured at 50k processes: 0.5
+  # against 0.1 µs per record). With `reductions: true` the basic record carries them last.
+  defp record({pid, bins, listed, name, label, mem}, shares, w, node),
+    do: basic(pid, bins, listed, name, label, mem, nil, shares, w, node)
 
-  defp record({pid, _bins, listed, name, label, mem}, shares, _w, node) do
-    {refs, distinct, uss, pss, shared, store, unresolved, _resolved} = shares
-
-    %{
-      @uncollected
-      | pid: pid,
-        node: node,
-        registered_name: opt(name),
-        label: opt(label),
-        memory: mem,
-        binary_refs: refs,
-        binary_bytes: listed,
-        binary_distinct: distinct,
-        binary_uss: uss,
-        binary_pss: pss,
-        binary_shared: shared,
-        native_bytes: store,
-        native_store_bytes: store,
-        unresolved_store_binaries: unresolved
-    }
-  end
+  defp record({pid, bins, listed, name, label, mem, reds}, shares, w, node),
+    do: basic(pid, bins, listed, name, label, mem, reds, shares, w, node)
 
   defp record(
          {pid, _bins, listed, name, label, init, cur, mem, theap, heap, stack, mql, reds, minor,
@@ -288,6 +274,40 @@ defmodule Binscope.Accounting do
         fullsweep_after: opt(fullsweep),
         bin_vheap_size: bytes(vheap, w),
         bin_old_vheap_size: bytes(old_vheap, w)
+    }
+  end
+
+  defp basic(pid, _bins, listed, name, label, mem, reds, shares, _w, node) do
+    {refs, distinct, uss, pss, shared, store, unresolved, _resolved} = shares
+
+    %{
+      pid: pid,
+      node: node,
+      registered_name: opt(name),
+      label: opt(label),
+      initial_call: nil,
+      current_function: nil,
+      memory: mem,
+      heap_size: nil,
+      total_heap_size: nil,
+      stack_size: nil,
+      old_heap_size: nil,
+      message_queue_len: nil,
+      reductions: reds,
+      binary_refs: refs,
+      binary_bytes: listed,
+      binary_distinct: distinct,
+      binary_uss: uss,
+      binary_pss: pss,
+      binary_shared: shared,
+      native_bytes: store,
+      native_store_bytes: store,
+      native_estimated_bytes: nil,
+      unresolved_store_binaries: unresolved,
+      minor_gcs: nil,
+      fullsweep_after: nil,
+      bin_vheap_size: nil,
+      bin_old_vheap_size: nil
     }
   end
 

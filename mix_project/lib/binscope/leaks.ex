@@ -5,11 +5,12 @@ defmodule Binscope.Leaks do
 
   ## Modes and what they cost
 
-  - `:targeted` (default): one `detail: :basic` sweep of every process (binary lists and
-    memory: the items of a plain `process_info(pid, [:binary, :memory])` sweep) ranks them by
-    the bytes of binaries only they reference (`binary_uss`: a GC can free at most that). The
-    top `4 * candidates` get full details (old and young binary heaps, reductions) and, `idle_ms`
-    later (default 50), a second look at their reductions and mailbox. They are then ranked by
+  - `:targeted` (default): one `detail: :basic` sweep of every process (binary lists, memory
+    and reductions) ranks them by the bytes of binaries only they reference (`binary_uss`: a
+    GC can free at most that; every binary attributed over the whole node, in Rust, which then
+    picks the top `4 * candidates` from the packed figures: records are built for those only).
+    They get full details (old and young binary heaps) and, `idle_ms` after the sweep (default
+    50), a second look at their reductions and mailbox. They are then ranked by
     `likely_garbage_bytes`: all of their `binary_uss` when idle over that window (an idle
     process runs no GC), only what their old binary heap holds when running (young garbage goes
     at their next minor GC anyway; old-heap binaries wait for a major one; the old binary heap
@@ -19,8 +20,14 @@ defmodule Binscope.Leaks do
     collected process stops for its own GC (microseconds for a small heap, milliseconds for a
     large one); nothing else is touched. The right default on a production node.
   - `:full`: forces a major GC of *every* process, one at a time, as recon's `bin_leak/1` does,
-    but measured in bytes. Every process on the node pauses for its GC, and the scan takes time
-    proportional to the whole node's live heap. Use on a test node, or knowingly.
+    but measured in bytes: one GC round over the node (binary lists before and after each
+    collection), ranked in one dirty NIF call that returns the top rows only
+    (`binscope_core::leaks::select`); full details are then read for those. Every process on
+    the node pauses for its GC, and the scan takes time proportional to the whole node's live
+    heap. Use on a test node, or knowingly.
+
+  The scan runs in a process of its own (`Binscope.leaks/1`), so the caller's heap never holds
+  it; only the results are copied to the caller.
   - `:dry_run`: GCs nothing. Returns the targeted mode's ranking with `estimated_bytes` (an
     upper bound: the bytes only that process references), `likely_garbage_bytes` and
     `reclaimed_bytes: nil`.
