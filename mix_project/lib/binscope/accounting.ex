@@ -130,13 +130,10 @@ defmodule Binscope.Accounting do
     estimable = Map.get(raw, :resource_vheap, true)
     in_time!(deadline)
 
-    records =
-      case select do
-        nil -> records(procs, shares, {w, estimable}, raw.node, [], deadline, @check_every)
-        fun -> selected(procs, shares, fun.(shares), {w, estimable}, raw.node)
-      end
-
-    %{
+    # Everything but the records first: `raw` is not used after, so the collector's records are
+    # garbage as the walk consumes them (a collection meanwhile copies only what is left of
+    # them, not all of them beside the new records: at a million processes, hundreds of MiB).
+    snapshot = %{
       node: raw.node,
       time_ms: raw.time_ms,
       store_loaded: raw.store,
@@ -145,10 +142,20 @@ defmodule Binscope.Accounting do
       store_resolution: Map.get(raw, :store_resolution, :ok),
       word_size: w,
       workers: raw.workers,
-      processes: records,
+      processes: [],
       summary: summary,
       top_shared: Enum.map(top, &shared/1)
     }
+
+    node = raw.node
+
+    records =
+      case select do
+        nil -> records(procs, shares, {w, estimable}, node, [], deadline, @check_every)
+        fun -> selected(procs, shares, fun.(shares), {w, estimable}, node)
+      end
+
+    %{snapshot | processes: records}
   end
 
   @doc """

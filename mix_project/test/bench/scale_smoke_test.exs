@@ -39,6 +39,10 @@ defmodule Binscope.Bench.ScaleSmokeTest do
     assert basic.results >= o[:large]
     assert basic.result_bytes_per_process > 0
 
+    proofs = Enum.filter(r.rows, &Map.has_key?(&1, :proof))
+    assert length(proofs) == 5
+    assert Enum.all?(proofs, &(is_integer(&1.long_schedule_ms) and &1.n == o[:large]))
+
     floors = Enum.filter(r.rows, &Map.has_key?(&1, :floor_ns))
     assert Enum.map(floors, & &1.n) == [o[:small], o[:large]]
     assert Enum.all?(floors, &(&1.floor_ns > 0))
@@ -48,7 +52,7 @@ defmodule Binscope.Bench.ScaleSmokeTest do
 
     assert {:ok, paths} = Report.write("scale", r.report, dir)
     assert File.read!(Path.join(dir, "scale.csv")) =~ "leaks(mode: :full)"
-    assert length(paths) == 3
+    assert length(paths) == 4
     File.rm_rf!(dir)
   end
 end

@@ -24,7 +24,11 @@ defmodule Binscope.Bench.Suite.Scale do
 
   Every run is made in a fresh process (the scanner, which returns a summary, never the records)
   while `:erlang.system_monitor/2` watches `long_schedule` (1 ms) and `long_gc` (`long_gc_ms`);
-  each row reports the worst of each seen by the scanner (and by the collector's workers).
+  each row reports the worst of each seen on the scan's side (the scanner, Binscope's own
+  scanner process, collector workers, GC helpers). A last table (the scheduler proof) runs each
+  of Binscope's scans at `large` once more beside a control process spinning plain Erlang code,
+  which never holds a scheduler by itself: its reports measure what the OS takes away on a
+  loaded machine, the yardstick for the scan's.
   Peak memory: `:erlang.memory(:total)` plus the NIF's jemalloc `allocated`, sampled every 2 ms
   during the run, above their values before it. Each row also carries the load average.
   """
@@ -109,7 +113,34 @@ defmodule Binscope.Bench.Suite.Scale do
         [],
         o
       )
+    ] ++ proof_rows(n, leakers, o)
+  end
+
+  # Each of Binscope's scans once more, beside a control process spinning plain Erlang code:
+  # the scan's worst long_schedule against the control's (the OS's share on a loaded machine).
+  defp proof_rows(n, leakers, o) do
+    ops = [
+      {"leaks()", fn -> length(Binscope.leaks!()) end},
+      {"leaks(mode: :dry_run)", fn -> length(Binscope.leaks!(mode: :dry_run)) end},
+      {"leaks(mode: :full)", fn -> length(Binscope.leaks!(mode: :full)) end},
+      {"top(10, by: :binary_pss)", fn -> length(Binscope.top!(10, by: :binary_pss)) end},
+      {"processes(detail: :basic)", fn -> length(Binscope.processes!(detail: :basic)) end}
     ]
+
+    for {name, fun} <- ops do
+      plant(leakers)
+      r = run_one(fun, o, true)
+
+      %{
+        proof: name,
+        n: n,
+        long_schedule_ms: r.long_schedule,
+        reports: r.scan_reports,
+        control_long_schedule_ms: r.control_long_schedule,
+        long_gc_ms: r.long_gc,
+        load: load()
+      }
+    end
   end
 
   # --- population --------------------------------------------------------------------------
@@ -198,9 +229,19 @@ defmodule Binscope.Bench.Suite.Scale do
 
   # --- measurement -------------------------------------------------------------------------
 
+  # In a fresh process, replies dropped: the cost of the calls alone.
   defp floor_row(n) do
-    {ns, _} = timed(fn -> for p <- :erlang.processes(), do: :erlang.process_info(p, [:binary]) end)
     count = :erlang.system_info(:process_count)
+    me = self()
+
+    spawn(fn ->
+      {ns, _} =
+        timed(fn -> Enum.each(:erlang.processes(), &:erlang.process_info(&1, [:binary])) end)
+
+      send(me, {:floor, ns})
+    end)
+
+    ns = receive do: ({:floor, ns} -> ns)
     %{name: "floor: process_info(pid, [:binary]) per process", n: n, floor_ns: ns / count, load: load()}
   end
 
@@ -260,11 +301,17 @@ defmodule Binscope.Bench.Suite.Scale do
   end
 
   # One run in a fresh scanner process, watched by the system monitor and a memory sampler.
-  defp run_one(fun, o) do
+  # With `control: true` a control process spins plain Erlang code meanwhile: it never holds
+  # its scheduler for 1 ms by itself, so its own long_schedule reports are the OS taking a core
+  # away (a loaded machine), the yardstick for the scanner's.
+  defp run_one(fun, o, control? \\ false) do
     me = self()
     base = memory_now()
     sampler = spawn(fn -> sample(base, base) end)
-    previous = :erlang.system_monitor(me, [{:long_schedule, 1}, {:long_gc, o[:long_gc_ms]}])
+    control = if control?, do: spawn(fn -> spin(0) end)
+    ignore = [me, sampler]
+    watcher = spawn(fn -> watch(control, ignore, %{scan: 0, scan_gc: 0, control: 0, reports: 0}) end)
+    previous = :erlang.system_monitor(watcher, [{:long_schedule, 1}, {:long_gc, o[:long_gc_ms]}])
 
     {scanner, ref} =
       spawn_monitor(fn ->
@@ -282,52 +329,70 @@ defmodule Binscope.Bench.Suite.Scale do
 
     receive do: ({:DOWN, ^ref, :process, ^scanner, _} -> :ok)
     restore(previous)
+    if control, do: Process.exit(control, :kill)
     send(sampler, {:stop, me})
     peak = receive do: ({:peak, ^sampler, p} -> p)
-    {schedule, gc} = monitor_reports(scanner)
-    %{ns: ns, result: result, peak: peak - base, long_schedule: schedule, long_gc: gc}
+    send(watcher, {:stop, me})
+    seen = receive do: ({:watched, ^watcher, seen} -> seen)
+
+    %{
+      ns: ns,
+      result: result,
+      peak: peak - base,
+      long_schedule: seen.scan,
+      long_gc: seen.scan_gc,
+      control_long_schedule: seen.control,
+      scan_reports: seen.reports
+    }
   end
 
   defp restore(:undefined), do: :erlang.system_monitor(:undefined)
   defp restore({pid, opts}), do: :erlang.system_monitor(pid, opts)
 
-  # The worst long_schedule (ms) of the scanner or a collector worker, and the scanner's
-  # longest GC. A report of any other process (an idle one collecting, the sampler) is dropped.
-  defp monitor_reports(scanner) do
-    collect = fn collect, s, g ->
-      receive do
-        {:monitor, pid, :long_schedule, info} ->
-          if ours?(pid, scanner, info),
-            do: collect.(collect, max(s, info[:timeout]), g),
-            else: collect.(collect, s, g)
+  defp spin(n), do: spin(rem(n + 1, 1_000_000))
 
-        {:monitor, ^scanner, :long_gc, info} ->
-          collect.(collect, s, max(g, info[:timeout]))
+  # Classifies each report as it comes (the reported process may be gone later): the control;
+  # the population (alive, waiting in this module's idle or leaker loop: recon's and the full
+  # scan's forced collections run in them) and the bench's own processes, dropped; anything
+  # else is the scan's side: the scanner, Binscope's scanner process, collector workers and
+  # GC helpers.
+  defp watch(control, ignore, seen) do
+    receive do
+      {:monitor, pid, kind, info} ->
+        watch(control, ignore, classify(pid, kind, info[:timeout] || 0, control, ignore, seen))
 
-        {:monitor, _, :long_gc, _} ->
-          collect.(collect, s, g)
-      after
-        50 -> {s, g}
-      end
+      {:stop, from} ->
+        # Reports sent before the monitor was switched off are already queued.
+        send(from, {:watched, self(), drain(control, ignore, seen)})
     end
-
-    collect.(collect, 0, 0)
   end
 
-  defp ours?(scanner, scanner, _info), do: true
-
-  defp ours?(_pid, _scanner, info) do
-    Enum.any?([info[:in], info[:out]], fn
-      {m, _, _} -> m == :binscope_collector or String.starts_with?(Atom.to_string(m), "Elixir.Binscope.")
-      _ -> false
-    end) and not idle_location?(info)
+  defp drain(control, ignore, seen) do
+    receive do
+      {:monitor, pid, kind, info} ->
+        drain(control, ignore, classify(pid, kind, info[:timeout] || 0, control, ignore, seen))
+    after
+      0 -> seen
+    end
   end
 
-  defp idle_location?(info) do
-    Enum.all?([info[:in], info[:out]], fn
-      {__MODULE__, _, _} -> true
+  defp classify(control, :long_schedule, t, control, _ignore, seen),
+    do: %{seen | control: max(seen.control, t)}
+
+  defp classify(pid, kind, t, _control, ignore, seen) do
+    cond do
+      pid in ignore or not is_pid(pid) or population?(pid) -> seen
+      kind == :long_schedule -> %{seen | scan: max(seen.scan, t), reports: seen.reports + 1}
+      kind == :long_gc -> %{seen | scan_gc: max(seen.scan_gc, t)}
+      true -> seen
+    end
+  end
+
+  defp population?(pid) do
+    case Process.info(pid, :current_function) do
+      {:current_function, {__MODULE__, f, _}} -> f in [:idle, :leaker]
       _ -> false
-    end)
+    end
   end
 
   defp sample(base, peak) do
@@ -396,6 +461,11 @@ defmodule Binscope.Bench.Suite.Scale do
     floor_rows =
       for %{floor_ns: f, n: n, load: l} <- rows, do: [n, Report.duration(f), l]
 
+    proof_rows =
+      for %{proof: name} = r <- rows do
+        [r.n, name, r.long_schedule_ms, r.reports, r.control_long_schedule_ms, r.long_gc_ms, r.load]
+      end
+
     %{
       title: "Scans at scale",
       intro:
@@ -429,6 +499,19 @@ defmodule Binscope.Bench.Suite.Scale do
           title: "the floor: one process_info/2 call per process",
           headers: ["processes", "per process", "load"],
           rows: floor_rows
+        },
+        %{
+          title: "scheduler proof: long_schedule (1 ms monitor) beside a control process",
+          headers: [
+            "processes",
+            "operation",
+            "scan's worst long_schedule ms",
+            "scan's reports",
+            "control's worst long_schedule ms",
+            "scan's worst long_gc ms",
+            "load"
+          ],
+          rows: proof_rows
         }
       ]
     }
