@@ -15,7 +15,7 @@ use crate::accounting::SHARE_FIELDS;
 #[rustler::nif(schedule = "DirtyCpu")]
 fn scan_top_uss(packed: Binary, k: u64) -> NifResult<Vec<u64>> {
     let width = SHARE_FIELDS.len() * 8;
-    if packed.len() % width != 0 {
+    if !packed.len().is_multiple_of(width) {
         return Err(rustler::Error::BadArg);
     }
     let field = |i: usize, f: usize| {
@@ -52,6 +52,9 @@ fn push_round(item: Term, before: &mut Snapshot, after: &mut Snapshot) -> NifRes
 /// A process's figures in the order of `SHARE_FIELDS` (a list: rustler encodes tuples of up to 7).
 type Share = Vec<u64>;
 
+/// `{index, {refs, bytes, binaries}, retained, uss_before}`: one row of [`scan_full_rank`].
+type FullRow = (u64, (u64, u64, u64), Share, u64);
+
 /// The top `limit` of a full leak scan (`binscope_core::leaks::full_ranking`) from the GC
 /// round's `results` (every collected process): `[{index, {refs, bytes, binaries}, retained,
 /// uss_before}]`, `retained` the process's figures after the collections in the order of
@@ -62,7 +65,7 @@ fn scan_full_rank(
     live_store_keys: Vec<u64>,
     word_size: u64,
     limit: u64,
-) -> NifResult<Vec<(u64, (u64, u64, u64), Share, u64)>> {
+) -> NifResult<Vec<FullRow>> {
     let (mut before, mut after) = (Snapshot::new(), Snapshot::new());
     let mut heap = Vec::new();
     for item in results {

@@ -113,7 +113,10 @@ mod tests {
     fn snap(lists: &[Vec<(u64, u64, u64)>]) -> Snapshot {
         let mut s = Snapshot::new();
         for l in lists {
-            s.push_process(l.iter().map(|&(key, size, refc)| BinRef { key, size, refc }));
+            s.push_process(
+                l.iter()
+                    .map(|&(key, size, refc)| BinRef { key, size, refc }),
+            );
         }
         s
     }
@@ -170,7 +173,7 @@ mod tests {
                 .collect();
             let (mut wasting, none): (Vec<FullRow>, Vec<FullRow>) =
                 rows.into_iter().partition(|r| r.waste > 0 || r.reclaim.refs > 0);
-            wasting.sort_by(|x, y| (y.waste, y.reclaim.bytes, y.reclaim.refs).cmp(&(x.waste, x.reclaim.bytes, x.reclaim.refs)));
+            wasting.sort_by_key(|x| Reverse((x.waste, x.reclaim.bytes, x.reclaim.refs)));
             let mut want: Vec<FullRow> = wasting.into_iter().take(limit).collect();
             let fill = limit - want.len();
             want.extend(none.into_iter().take(fill));
