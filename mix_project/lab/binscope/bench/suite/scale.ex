@@ -45,9 +45,13 @@ defmodule Binscope.Bench.Suite.Scale do
     long_gc_ms: 10
   ]
 
-  @doc "Options for a run of a few seconds that checks the code paths, not the speed."
+  @doc """
+  Options for a run of a few seconds that checks the code paths, not the speed. Leakers drop
+  MiB-sized binaries there, so garbage that other tests' processes hold (the smoke test runs in
+  the whole suite) cannot outrank them.
+  """
   @spec smoke_opts() :: keyword()
-  def smoke_opts, do: [small: 1_500, large: 3_000, rounds: 1, leakers: 10, leak_bins: 2]
+  def smoke_opts, do: [small: 1_500, large: 3_000, rounds: 1, leakers: 10, leak_bins: 2, bin_size: 1_048_576]
 
   @doc """
   Runs every row. Returns `%{rows: [row], report: report}`; a row is a map with `:name`, `:n`,
