@@ -8,7 +8,8 @@ defmodule Binscope.CLI do
   """
 
   alias Binscope.Accounting.Options
-  alias Binscope.CLI.{Connect, Output}
+  alias Binscope.CLI.Connect
+  alias Binscope.Render
 
   # --cookie is taken out of argv before OptionParser sees it (see take_cookie/1), so no
   # message about another argument can ever quote it.
@@ -361,13 +362,13 @@ defmodule Binscope.CLI do
          left when left > 0 <- Binscope.Remote.left(deadline),
          opts = %{opts | timeout: left},
          {:ok, report} <- with_progress(task, target, fn -> report(task, target, opts) end) do
-      IO.write(Output.render(task, report, opts.format, node: target))
+      IO.write(Render.render(task, report, opts.format, node: target))
       0
     else
       {:watched, status} -> status
-      0 -> fail(Output.reason(:timeout))
+      0 -> fail(Render.reason(:timeout))
       {:error, msg} when is_binary(msg) -> fail(msg)
-      {:error, reason} -> fail(Output.reason(reason))
+      {:error, reason} -> fail(Render.reason(reason))
     end
   end
 

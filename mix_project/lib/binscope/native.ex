@@ -164,8 +164,8 @@ defmodule Binscope.Native do
   def gc_pressure_enable(_on), do: err()
   def gc_pressure_state, do: err()
 
-  # report.rs
-  def report_json(_term, _pretty), do: err()
+  # render.rs
+  def render_json(_term, _pretty), do: err()
 
   # allocator.rs
   def allocator_stats, do: err()

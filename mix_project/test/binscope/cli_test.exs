@@ -7,8 +7,8 @@ defmodule Binscope.CLITest do
 
   doctest Binscope.CLI
   doctest Binscope.Demo
-  doctest Binscope.Report.JSON
-  doctest Binscope.Report.CSV
+  doctest Binscope.Render.JSON
+  doctest Binscope.Render.CSV
 
   defp run(task, argv) do
     parent = self()

@@ -52,7 +52,7 @@ defmodule Binscope.CollectorOtpTest do
     test "name a process in the command line's tables, after the registered name" do
       pid = labelled(:binscope_label_shown)
       {:ok, [r]} = Binscope.processes(pids: [pid])
-      table = IO.iodata_to_binary(Binscope.CLI.Output.render(:top, [r], :table))
+      table = IO.iodata_to_binary(Binscope.Render.render(:top, [r], :table))
 
       if @labels do
         assert table =~ ":binscope_label_shown"
@@ -65,14 +65,14 @@ defmodule Binscope.CollectorOtpTest do
 
     test "of any term render as JSON (text where JSON has no form for them)" do
       odd = {:w, <<255>>, [:a | :b], <<1::3>>, "ok"}
-      json = Binscope.Report.JSON.encode(%{label: odd})
+      json = Binscope.Render.JSON.encode(%{label: odd})
 
       assert json ==
                "{\"label\":[\"w\",\"<<255>>\",\"[:a | :b]\",\"<<1::size(3)>>\",\"ok\"]}"
 
       pid = labelled(odd)
       {:ok, [r]} = Binscope.processes(pids: [pid])
-      out = IO.iodata_to_binary(Binscope.CLI.Output.render(:top, [r], :json))
+      out = IO.iodata_to_binary(Binscope.Render.render(:top, [r], :json))
       if @labels, do: assert(out =~ "[:a | :b]"), else: assert(out =~ ~s("label": null))
       S.stop_all([pid])
     end

@@ -3,14 +3,15 @@
 //! One Rust module per Elixir area, mirroring the Elixir modules that call it:
 //! - `store` <-> `Binscope.Store` (NIFs prefixed `store_`)
 //! - `accounting` <-> `Binscope.Accounting` / `Binscope.Leaks` (NIFs prefixed `accounting_`)
-//! - `report` <-> `Binscope.Report` (NIFs prefixed `report_`)
+//! - `render` <-> `Binscope.Render.JSON` (NIFs prefixed `render_`)
 //! - `allocator` <-> `Binscope.Store.allocator/0` (NIFs prefixed `allocator_`)
 //! - `gc_pressure` <-> `Binscope.Store.GcPressure` (NIFs prefixed `gc_pressure_`)
 //!
 //! Every NIF is a stub in the hidden Elixir module `Binscope.Native`.
 
 // jemalloc owns every native byte, so its statistics describe exactly what the NIF holds.
-// `disable_initial_exec_tls` is required for a library loaded with dlopen (see PLATFORM.md).
+// `disable_initial_exec_tls` is required for a library loaded with dlopen (see the README,
+// "Platform facts learned building it").
 // `system_alloc` (sanitizer builds only, scripts/sanitize.sh): the system allocator, so
 // AddressSanitizer sees every native buffer; `allocator_stats` then reads an unused jemalloc.
 #[cfg(not(feature = "system_alloc"))]
@@ -37,7 +38,7 @@ mod allocator;
 mod error;
 mod gc_pressure;
 mod label;
-mod report;
+mod render;
 mod space;
 mod store;
 mod timeslice;

@@ -12,7 +12,7 @@ defmodule Binscope.Memory.Watch do
   Cost: every refresh is two snapshots of the node (see `Binscope.Memory.Growth`).
   """
 
-  alias Binscope.CLI.Output
+  alias Binscope.Render
 
   @doc false
   def maybe_watch(:top, node, %{watch: seconds} = o) do
@@ -37,11 +37,11 @@ defmodule Binscope.Memory.Watch do
             "#{div(ms, 1000)} s, #{DateTime.utc_now() |> DateTime.truncate(:second)}\n"
 
         if tty?, do: IO.write("\e[H\e[2J")
-        IO.write([stamp, Output.render(:top, rows, o.format), "\n"])
+        IO.write([stamp, Render.render(:top, rows, o.format), "\n"])
         loop(node, o, ms, tty?, count, i + 1)
 
       {:error, reason} ->
-        IO.puts(:stderr, "error: " <> Output.reason(reason))
+        IO.puts(:stderr, "error: " <> Render.reason(reason))
         1
     end
   end

@@ -300,9 +300,9 @@ defmodule Binscope.Bench.Suite.GcStrategies do
           round(c[:throughput].median),
           Float.round(c[:p50_us].median / 1, 1),
           Float.round(c[:p99_us].median / 1, 1),
-          Binscope.Report.Format.bytes(round(c[:peak_bytes].median)),
-          Binscope.Report.Format.bytes(round(c[:mean_bytes].median)),
-          Binscope.Report.Format.bytes(round(c[:held_bytes].median)),
+          Binscope.Render.Format.bytes(round(c[:peak_bytes].median)),
+          Binscope.Render.Format.bytes(round(c[:mean_bytes].median)),
+          Binscope.Render.Format.bytes(round(c[:held_bytes].median)),
           Float.round(c[:reductions_per_msg].median / 1, 1)
         ]
       end
@@ -336,7 +336,7 @@ defmodule Binscope.Bench.Suite.GcStrategies do
     %{
       title: "GC strategies in a binary router",
       intro:
-        "Packets of #{Binscope.Report.Format.bytes(o[:packet_size])} (fresh refc binaries) go " <>
+        "Packets of #{Binscope.Render.Format.bytes(o[:packet_size])} (fresh refc binaries) go " <>
           "producer -> router -> sink (the router forwards a 16-byte copy of the header). " <>
           "`gc every N`: N = #{o[:gc_every]}; `hibernate_after`: #{o[:hibernate_after_ms]} ms. " <>
           "Medians of #{o[:runs]} run(s), strategies interleaved. Binary memory is " <>
