@@ -9,13 +9,13 @@ defmodule Binscope.Leaks do
     memory: the items of a plain `process_info(pid, [:binary, :memory])` sweep) ranks them by
     the bytes of binaries only they reference (`binary_uss`: a GC can free at most that). The
     top `4 * candidates` get full details (old and young binary heaps, reductions) and, `idle_ms`
-    later (default 50), a second look at their reductions and mailbox. They are then ranked by
+    later (default #{Binscope.Accounting.Options.default_text(:leaks, :idle_ms)}), a second look at their reductions and mailbox. They are then ranked by
     `likely_garbage_bytes`: all of their `binary_uss` when idle over that window (an idle
     process runs no GC), only what their old binary heap holds when running (young garbage goes
     at their next minor GC anyway; old-heap binaries wait for a major one; the old binary heap
     counts store binaries at their size on OTP 25 and, with `Binscope.Store.GcPressure`, on
     OTP 27+, but other NIFs' resource binaries only at ~72 bytes there). A major GC is forced
-    on the top `candidates` (default 20) only. Latency cost: the `idle_ms` wait, and each
+    on the top `candidates` (default #{Binscope.Accounting.Options.default_text(:leaks, :candidates)}) only. Latency cost: the `idle_ms` wait, and each
     collected process stops for its own GC (microseconds for a small heap, milliseconds for a
     large one); nothing else is touched. The right default on a production node.
   - `:full`: forces a major GC of *every* process, one at a time, as recon's `bin_leak/1` does,
@@ -59,10 +59,6 @@ defmodule Binscope.Leaks do
   # Where a process blocked in a passive receive waits: it cannot hibernate there.
   @recv_modules [:prim_inet, :gen_tcp, :gen_udp, :gen_sctp, :inet_tcp, :gen_tcp_socket] ++
                   [:gen_udp_socket, :socket, :prim_socket, :ssl]
-  # How long the second activity sample of the shortlist waits: a process that ran no
-  # reductions over it (and has no mail) counts as idle.
-  @idle_ms 50
-
   @doc """
   Runs the leak finder on `node` with validated options (see `Binscope.leaks/1`), before
   `opts.deadline` (or `opts.timeout` ms from now). Throws the collector's timeout when it runs
@@ -72,9 +68,8 @@ defmodule Binscope.Leaks do
   def find(node, opts) do
     # A deadline for the whole scan (Binscope.leaks/1 gives one; a bare timeout works too).
     opts = Map.put_new_lazy(opts, :deadline, fn -> Remote.deadline(opts.timeout) end)
-    mode = Map.get(opts, :mode, :targeted)
-    limit = Map.get(opts, :limit, 10)
-    k = Map.get(opts, :candidates, 20)
+    # Validated options have every default (Binscope.Accounting.Options, the one schema).
+    %{mode: mode, limit: limit, candidates: k} = opts
 
     # Ranking needs only the binary lists: the cheap `:basic` sweep. The identity and GC facts
     # the results show are fetched for the few processes that make it into them.
@@ -121,7 +116,7 @@ defmodule Binscope.Leaks do
     pool = Enum.take(by_uss, max(4 * k, k + 16))
 
     with {:ok, detailed} <- with_details(node, pool, opts),
-         :ok <- idle(Map.get(opts, :idle_ms, @idle_ms), opts.deadline),
+         :ok <- idle(opts.idle_ms, opts.deadline),
          {:ok, act} <- Remote.call(node, :activity, [Enum.map(detailed, & &1.pid)], opts.deadline) do
       act = Map.new(act, fn {pid, reds, mql} -> {pid, {reds, mql}} end)
       alive = Enum.filter(detailed, &(Map.has_key?(act, &1.pid) and not own?(&1)))

@@ -18,7 +18,7 @@ defmodule Binscope.Memory.External do
   Cost: one basic scan (`Binscope.processes(detail: :basic)`'s collector cost), one pass over
   every listed reference here, and, with `read_tables:`, a copy of every object of every
   readable table, in chunks of 500 in a worker per table that collects its heap after each
-  chunk, up to `max_objects:` (default 100,000) per table (a table cut short is `:partial`).
+  chunk, up to `max_objects:` (default #{Binscope.Accounting.Options.default_text(:binaries_elsewhere, :max_objects)}) per table (a table cut short is `:partial`).
   That copy is the dangerous part on a production node whose tables hold gigabytes of large
   terms: pass `read_tables: false` there, or a small `max_objects:`.
   """
@@ -35,9 +35,10 @@ defmodule Binscope.Memory.External do
   `elsewhere_share` = (`shared_elsewhere_bytes` + `only_elsewhere_bytes`) /
   `binary_memory`.
   """
+  # `o`: the options of Binscope.binaries_elsewhere/1, validated (every default filled in).
   @spec report(node(), map()) :: {:ok, map()} | {:error, term()}
   def report(node, o) do
-    args = [%{detail: :basic, workers: Map.get(o, :workers, :auto)}]
+    args = [%{detail: :basic, workers: o.workers}]
 
     with {:ok, raw} <- Remote.call(node, :snapshot, args, o.deadline),
          {:ok, mem} <- Remote.call(node, :erlang, [], o.deadline),
@@ -48,14 +49,14 @@ defmodule Binscope.Memory.External do
   end
 
   defp read_tables(node, o) do
-    case Map.get(o, :read_tables, true) do
+    case o.read_tables do
       false ->
         {:ok, nil}
 
       true ->
         opts = %{
           budget_ms: Remote.left(o.deadline),
-          max_objects: Map.get(o, :max_objects, 100_000)
+          max_objects: o.max_objects
         }
 
         Remote.call(node, :ets_binaries, [opts], o.deadline)
