@@ -61,77 +61,47 @@ defmodule Binscope.Accounting.Options do
           optional(:default) => term()
         }
 
-  # Every option of the accounting calls, with the defaults most calls share.
-  @specs %{
-    node: %{type: :node, doc: "the node to inspect, this one when not given"},
-    nodes: %{type: :nodes, doc: "many nodes at once: results per node"},
-    timeout: %{
-      type: {:int, 1, 3_600_000},
-      default: 30_000,
-      doc: "give up after this many milliseconds, connection included"
-    },
-    limit: %{type: {:int, 1, 1_000_000}, doc: "how many results"},
-    by: %{type: {:one_of, @metrics}, default: :memory, doc: "the metric to rank by"},
-    mode: %{
-      type: {:one_of, @modes},
-      default: :targeted,
-      doc:
-        "targeted: forces a GC on the top {candidates} processes only; full: forces a GC " <>
-          "of EVERY process (each pauses for its GC: not on a busy production node); " <>
-          "dry_run: forces no GC, ranks an estimate"
-    },
-    candidates: %{
-      type: {:int, 1, 1_000_000},
-      default: 20,
-      doc: "processes collected in targeted mode"
-    },
+  # Every option of the accounting calls, with the defaults most calls share:
+  # `name: {type, default (:none: no default), doc line}`.
+  @specs [
+    node: {:node, :none, "the node to inspect, this one when not given"},
+    nodes: {:nodes, :none, "many nodes at once: results per node"},
+    timeout:
+      {{:int, 1, 3_600_000}, 30_000, "give up after this many milliseconds, connection included"},
+    limit: {{:int, 1, 1_000_000}, :none, "how many results"},
+    by: {{:one_of, @metrics}, :memory, "the metric to rank by"},
+    mode:
+      {{:one_of, @modes}, :targeted,
+       "targeted: forces a GC on the top {candidates} processes only; full: forces a GC " <>
+         "of EVERY process (each pauses for its GC: not on a busy production node); " <>
+         "dry_run: forces no GC, ranks an estimate"},
+    candidates: {{:int, 1, 1_000_000}, 20, "processes collected in targeted mode"},
     # How long the second activity sample of the shortlist waits: a process that ran no
     # reductions over it (and has no mail) counts as idle.
-    idle_ms: %{
-      type: {:int, 0, 60_000},
-      default: 50,
-      doc:
-        "how long (ms) the shortlist is watched for activity before ranking (idle " <>
-          "processes rank by all the binaries only they hold)"
-    },
-    pids: %{type: :pids, doc: "only these processes"},
-    detail: %{
-      type: {:one_of, [:full, :basic]},
-      default: :full,
-      doc:
-        "basic: only name, memory and binaries, at about the cost of a plain " <>
-          "process_info(pid, [:binary, :memory]) sweep (full detail's GC items cost about " <>
-          "2.5x more)"
-    },
-    workers: %{
-      type: {:auto_or_int, 1, 1024},
-      default: :auto,
-      doc:
-        "scan with this many processes (auto: one per scheduler of the target but one; " <>
-          "more ends the scan sooner but competes for more schedulers)"
-    },
-    top_shared: %{
-      type: {:int, 0, 10_000},
-      default: 10,
-      doc: "how many of the most shared binaries to list"
-    },
-    window: %{
-      type: {:int, 1, 3_600_000},
-      doc:
-        "rank by growth over this many milliseconds instead of size: two scans that far " <>
-          "apart; a growth field shows each process's delta"
-    },
-    read_tables: %{
-      type: :boolean,
-      default: true,
-      doc: "read readable ETS tables to name those holding binaries (false on huge tables)"
-    },
-    max_objects: %{
-      type: {:int, 1, 100_000_000},
-      default: 100_000,
-      doc: "objects read per table at most"
-    }
-  }
+    idle_ms:
+      {{:int, 0, 60_000}, 50,
+       "how long (ms) the shortlist is watched for activity before ranking (idle " <>
+         "processes rank by all the binaries only they hold)"},
+    pids: {:pids, :none, "only these processes"},
+    detail:
+      {{:one_of, [:full, :basic]}, :full,
+       "basic: only name, memory and binaries, at about the cost of a plain " <>
+         "process_info(pid, [:binary, :memory]) sweep (full detail's GC items cost about " <>
+         "2.5x more)"},
+    workers:
+      {{:auto_or_int, 1, 1024}, :auto,
+       "scan with this many processes (auto: one per scheduler of the target but one; " <>
+         "more ends the scan sooner but competes for more schedulers)"},
+    top_shared: {{:int, 0, 10_000}, 10, "how many of the most shared binaries to list"},
+    window:
+      {{:int, 1, 3_600_000}, :none,
+       "rank by growth over this many milliseconds instead of size: two scans that far " <>
+         "apart; a growth field shows each process's delta"},
+    read_tables:
+      {:boolean, true,
+       "read readable ETS tables to name those holding binaries (false on huge tables)"},
+    max_objects: {{:int, 1, 100_000_000}, 100_000, "objects read per table at most"}
+  ]
 
   @target [:node, :nodes, :timeout]
   # Each public call's options, in doc order: a name, or `{name, overrides}`. Every call also
@@ -169,7 +139,12 @@ defmodule Binscope.Accounting.Options do
 
   @doc "The spec of option `name` as most calls take it."
   @spec option(atom()) :: spec()
-  def option(name), do: Map.fetch!(@specs, name)
+  def option(name) do
+    case Keyword.fetch!(@specs, name) do
+      {type, :none, doc} -> %{type: type, doc: doc}
+      {type, default, doc} -> %{type: type, default: default, doc: doc}
+    end
+  end
 
   @doc "The public calls that have a schema."
   @spec calls() :: [atom()]
@@ -181,10 +156,11 @@ defmodule Binscope.Accounting.Options do
     own =
       for entry <- Map.fetch!(@calls, call) do
         {name, overrides} = if is_atom(entry), do: {entry, %{}}, else: entry
-        {name, Map.merge(Map.get(@specs, name, %{}), overrides)}
+        base = if Keyword.has_key?(@specs, name), do: option(name), else: %{}
+        {name, Map.merge(base, overrides)}
       end
 
-    own ++ Enum.map(@target, &{&1, Map.fetch!(@specs, &1)})
+    own ++ Enum.map(@target, &{&1, option(&1)})
   end
 
   @doc "The spec of option `name` of `call`."
