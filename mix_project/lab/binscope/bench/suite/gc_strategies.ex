@@ -44,7 +44,16 @@ defmodule Binscope.Bench.Suite.GcStrategies do
     ]
   ]
 
-  @strategies [:none, :gc_every, :hibernate, :hibernate_after, :fullsweep0, :off_heap]
+  # The strategies in report order, with their names.
+  @names [
+    none: "none",
+    gc_every: "gc every N",
+    hibernate: "hibernate",
+    hibernate_after: "hibernate_after",
+    fullsweep0: "fullsweep_after 0",
+    off_heap: "off-heap queue"
+  ]
+  @strategies Keyword.keys(@names)
 
   @doc "Options for a run of a few seconds that checks the code paths, not the speed."
   @spec smoke_opts() :: keyword()
@@ -86,12 +95,7 @@ defmodule Binscope.Bench.Suite.GcStrategies do
     %{cells: cells, decisions: decisions, report: Decisions.report(cells, decisions, o)}
   end
 
-  defp name(:none), do: "none"
-  defp name(:gc_every), do: "gc every N"
-  defp name(:hibernate), do: "hibernate"
-  defp name(:hibernate_after), do: "hibernate_after"
-  defp name(:fullsweep0), do: "fullsweep_after 0"
-  defp name(:off_heap), do: "off-heap queue"
+  defp name(strategy), do: Keyword.fetch!(@names, strategy)
 
   ## One cell: one strategy under one traffic shape
 
