@@ -26,13 +26,9 @@
 -define(NATIVE, 'Elixir.Binscope.Native').
 %% Bytes behind the calibration probe's resource binary (PROBE_BYTES in the NIF's accounting.rs).
 -define(PROBE_PAYLOAD, 1).
-%% Process records are tuples that start {Pid, Binaries, ListedBytes, Name, Label, ...}: the
-%% binary list (resolve_store/2 rewrites it; the attribution NIF reads it in place), what the VM
-%% itself reports for it (store binaries at their listed size), the registered name and the
-%% process label (proc_lib:set_label/1, OTP 27+; undefined when unset or on older OTP). Basic
-%% detail adds {Memory}; full detail the fields of record/3, in the order Binscope's Elixir side
-%% reads them.
--define(BINS, 2).
+%% Process records (binscope_basic, binscope_process) and GC round results (binscope_gc) are
+%% defined once, in binscope_collector.hrl, which Binscope's Elixir side reads too.
+-include("binscope_collector.hrl").
 %% The items of a full record (label_item/0 appends `label` where the VM has it).
 %% Heap, stack and total heap sizes come from garbage_collection_info: every item costs (the
 %% result is built on the collector's heap), so none is asked twice.
@@ -313,7 +309,9 @@ basic(P, Items, Names, Acc) ->
         undefined ->
             Acc;
         [{memory, Mem}, {binary, Bins} | Label] ->
-            [{P, Bins, listed_bytes(Bins, 0), maps:get(P, Names, undefined), label(Label), Mem}
+            [#binscope_basic{pid = P, binaries = Bins, listed_bytes = listed_bytes(Bins, 0),
+                             registered_name = maps:get(P, Names, undefined),
+                             label = label(Label), memory = Mem}
              | Acc]
     end.
 
@@ -333,9 +331,13 @@ record(P, [{registered_name, Name}, {initial_call, Init}, {current_function, Cur
         gc_fields(GC, GCI),
     %% The total heap is what process_info's total_heap_size reports: young and old heap blocks
     %% plus heap fragments.
-    {P, Bins, listed_bytes(Bins, 0), name(Name), label(Label), initial_call(P, Init), Cur, Mem,
-     sum(OldBlock, Block, Mbuf), Heap, Stack, MQL, Reds, Minor, Fullsweep, VHeap, OldVHeap,
-     OldHeap}.
+    #binscope_process{pid = P, binaries = Bins, listed_bytes = listed_bytes(Bins, 0),
+                      registered_name = name(Name), label = label(Label),
+                      initial_call = initial_call(P, Init), current_function = Cur, memory = Mem,
+                      total_heap_size = sum(OldBlock, Block, Mbuf), heap_size = Heap,
+                      stack_size = Stack, message_queue_len = MQL, reductions = Reds,
+                      minor_gcs = Minor, fullsweep_after = Fullsweep, bin_vheap_size = VHeap,
+                      bin_old_vheap_size = OldVHeap, old_heap_size = OldHeap}.
 
 %% {{MinorGCs, FullsweepAfter}, {OldHeapBlock, HeapBlock, Mbuf, Stack, OldHeap, Heap, BinVHeap,
 %% BinOldVHeap}} from garbage_collection and garbage_collection_info; a key the list lacks is
@@ -409,7 +411,7 @@ resolve_store(Records, undefined, _Mark) ->
 candidates([], _Size, _Any, _I, Idx, Lists) ->
     {lists:reverse(Idx), lists:reverse(Lists)};
 candidates([R | Rest], Size, Any, I, Idx, Lists) ->
-    Bins = element(?BINS, R),
+    Bins = binaries(R),
     case may_hold_store(Bins, Size, Any) of
         true -> candidates(Rest, Size, Any, I + 1, [I | Idx], [Bins | Lists]);
         false -> candidates(Rest, Size, Any, I + 1, Idx, Lists)
@@ -436,9 +438,15 @@ replace([], _I, _Resolved, Acc) ->
     lists:reverse(Acc);
 replace([R | Rest], I, Resolved, Acc) ->
     case Resolved of
-        #{I := Bins} -> replace(Rest, I + 1, Resolved, [setelement(?BINS, R, Bins) | Acc]);
+        #{I := Bins} -> replace(Rest, I + 1, Resolved, [binaries(R, Bins) | Acc]);
         _ -> replace(Rest, I + 1, Resolved, [R | Acc])
     end.
+
+binaries(#binscope_basic{binaries = Bins}) -> Bins;
+binaries(#binscope_process{binaries = Bins}) -> Bins.
+
+binaries(#binscope_basic{} = R, Bins) -> R#binscope_basic{binaries = Bins};
+binaries(#binscope_process{} = R, Bins) -> R#binscope_process{binaries = Bins}.
 
 store_loaded() ->
     erlang:module_loaded(?NATIVE) andalso erlang:function_exported(?NATIVE, accounting_probe, 0).
@@ -569,8 +577,8 @@ rss() ->
     end.
 
 %% Forces a major GC of each pid, one at a time, and lists its binaries before and after.
-%% Returns #{results => [{Pid, Before, After, RedsBefore, HeapWords, StackWords, MQL}],
-%%           live_store_keys => [Key], gc_us => Total}; a pid that is gone is left out.
+%% Returns #{results => [#binscope_gc{}], live_store_keys => [Key], gc_us => Total}; a pid
+%% that is gone is left out.
 gc_round(Pids) ->
     gc_round(Pids, #{}).
 
@@ -589,7 +597,7 @@ gc_round(Pids, Opts) ->
               end,
     T1 = erlang:monotonic_time(microsecond),
     %% Store keys are 1 bsl 62 + entry id; unresolved binaries (1 bsl 63 + address) are not.
-    StoreKeys = lists:usort([K || R <- Results, {K, _, _} <- element(2, R),
+    StoreKeys = lists:usort([K || #binscope_gc{binaries_before = Bins} <- Results, {K, _, _} <- Bins,
                                   K >= (1 bsl 62), K < (1 bsl 63)]),
     Live = case StoreKeys of
                [] -> [];
@@ -648,8 +656,10 @@ gc_one(P, Calibration) ->
                         undefined ->
                             false;
                         [{binary, After}, {total_heap_size, H}, {stack_size, S}, {message_queue_len, Q}] ->
-                            {true, {P, Resolved, resolve_one(After, Calibration, MarkAfter),
-                                    Reds, H, S, Q}}
+                            {true, #binscope_gc{pid = P, binaries_before = Resolved,
+                                                binaries_after = resolve_one(After, Calibration, MarkAfter),
+                                                reductions = Reds, total_heap_size = H,
+                                                stack_size = S, message_queue_len = Q}}
                     end
             end
     end.

@@ -31,7 +31,9 @@ defmodule Binscope.Leaks do
   `reclaimed_refs` is recon's measure: references dropped.
   """
 
-  alias Binscope.{Accounting, Remote}
+  alias Binscope.{Accounting, Collector, Remote}
+
+  require Collector
 
   @suggestions %{
     "hibernate_after" => :hibernate_after,
@@ -260,12 +262,12 @@ defmodule Binscope.Leaks do
     with {:ok, round} <- Remote.call(node, :gc_round, [Enum.map(candidates, & &1.pid)], deadline) do
       Remote.check!(deadline)
       results = round.results
-      before = Enum.map(results, &elem(&1, 1))
-      after_ = Enum.map(results, &elem(&1, 2))
+      before = Enum.map(results, &Collector.gc(&1, :binaries_before))
+      after_ = Enum.map(results, &Collector.gc(&1, :binaries_after))
 
       reclaimed = Binscope.Native.accounting_reclaimed(before, after_, round.live_store_keys)
       Remote.check!(deadline)
-      {packed, _, _} = Binscope.Native.accounting_attribute(after_, 0)
+      {packed, _, _} = Binscope.Native.accounting_attribute(after_, nil, 0)
       Remote.check!(deadline)
       retained = Accounting.shares(packed)
       w = Map.get(snap, :word_size, :erlang.system_info(:wordsize))
@@ -285,7 +287,7 @@ defmodule Binscope.Leaks do
       ranked = wasting |> Enum.sort_by(fn {waste, b, refs, _} -> {waste, b, refs} end, :desc)
       top = Enum.take(ranked, limit) ++ Enum.take(none, max(limit - length(ranked), 0))
       top = Enum.map(top, &elem(&1, 3))
-      pids = Enum.map(top, &elem(elem(&1, 0), 0))
+      pids = Enum.map(top, &Collector.gc(elem(&1, 0), :pid))
       by_pid = for r <- candidates, r.pid in pids, into: %{}, do: {r.pid, r}
 
       with {:ok, queues} <- Remote.call(node, :queue_data, [pids], deadline) do
@@ -296,7 +298,7 @@ defmodule Binscope.Leaks do
   end
 
   # The ranking's figure only (the results recompute it with every fact).
-  defp waste({_pid, _b, _a, _reds, heap, stack, _mql}, bytes, ret, w) do
+  defp waste(Collector.gc(total_heap_size: heap, stack_size: stack), bytes, ret, w) do
     {_refs, distinct, _uss, pss, _shared, _store, _unresolved, _bytes} = ret
 
     facts =
@@ -312,7 +314,15 @@ defmodule Binscope.Leaks do
   end
 
   defp result(res, {refs, bytes, bins}, ret, by_pid, off_heap, w) do
-    {pid, before, _after, reds, heap, stack, mql} = res
+    Collector.gc(
+      pid: pid,
+      binaries_before: before,
+      reductions: reds,
+      total_heap_size: heap,
+      stack_size: stack,
+      message_queue_len: mql
+    ) = res
+
     r = Map.fetch!(by_pid, pid)
     {_refs, distinct, _uss, pss, _shared, _store, _unresolved, _bytes} = ret
     cur_mod = with {m, _, _} <- r.current_function, do: m

@@ -150,7 +150,7 @@ defmodule Binscope.Native do
   def accounting_probe, do: err()
   def accounting_mark, do: err()
   def accounting_resolve(_lists, _offset, _magic_size, _mark), do: err()
-  def accounting_attribute(_lists, _top_shared), do: err()
+  def accounting_attribute(_lists, _slot, _top_shared), do: err()
   def accounting_live_store_keys(_keys), do: err()
   def accounting_reclaimed(_before, _after, _live_store_keys), do: err()
   def accounting_suggest(_facts), do: err()

@@ -117,19 +117,16 @@ struct Summary {
     unresolved_store_binaries: u64,
 }
 
-/// A process's binary list: the list itself, or a collector record (a tuple whose element
-/// `RECORD_BINS` is the list), so the caller need not build a list of lists first.
-const RECORD_BINS: usize = 1;
-
-fn binaries<'a>(item: Term<'a>) -> NifResult<rustler::ListIterator<'a>> {
-    if item.is_tuple() {
-        let record = rustler::types::tuple::get_tuple(item)?;
-        record
-            .get(RECORD_BINS)
+/// A process's binary list: the list itself (`slot` nil), or a collector record, a tuple whose
+/// element `slot` is the list (the caller reads the index from the records' one definition,
+/// include/binscope_collector.hrl), so the caller need not build a list of lists first.
+fn binaries<'a>(item: Term<'a>, slot: Option<usize>) -> NifResult<rustler::ListIterator<'a>> {
+    match slot {
+        Some(slot) => rustler::types::tuple::get_tuple(item)?
+            .get(slot)
             .ok_or(rustler::Error::BadArg)?
-            .decode()
-    } else {
-        item.decode()
+            .decode(),
+        None => item.decode(),
     }
 }
 
@@ -165,18 +162,20 @@ pub const SHARE_FIELDS: [&str; 8] = [
     "bytes",
 ];
 
-/// `{shares, summary, [{key, size, holders, refc}]}` for `lists` (one binary list or collector
-/// record per process): `shares` packs [`SHARE_FIELDS`] per process, in `lists` order.
+/// `{shares, summary, [{key, size, holders, refc}]}` for `lists` (one binary list, or one
+/// collector record with its binary list at index `slot`, per process): `shares` packs
+/// [`SHARE_FIELDS`] per process, in `lists` order.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn accounting_attribute<'a>(
     env: Env<'a>,
     lists: rustler::ListIterator<'a>,
+    slot: Option<usize>,
     top_shared: u64,
 ) -> NifResult<(Term<'a>, Summary, Vec<SharedTuple>)> {
     // Decoded straight into the flat snapshot: no vector per process.
     let mut snap = Snapshot::new();
     for item in lists {
-        for b in binaries(item)? {
+        for b in binaries(item, slot)? {
             let (key, size, refc): (u64, u64, u64) = b.decode()?;
             snap.push_ref(BinRef { key, size, refc });
         }
