@@ -24,7 +24,7 @@
 -export([gc_fields/2]).
 
 -define(NATIVE, 'Elixir.Binscope.Native').
-%% Bytes behind the calibration probe's resource binary (PROBE_BYTES in the NIF's accounting.rs).
+%% Bytes behind the calibration probe's resource binary (PROBE_BYTES in the NIF's collector.rs).
 -define(PROBE_PAYLOAD, 1).
 %% Process records (binscope_basic, binscope_process) and GC round results (binscope_gc) are
 %% defined once, in binscope_collector.hrl, which Binscope's Elixir side reads too.
@@ -268,7 +268,7 @@ scan(Source, #{detail := basic, items := Items, names := Names, calibration := C
     resolve_store(fold(Source, F, maps:get(deadline, Scan, infinity), ?CHECK_EVERY, []), C, Mark).
 
 mark(undefined) -> undefined;
-mark(_Calibration) -> ?NATIVE:accounting_mark().
+mark(_Calibration) -> ?NATIVE:collector_mark().
 
 %% The records of every pid of Source, in its order.
 fold(Source, F, Deadline, 0, Acc) ->
@@ -402,7 +402,7 @@ resolve_store(Records, {Offset, MagicSize}, Mark) ->
     case candidates(Records, MagicSize, Any, 1, [], []) of
         {[], []} -> Records;
         {Idx, Lists} ->
-            Resolved = ?NATIVE:accounting_resolve(Lists, Offset, MagicSize, Mark),
+            Resolved = ?NATIVE:collector_resolve(Lists, Offset, MagicSize, Mark),
             replace(Records, 1, maps:from_list(lists:zip(Idx, Resolved)), [])
     end;
 resolve_store(Records, undefined, _Mark) ->
@@ -449,12 +449,12 @@ binaries(#binscope_basic{} = R, Bins) -> R#binscope_basic{binaries = Bins};
 binaries(#binscope_process{} = R, Bins) -> R#binscope_process{binaries = Bins}.
 
 store_loaded() ->
-    erlang:module_loaded(?NATIVE) andalso erlang:function_exported(?NATIVE, accounting_probe, 0).
+    erlang:module_loaded(?NATIVE) andalso erlang:function_exported(?NATIVE, collector_probe, 0).
 
 %% Store binaries are resolved only by a NIF that has the handle mark (an older one on a remote
 %% node could credit a reused address to the wrong process): without it they stay as listed.
 resolvable() ->
-    store_loaded() andalso erlang:function_exported(?NATIVE, accounting_mark, 0).
+    store_loaded() andalso erlang:function_exported(?NATIVE, collector_mark, 0).
 
 %% {Offset, MagicSize} or undefined. A fresh process holding two probe resource binaries shows
 %% their listed addresses and sizes; the NIF returned the resources' own addresses. The
@@ -490,8 +490,8 @@ calibrate() ->
     Ref = make_ref(),
     {Pid, MRef} =
         spawn_monitor(fun() ->
-                              {Bin1, Addr1} = ?NATIVE:accounting_probe(),
-                              {Bin2, Addr2} = ?NATIVE:accounting_probe(),
+                              {Bin1, Addr1} = ?NATIVE:collector_probe(),
+                              {Bin2, Addr2} = ?NATIVE:collector_probe(),
                               {binary, Listed} = erlang:process_info(self(), binary),
                               Parent ! {Ref, Listed, [Addr1, Addr2]},
                               byte_size(Bin1) + byte_size(Bin2)
@@ -601,7 +601,7 @@ gc_round(Pids, Opts) ->
                                   K >= (1 bsl 62), K < (1 bsl 63)]),
     Live = case StoreKeys of
                [] -> [];
-               _ -> ?NATIVE:accounting_live_store_keys(StoreKeys)
+               _ -> ?NATIVE:collector_live_store_keys(StoreKeys)
            end,
     #{results => Results, live_store_keys => Live, gc_us => T1 - T0}.
 
@@ -666,7 +666,7 @@ gc_one(P, Calibration) ->
 
 resolve_one(Bins, {Offset, MagicSize}, Mark) ->
     case may_hold_store(Bins, MagicSize, store_sizes_patched()) of
-        true -> hd(?NATIVE:accounting_resolve([Bins], Offset, MagicSize, Mark));
+        true -> hd(?NATIVE:collector_resolve([Bins], Offset, MagicSize, Mark));
         false -> Bins
     end;
 resolve_one(Bins, undefined, _Mark) ->

@@ -108,7 +108,7 @@ defmodule Binscope.Accounting do
   @spec attribute(map(), non_neg_integer(), Remote.deadline() | :infinity) :: snapshot()
   def attribute(%{procs: procs, word_size: w} = raw, top_shared, deadline \\ :infinity) do
     # The NIF reads each record's binary list in place (its index is given) and packs the
-    # figures of every process into one binary (see `shares/1`).
+    # figures of every process into one binary (read in step with the records, `records/7`).
     in_time!(deadline)
 
     {shares, summary, top} =
@@ -135,19 +135,18 @@ defmodule Binscope.Accounting do
     }
   end
 
+  # Attribution figures of a record that was not attributed: unknown.
+  @unattributed {nil, nil, nil, nil, nil, nil, nil, nil}
+
   @doc """
-  The per-process figures packed by the attribution NIF, as
-  `[{refs, distinct, uss, pss, shared, store_bytes, unresolved, bytes}]` (for a few
-  processes; whole-node records read the binary in place). `bytes`: every reference's size,
-  store binaries at their real size (what the virtual binary heap counts for them).
+  The records of a collector snapshot (from any node) without binary attribution: every figure
+  the collector gathered, and `nil` (unknown) for every figure attribution would give
+  (`binary_uss`, `native_bytes`, ...). For a few processes whose binaries were attributed among
+  a whole node's already (the leak finder's shortlist).
   """
-  @spec shares(binary()) :: [tuple()]
-  def shares(packed) do
-    for <<r::64-native, d::64-native, u::64-native, p::64-native, s::64-native, st::64-native,
-          un::64-native,
-          b::64-native <-
-            packed>>,
-        do: {r, d, u, p, s, st, un, b}
+  @spec unattributed(map()) :: [process_record()]
+  def unattributed(%{procs: procs, word_size: w, node: node}) do
+    Enum.map(procs, &record(&1, @unattributed, {w, false}, node))
   end
 
   defp in_time!(:infinity), do: :ok

@@ -35,14 +35,6 @@ defmodule Binscope.Leaks do
 
   require Collector
 
-  @suggestions %{
-    "hibernate_after" => :hibernate_after,
-    "hibernate_idle" => :hibernate_idle,
-    "fullsweep_after" => :fullsweep_after,
-    "binary_copy" => :binary_copy,
-    "off_heap_queue" => :off_heap_queue,
-    "none" => :none
-  }
   @otp_loops [:gen_server, :gen_statem, :gen_event, :gen]
   # Binscope's own processes (the scan, its workers and bounded calls) stay out of the results.
   @own_modules [:binscope_collector, Binscope.Remote, Binscope.Leaks, Binscope.Accounting] ++
@@ -137,7 +129,7 @@ defmodule Binscope.Leaks do
            max(reds - r.reductions, 0), mql}
         end
 
-      ranked = Binscope.Native.accounting_rank(candidates)
+      ranked = Binscope.Native.leaks_rank(candidates)
       alive = List.to_tuple(alive)
 
       {:ok,
@@ -185,11 +177,8 @@ defmodule Binscope.Leaks do
 
   defp with_details(node, records, opts) do
     with {:ok, raw} <- Remote.call(node, :details, [Enum.map(records, & &1.pid)], opts.deadline) do
-      details =
-        raw
-        |> Accounting.attribute(0, opts.deadline)
-        |> Map.fetch!(:processes)
-        |> Map.new(&{&1.pid, &1})
+      # Only the fields the collector gathered: the binary attribution stays the whole node's.
+      details = raw |> Accounting.unattributed() |> Map.new(&{&1.pid, &1})
 
       {:ok,
        for r <- records, d = details[r.pid], d != nil do
@@ -265,21 +254,20 @@ defmodule Binscope.Leaks do
       before = Enum.map(results, &Collector.gc(&1, :binaries_before))
       after_ = Enum.map(results, &Collector.gc(&1, :binaries_after))
 
-      reclaimed = Binscope.Native.accounting_reclaimed(before, after_, round.live_store_keys)
+      # What each collection gave back and what each process still holds (its binaries after
+      # the round, attributed among them): one NIF call.
+      reclaimed = Binscope.Native.leaks_reclaimed(before, after_, round.live_store_keys)
       Remote.check!(deadline)
-      {packed, _, _} = Binscope.Native.accounting_attribute(after_, nil, 0)
-      Remote.check!(deadline)
-      retained = Accounting.shares(packed)
       w = Map.get(snap, :word_size, :erlang.system_info(:wordsize))
 
       # Most processes of a full scan waste nothing: rank those that do (most waste first: what
       # the GC freed plus what small slices pin), then the rest in scan order, as a stable sort
       # of them all would, and build results for the top `limit` only.
       {wasting, none} =
-        [results, reclaimed, retained]
-        |> Enum.zip()
-        |> Enum.map(fn {res, {refs, bytes, _}, ret} = t ->
-          {waste(res, bytes, ret, w), bytes, refs, t}
+        results
+        |> Enum.zip(reclaimed)
+        |> Enum.map(fn {res, {refs, bytes, _, _, _} = rec} = t ->
+          {waste(res, rec, w), bytes, refs, t}
         end)
         |> Enum.split_with(fn {waste, _, refs, _} -> waste > 0 or refs > 0 end)
 
@@ -292,14 +280,14 @@ defmodule Binscope.Leaks do
 
       with {:ok, queues} <- Remote.call(node, :queue_data, [pids], deadline) do
         off_heap = for {pid, :off_heap} <- queues, into: MapSet.new(), do: pid
-        {:ok, Enum.map(top, fn {res, rec, ret} -> result(res, rec, ret, by_pid, off_heap, w) end)}
+        {:ok, Enum.map(top, fn {res, rec} -> result(res, rec, by_pid, off_heap, w) end)}
       end
     end
   end
 
   # The ranking's figure only (the results recompute it with every fact).
-  defp waste(Collector.gc(total_heap_size: heap, stack_size: stack), bytes, ret, w) do
-    {_refs, distinct, _uss, pss, _shared, _store, _unresolved, _bytes} = ret
+  defp waste(Collector.gc(total_heap_size: heap, stack_size: stack), rec, w) do
+    {_refs, bytes, _bins, distinct, pss} = rec
 
     facts =
       Map.merge(@no_facts, %{
@@ -309,11 +297,11 @@ defmodule Binscope.Leaks do
         heap_bytes: (heap + stack) * w
       })
 
-    {_, _, _, waste} = Binscope.Native.accounting_suggest(facts)
+    {_, _, _, waste} = Binscope.Native.leaks_suggest(facts)
     waste
   end
 
-  defp result(res, {refs, bytes, bins}, ret, by_pid, off_heap, w) do
+  defp result(res, {refs, bytes, bins, distinct, pss}, by_pid, off_heap, w) do
     Collector.gc(
       pid: pid,
       binaries_before: before,
@@ -324,7 +312,6 @@ defmodule Binscope.Leaks do
     ) = res
 
     r = Map.fetch!(by_pid, pid)
-    {_refs, distinct, _uss, pss, _shared, _store, _unresolved, _bytes} = ret
     cur_mod = with {m, _, _} <- r.current_function, do: m
     off_heap? = MapSet.member?(off_heap, pid)
 
@@ -343,7 +330,7 @@ defmodule Binscope.Leaks do
       off_heap_queue: off_heap?
     }
 
-    {name, reason, pinned, waste} = Binscope.Native.accounting_suggest(facts)
+    {suggestion, reason, pinned, waste} = Binscope.Native.leaks_suggest(facts)
 
     r
     |> identity()
@@ -359,7 +346,7 @@ defmodule Binscope.Leaks do
       likely_garbage_bytes: Map.get(r, :likely_garbage_bytes),
       # Listed before the GC but not identifiable (see `Binscope.processes/1`): in no figure.
       unresolved_store_binaries: Enum.count(before, &unresolved?/1),
-      suggestion: Map.fetch!(@suggestions, name),
+      suggestion: suggestion,
       reason: reason
     })
   end
