@@ -588,7 +588,8 @@ gc_round(Pids) ->
 %% touched) and throws ?TIMEOUT.
 gc_round(Pids, Opts) ->
     Deadline = deadline(Opts),
-    Calibration = calibration(),
+    %% Whether store binaries may list at their real size, read once for the round.
+    Calibration = {calibration(), store_sizes_patched()},
     Local = [P || P <- Pids, is_pid(P), node(P) =:= node()],
     T0 = erlang:monotonic_time(microsecond),
     Results = case Deadline of
@@ -640,8 +641,8 @@ gc_results({Tag, Pid, MRef, _} = W, Deadline, Acc) ->
 
 %% The before list is resolved before the collection: a store resource the GC frees leaves the
 %% NIF's index with it, and could no longer be told apart from any other small binary.
-gc_one(P, Calibration) ->
-    Mark = mark(Calibration),
+gc_one(P, {C, _Any} = Calibration) ->
+    Mark = mark(C),
     case erlang:process_info(P, [binary, reductions]) of
         undefined ->
             false;
@@ -651,7 +652,7 @@ gc_one(P, Calibration) ->
                 false ->
                     false;
                 true ->
-                    MarkAfter = mark(Calibration),
+                    MarkAfter = mark(C),
                     case erlang:process_info(P, [binary, total_heap_size, stack_size, message_queue_len]) of
                         undefined ->
                             false;
@@ -664,12 +665,12 @@ gc_one(P, Calibration) ->
             end
     end.
 
-resolve_one(Bins, {Offset, MagicSize}, Mark) ->
-    case may_hold_store(Bins, MagicSize, store_sizes_patched()) of
+resolve_one(Bins, {{Offset, MagicSize}, Any}, Mark) ->
+    case may_hold_store(Bins, MagicSize, Any) of
         true -> hd(?NATIVE:collector_resolve([Bins], Offset, MagicSize, Mark));
         false -> Bins
     end;
-resolve_one(Bins, undefined, _Mark) ->
+resolve_one(Bins, {undefined, _Any}, _Mark) ->
     Bins.
 
 %% The VM's allocators, summed over each type's instances, in bytes:

@@ -144,17 +144,6 @@ defmodule Binscope.Leaks do
     if Remote.left(deadline) > ms, do: Process.sleep(ms), else: {:error, :timeout}
   end
 
-  @no_facts %{
-    message_queue_len: 0,
-    reductions_delta: 0,
-    otp_behaviour: false,
-    fullsweep_after: 0,
-    minor_gcs: 0,
-    system_process: false,
-    passive_recv: false,
-    off_heap_queue: false
-  }
-
   @detail_fields [
     :registered_name,
     :label,
@@ -263,12 +252,13 @@ defmodule Binscope.Leaks do
       # Most processes of a full scan waste nothing: rank those that do (most waste first: what
       # the GC freed plus what small slices pin), then the rest in scan order, as a stable sort
       # of them all would, and build results for the top `limit` only.
+      rounds = Enum.zip(results, reclaimed)
+      wastes = Binscope.Native.leaks_waste(Enum.map(rounds, &waste_figures(&1, w)))
+
       {wasting, none} =
-        results
-        |> Enum.zip(reclaimed)
-        |> Enum.map(fn {res, {refs, bytes, _, _, _} = rec} = t ->
-          {waste(res, rec, w), bytes, refs, t}
-        end)
+        rounds
+        |> Enum.zip(wastes)
+        |> Enum.map(fn {{_res, {refs, bytes, _, _, _}} = t, waste} -> {waste, bytes, refs, t} end)
         |> Enum.split_with(fn {waste, _, refs, _} -> waste > 0 or refs > 0 end)
 
       Remote.check!(deadline)
@@ -280,31 +270,27 @@ defmodule Binscope.Leaks do
 
       with {:ok, queues} <- Remote.call(node, :queue_data, [pids], deadline) do
         off_heap = for {pid, :off_heap} <- queues, into: MapSet.new(), do: pid
-        {:ok, Enum.map(top, fn {res, rec} -> result(res, rec, by_pid, off_heap, w) end)}
+        facts = Enum.map(top, fn {res, rec} -> facts(res, rec, by_pid, off_heap, w) end)
+        advice = Binscope.Native.leaks_suggest(facts)
+
+        {:ok,
+         [top, facts, advice]
+         |> Enum.zip()
+         |> Enum.map(fn {{res, rec}, f, adv} -> result(res, rec, f, adv, by_pid) end)}
       end
     end
   end
 
-  # The ranking's figure only (the results recompute it with every fact).
-  defp waste(Collector.gc(total_heap_size: heap, stack_size: stack), rec, w) do
-    {_refs, bytes, _bins, distinct, pss} = rec
-
-    facts =
-      Map.merge(@no_facts, %{
-        reclaimed_bytes: bytes,
-        retained_binary_bytes: pss,
-        retained_binaries: distinct,
-        heap_bytes: (heap + stack) * w
-      })
-
-    {_, _, _, waste} = Binscope.Native.leaks_suggest(facts)
-    waste
+  # The ranking's figures only, {reclaimed_bytes, retained_binary_bytes, heap_bytes}: the
+  # waste depends on nothing else (the results' suggestions take every fact).
+  defp waste_figures({Collector.gc(total_heap_size: heap, stack_size: stack), rec}, w) do
+    {_refs, bytes, _bins, _distinct, pss} = rec
+    {bytes, pss, (heap + stack) * w}
   end
 
-  defp result(res, {refs, bytes, bins, distinct, pss}, by_pid, off_heap, w) do
+  defp facts(res, {_refs, bytes, _bins, distinct, pss}, by_pid, off_heap, w) do
     Collector.gc(
       pid: pid,
-      binaries_before: before,
       reductions: reds,
       total_heap_size: heap,
       stack_size: stack,
@@ -315,7 +301,7 @@ defmodule Binscope.Leaks do
     cur_mod = with {m, _, _} <- r.current_function, do: m
     off_heap? = MapSet.member?(off_heap, pid)
 
-    facts = %{
+    %{
       reclaimed_bytes: bytes,
       retained_binary_bytes: pss,
       retained_binaries: distinct,
@@ -329,8 +315,12 @@ defmodule Binscope.Leaks do
       passive_recv: passive_recv?(r),
       off_heap_queue: off_heap?
     }
+  end
 
-    {suggestion, reason, pinned, waste} = Binscope.Native.leaks_suggest(facts)
+  defp result(res, {refs, bytes, bins, _distinct, pss}, facts, advice, by_pid) do
+    Collector.gc(pid: pid, binaries_before: before) = res
+    {suggestion, reason, pinned, waste} = advice
+    r = Map.fetch!(by_pid, pid)
 
     r
     |> identity()
@@ -341,7 +331,7 @@ defmodule Binscope.Leaks do
       retained_binary_bytes: pss,
       pinned_bytes: pinned,
       waste_bytes: waste,
-      off_heap_queue: off_heap?,
+      off_heap_queue: facts.off_heap_queue,
       estimated_bytes: r.binary_uss,
       likely_garbage_bytes: Map.get(r, :likely_garbage_bytes),
       # Listed before the GC but not identifiable (see `Binscope.processes/1`): in no figure.

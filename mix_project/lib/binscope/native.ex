@@ -158,6 +158,7 @@ defmodule Binscope.Native do
   # leaks.rs
   def leaks_reclaimed(_before, _after, _live_store_keys), do: err()
   def leaks_suggest(_facts), do: err()
+  def leaks_waste(_figures), do: err()
   def leaks_rank(_candidates), do: err()
 
   # gc_pressure.rs

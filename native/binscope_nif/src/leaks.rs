@@ -95,25 +95,56 @@ impl From<Suggestion> for SuggestionAtom {
     }
 }
 
-/// `{suggestion, reason, pinned_bytes, waste_bytes}` for one process's figures.
-#[rustler::nif]
-fn leaks_suggest(facts: FactsMap) -> (SuggestionAtom, String, u64, u64) {
-    let f = Facts {
-        reclaimed_bytes: facts.reclaimed_bytes,
-        retained_binary_bytes: facts.retained_binary_bytes,
-        retained_binaries: facts.retained_binaries,
-        heap_bytes: facts.heap_bytes,
-        message_queue_len: facts.message_queue_len,
-        reductions_delta: facts.reductions_delta,
-        otp_behaviour: facts.otp_behaviour,
-        fullsweep_after: facts.fullsweep_after,
-        minor_gcs: facts.minor_gcs,
-        system_process: facts.system_process,
-        passive_recv: facts.passive_recv,
-        off_heap_queue: facts.off_heap_queue,
-    };
-    let (s, reason) = suggest(&f);
-    (s.into(), reason, pinned_bytes(&f), waste(&f))
+impl From<FactsMap> for Facts {
+    fn from(facts: FactsMap) -> Self {
+        Facts {
+            reclaimed_bytes: facts.reclaimed_bytes,
+            retained_binary_bytes: facts.retained_binary_bytes,
+            retained_binaries: facts.retained_binaries,
+            heap_bytes: facts.heap_bytes,
+            message_queue_len: facts.message_queue_len,
+            reductions_delta: facts.reductions_delta,
+            otp_behaviour: facts.otp_behaviour,
+            fullsweep_after: facts.fullsweep_after,
+            minor_gcs: facts.minor_gcs,
+            system_process: facts.system_process,
+            passive_recv: facts.passive_recv,
+            off_heap_queue: facts.off_heap_queue,
+        }
+    }
+}
+
+/// `[{suggestion, reason, pinned_bytes, waste_bytes}]`, one per process's figures, in order.
+/// Dirty: one call for every result of a run (`limit:` of them).
+#[rustler::nif(schedule = "DirtyCpu")]
+fn leaks_suggest(facts: Vec<FactsMap>) -> Vec<(SuggestionAtom, String, u64, u64)> {
+    facts
+        .into_iter()
+        .map(|facts| {
+            let f = Facts::from(facts);
+            let (s, reason) = suggest(&f);
+            (s.into(), reason, pinned_bytes(&f), waste(&f))
+        })
+        .collect()
+}
+
+/// `[waste_bytes]` (what [`leaks_suggest`] reports as waste) for processes given as
+/// `{reclaimed_bytes, retained_binary_bytes, heap_bytes}`, the only figures it depends on: the
+/// ranking of a whole GC round in one call, without a reason per process. Dirty: a full scan
+/// ranks every process.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn leaks_waste(figures: Vec<(u64, u64, u64)>) -> Vec<u64> {
+    figures
+        .into_iter()
+        .map(|(reclaimed_bytes, retained_binary_bytes, heap_bytes)| {
+            waste(&Facts {
+                reclaimed_bytes,
+                retained_binary_bytes,
+                heap_bytes,
+                ..Facts::default()
+            })
+        })
+        .collect()
 }
 
 /// `[{index, likely_garbage_bytes}]`, most likely garbage first, for candidates given as
