@@ -23,3 +23,8 @@
 %% it, and its total heap size, stack size (words) and message queue length after it.
 -record(binscope_gc, {pid, binaries_before, binaries_after, reductions, total_heap_size,
                       stack_size, message_queue_len}).
+
+%% Shared by the collector's modules (not part of what it sends, except the timeout a call
+%% throws, which Binscope.Remote turns into {error, timeout}).
+-define(NATIVE, 'Elixir.Binscope.Native').
+-define(TIMEOUT, {binscope_collector, timeout}).

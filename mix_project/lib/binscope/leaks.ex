@@ -37,7 +37,8 @@ defmodule Binscope.Leaks do
 
   @otp_loops [:gen_server, :gen_statem, :gen_event, :gen]
   # Binscope's own processes (the scan, its workers and bounded calls) stay out of the results.
-  @own_modules [:binscope_collector, Binscope.Remote, Binscope.Leaks, Binscope.Accounting] ++
+  @own_modules :binscope_collector.modules() ++
+                 [Binscope.Remote, Binscope.Leaks, Binscope.Accounting] ++
                  [Binscope.CLI, Binscope.Memory.Watch, Binscope.Memory.Recorder]
   # OTP's own processes: nothing a user can change in them, so no advice.
   @system_names [:init, :erts_code_purger, :erl_prim_loader, :code_server, :user, :user_drv] ++
