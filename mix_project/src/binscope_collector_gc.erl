@@ -20,7 +20,8 @@ gc_round(Pids) ->
 gc_round(Pids, Opts) ->
     Deadline = binscope_collector:deadline(Opts),
     %% Whether store binaries may list at their real size, read once for the round.
-    Calibration = {binscope_collector_store:calibration(), binscope_collector_store:store_sizes_patched()},
+    Calibration = {binscope_collector_store:calibration(),
+                   binscope_collector_store:store_sizes_patched()},
     Local = [P || P <- Pids, is_pid(P), node(P) =:= node()],
     T0 = erlang:monotonic_time(microsecond),
     Results = case Deadline of

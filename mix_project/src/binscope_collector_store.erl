@@ -3,7 +3,8 @@
 %% binaries a process lists to store entries. OTP only, like every collector module.
 -module(binscope_collector_store).
 
--export([resolve_store/3, may_hold_store/3, store_sizes_patched/0, store_loaded/0, calibration/0, calibration_status/0, check_calibration/2]).
+-export([resolve_store/3, may_hold_store/3, store_sizes_patched/0, store_loaded/0]).
+-export([calibration/0, calibration_status/0, check_calibration/2]).
 
 -include("binscope_collector.hrl").
 
