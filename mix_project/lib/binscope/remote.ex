@@ -4,9 +4,9 @@ defmodule Binscope.Remote do
   or on many nodes at once, with a hard timeout on every call.
 
   A remote node does not need Binscope installed: when it lacks the collector, or has a different
-  version, the collector is loaded onto it (`:code.load_binary/3` over `:erpc`): every one of its
-  modules (`:binscope_collector.modules/0`) that is missing there or differs, checked in two
-  calls whatever their number. A target on the
+  version, the collector is loaded onto it (`:code.load_binary/3` over `:erpc`): all of its modules
+  (`:binscope_collector.modules/0`) when any is missing there or differs (checked in two calls
+  whatever their number). A target on the
   same OTP release as this node, or a newer one, gets this node's object code. Object code from a
   newer compiler does not load on an older release (OTP 29's is refused by OTP 25), so a target
   on an older release compiles the collector's abstract code with its own compiler (OTP's
