@@ -6,14 +6,14 @@ defmodule Binscope.Remote do
   A remote node does not need Binscope installed: when it lacks the collector, or has a different
   version, the collector is loaded onto it (`:code.load_binary/3` over `:erpc`): all of its modules
   (`:binscope_collector.modules/0`) when any is missing there or differs (checked in two calls
-  whatever their number). A target on the same OTP release as this node, or a newer one, gets
-  this node's object code. Object code from a newer compiler does not load on an older release
-  (OTP 29's is refused by OTP 25), so a target on an older release compiles the collector's abstract code with its own compiler (OTP's
-  `compiler` application, loaded there for it; a few hundred milliseconds of one scheduler, once
-  per collector version). A target without the compiler application gets
+  whatever their number). A target on the same OTP release as this node, or a newer one, gets this
+  node's object code. Object code from a newer compiler does not load on an older release (OTP 29's
+  is refused by OTP 25), so a target on an older release compiles the collector's abstract code with
+  its own compiler (OTP's `compiler` application, loaded there for it; a few hundred milliseconds of
+  one scheduler, once per collector version). A target without the compiler application gets
   `{:error, {:collector_load_failed, {:no_compiler, release}}}`. Nothing else is loaded or started
-  there. The collector gathers compact data on the target
-  (process_info lists, forced GCs when a leak mode asks for them); attribution runs here, in Rust.
+  there. The collector gathers compact data on the target (process_info lists, forced GCs when a
+  leak mode asks for them); attribution runs here, in Rust.
 
   Security: remote inspection goes only through distributed Erlang, so it needs the node's cookie,
   like any `:erpc` call. A remote scan sees what `process_info/2` shows: pids, registered names,
