@@ -31,19 +31,14 @@ defmodule Binscope.Leaks do
   `reclaimed_refs` is recon's measure: references dropped.
   """
 
-  alias Binscope.{Accounting, Remote}
+  alias Binscope.{Accounting, Collector, Remote}
 
-  @suggestions %{
-    "hibernate_after" => :hibernate_after,
-    "hibernate_idle" => :hibernate_idle,
-    "fullsweep_after" => :fullsweep_after,
-    "binary_copy" => :binary_copy,
-    "off_heap_queue" => :off_heap_queue,
-    "none" => :none
-  }
+  require Collector
+
   @otp_loops [:gen_server, :gen_statem, :gen_event, :gen]
   # Binscope's own processes (the scan, its workers and bounded calls) stay out of the results.
-  @own_modules [:binscope_collector, Binscope.Remote, Binscope.Leaks, Binscope.Accounting] ++
+  @own_modules :binscope_collector.modules() ++
+                 [Binscope.Remote, Binscope.Leaks, Binscope.Accounting] ++
                  [Binscope.CLI, Binscope.Memory.Watch, Binscope.Memory.Recorder]
   # OTP's own processes: nothing a user can change in them, so no advice.
   @system_names [:init, :erts_code_purger, :erl_prim_loader, :code_server, :user, :user_drv] ++
@@ -130,7 +125,7 @@ defmodule Binscope.Leaks do
            max(reds - r.reductions, 0), mql}
         end
 
-      ranked = Binscope.Native.accounting_rank(candidates)
+      ranked = Binscope.Native.leaks_rank(candidates)
       alive = List.to_tuple(alive)
 
       {:ok,
@@ -144,17 +139,6 @@ defmodule Binscope.Leaks do
   defp idle(ms, deadline) do
     if Remote.left(deadline) > ms, do: Process.sleep(ms), else: {:error, :timeout}
   end
-
-  @no_facts %{
-    message_queue_len: 0,
-    reductions_delta: 0,
-    otp_behaviour: false,
-    fullsweep_after: 0,
-    minor_gcs: 0,
-    system_process: false,
-    passive_recv: false,
-    off_heap_queue: false
-  }
 
   @detail_fields [
     :registered_name,
@@ -178,11 +162,8 @@ defmodule Binscope.Leaks do
 
   defp with_details(node, records, opts) do
     with {:ok, raw} <- Remote.call(node, :details, [Enum.map(records, & &1.pid)], opts.deadline) do
-      details =
-        raw
-        |> Accounting.attribute(0, opts.deadline)
-        |> Map.fetch!(:processes)
-        |> Map.new(&{&1.pid, &1})
+      # Only the fields the collector gathered: the binary attribution stays the whole node's.
+      details = raw |> Accounting.unattributed() |> Map.new(&{&1.pid, &1})
 
       {:ok,
        for r <- records, d = details[r.pid], d != nil do
@@ -255,65 +236,68 @@ defmodule Binscope.Leaks do
     with {:ok, round} <- Remote.call(node, :gc_round, [Enum.map(candidates, & &1.pid)], deadline) do
       Remote.check!(deadline)
       results = round.results
-      before = Enum.map(results, &elem(&1, 1))
-      after_ = Enum.map(results, &elem(&1, 2))
+      before = Enum.map(results, &Collector.gc(&1, :binaries_before))
+      after_ = Enum.map(results, &Collector.gc(&1, :binaries_after))
 
-      reclaimed = Binscope.Native.accounting_reclaimed(before, after_, round.live_store_keys)
+      # What each collection gave back and what each process still holds (its binaries after
+      # the round, attributed among them): one NIF call.
+      reclaimed = Binscope.Native.leaks_reclaimed(before, after_, round.live_store_keys)
       Remote.check!(deadline)
-      {packed, _, _} = Binscope.Native.accounting_attribute(after_, 0)
-      Remote.check!(deadline)
-      retained = Accounting.shares(packed)
       w = Map.get(snap, :word_size, :erlang.system_info(:wordsize))
 
       # Most processes of a full scan waste nothing: rank those that do (most waste first: what
       # the GC freed plus what small slices pin), then the rest in scan order, as a stable sort
       # of them all would, and build results for the top `limit` only.
+      rounds = Enum.zip(results, reclaimed)
+      wastes = Binscope.Native.leaks_waste(Enum.map(rounds, &waste_figures(&1, w)))
+
       {wasting, none} =
-        [results, reclaimed, retained]
-        |> Enum.zip()
-        |> Enum.map(fn {res, {refs, bytes, _}, ret} = t ->
-          {waste(res, bytes, ret, w), bytes, refs, t}
-        end)
+        rounds
+        |> Enum.zip(wastes)
+        |> Enum.map(fn {{_res, {refs, bytes, _, _, _}} = t, waste} -> {waste, bytes, refs, t} end)
         |> Enum.split_with(fn {waste, _, refs, _} -> waste > 0 or refs > 0 end)
 
       Remote.check!(deadline)
       ranked = wasting |> Enum.sort_by(fn {waste, b, refs, _} -> {waste, b, refs} end, :desc)
       top = Enum.take(ranked, limit) ++ Enum.take(none, max(limit - length(ranked), 0))
       top = Enum.map(top, &elem(&1, 3))
-      pids = Enum.map(top, &elem(elem(&1, 0), 0))
+      pids = Enum.map(top, &Collector.gc(elem(&1, 0), :pid))
       by_pid = for r <- candidates, r.pid in pids, into: %{}, do: {r.pid, r}
 
       with {:ok, queues} <- Remote.call(node, :queue_data, [pids], deadline) do
         off_heap = for {pid, :off_heap} <- queues, into: MapSet.new(), do: pid
-        {:ok, Enum.map(top, fn {res, rec, ret} -> result(res, rec, ret, by_pid, off_heap, w) end)}
+        facts = Enum.map(top, fn {res, rec} -> facts(res, rec, by_pid, off_heap, w) end)
+        advice = Binscope.Native.leaks_suggest(facts)
+
+        {:ok,
+         [top, facts, advice]
+         |> Enum.zip()
+         |> Enum.map(fn {{res, rec}, f, adv} -> result(res, rec, f, adv, by_pid) end)}
       end
     end
   end
 
-  # The ranking's figure only (the results recompute it with every fact).
-  defp waste({_pid, _b, _a, _reds, heap, stack, _mql}, bytes, ret, w) do
-    {_refs, distinct, _uss, pss, _shared, _store, _unresolved, _bytes} = ret
-
-    facts =
-      Map.merge(@no_facts, %{
-        reclaimed_bytes: bytes,
-        retained_binary_bytes: pss,
-        retained_binaries: distinct,
-        heap_bytes: (heap + stack) * w
-      })
-
-    {_, _, _, waste} = Binscope.Native.accounting_suggest(facts)
-    waste
+  # The ranking's figures only, {reclaimed_bytes, retained_binary_bytes, heap_bytes}: the
+  # waste depends on nothing else (the results' suggestions take every fact).
+  defp waste_figures({Collector.gc(total_heap_size: heap, stack_size: stack), rec}, w) do
+    {_refs, bytes, _bins, _distinct, pss} = rec
+    {bytes, pss, (heap + stack) * w}
   end
 
-  defp result(res, {refs, bytes, bins}, ret, by_pid, off_heap, w) do
-    {pid, before, _after, reds, heap, stack, mql} = res
+  defp facts(res, {_refs, bytes, _bins, distinct, pss}, by_pid, off_heap, w) do
+    Collector.gc(
+      pid: pid,
+      reductions: reds,
+      total_heap_size: heap,
+      stack_size: stack,
+      message_queue_len: mql
+    ) = res
+
     r = Map.fetch!(by_pid, pid)
-    {_refs, distinct, _uss, pss, _shared, _store, _unresolved, _bytes} = ret
     cur_mod = with {m, _, _} <- r.current_function, do: m
     off_heap? = MapSet.member?(off_heap, pid)
 
-    facts = %{
+    %{
       reclaimed_bytes: bytes,
       retained_binary_bytes: pss,
       retained_binaries: distinct,
@@ -327,8 +311,12 @@ defmodule Binscope.Leaks do
       passive_recv: passive_recv?(r),
       off_heap_queue: off_heap?
     }
+  end
 
-    {name, reason, pinned, waste} = Binscope.Native.accounting_suggest(facts)
+  defp result(res, {refs, bytes, bins, _distinct, pss}, facts, advice, by_pid) do
+    Collector.gc(pid: pid, binaries_before: before) = res
+    {suggestion, reason, pinned, waste} = advice
+    r = Map.fetch!(by_pid, pid)
 
     r
     |> identity()
@@ -339,12 +327,12 @@ defmodule Binscope.Leaks do
       retained_binary_bytes: pss,
       pinned_bytes: pinned,
       waste_bytes: waste,
-      off_heap_queue: off_heap?,
+      off_heap_queue: facts.off_heap_queue,
       estimated_bytes: r.binary_uss,
       likely_garbage_bytes: Map.get(r, :likely_garbage_bytes),
       # Listed before the GC but not identifiable (see `Binscope.processes/1`): in no figure.
       unresolved_store_binaries: Enum.count(before, &unresolved?/1),
-      suggestion: Map.fetch!(@suggestions, name),
+      suggestion: suggestion,
       reason: reason
     })
   end

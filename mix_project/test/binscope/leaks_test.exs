@@ -132,4 +132,51 @@ defmodule Binscope.LeaksTest do
     assert r.suggestion == :hibernate_after
     Agent.stop(agent)
   end
+
+  # Calls from this process to the given NIFs while `fun` runs (a local scan runs the collector
+  # and the attribution in the caller), by function name.
+  defp nif_calls(funs, fun) do
+    me = self()
+    tracer = spawn(fn -> count_calls(me, %{}) end)
+    for f <- funs, do: :erlang.trace_pattern({Binscope.Native, f, :_}, true, [:global])
+    :erlang.trace(me, true, [:call, {:tracer, tracer}])
+
+    try do
+      fun.()
+    after
+      :erlang.trace(me, false, [:call])
+      for f <- funs, do: :erlang.trace_pattern({Binscope.Native, f, :_}, false, [:global])
+    end
+
+    send(tracer, :done)
+    assert_receive {:calls, calls}, 5_000
+    calls
+  end
+
+  defp count_calls(to, acc) do
+    receive do
+      {:trace, _, :call, {_, f, _}} -> count_calls(to, Map.update(acc, f, 1, &(&1 + 1)))
+      :done -> send(to, {:calls, acc})
+    end
+  end
+
+  test "one attribution per run in every mode; a full scan's advice in two calls, not one per process" do
+    {leakers, _} = Enum.unzip(for n <- 1..2, do: S.burst_then_idle(4, n * @mib))
+
+    try do
+      funs = [:accounting_attribute, :leaks_waste, :leaks_suggest]
+
+      for mode <- [:targeted, :dry_run, :full] do
+        calls = nif_calls(funs, fn -> {:ok, _} = Binscope.leaks(mode: mode) end)
+        assert calls[:accounting_attribute] == 1, "#{mode}: #{inspect(calls)}"
+
+        if mode == :full do
+          # Every process of the node was collected and ranked.
+          assert calls[:leaks_waste] == 1 and calls[:leaks_suggest] == 1, inspect(calls)
+        end
+      end
+    after
+      S.stop_all(leakers)
+    end
+  end
 end

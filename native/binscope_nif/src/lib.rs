@@ -2,7 +2,10 @@
 //!
 //! One Rust module per Elixir area, mirroring the Elixir modules that call it:
 //! - `store` <-> `Binscope.Store` (NIFs prefixed `store_`)
-//! - `accounting` <-> `Binscope.Accounting` / `Binscope.Leaks` (NIFs prefixed `accounting_`)
+//! - `collector` <-> `:binscope_collector`, the target side of a scan: it runs on the inspected
+//!   node (NIFs prefixed `collector_`: probe, mark, resolve, live store keys)
+//! - `accounting` <-> `Binscope.Accounting`, on the calling node (NIFs prefixed `accounting_`)
+//! - `leaks` <-> `Binscope.Leaks`, on the calling node (NIFs prefixed `leaks_`)
 //! - `render` <-> `Binscope.Render.JSON` (NIFs prefixed `render_`)
 //! - `allocator` <-> `Binscope.Store.allocator/0` (NIFs prefixed `allocator_`)
 //! - `gc_pressure` <-> `Binscope.Store.GcPressure` (NIFs prefixed `gc_pressure_`)
@@ -35,9 +38,11 @@ pub static malloc_conf: &[u8] = b"oversize_threshold:0,retain:false\0";
 
 mod accounting;
 mod allocator;
+mod collector;
 mod error;
 mod gc_pressure;
 mod label;
+mod leaks;
 mod render;
 mod space;
 mod store;

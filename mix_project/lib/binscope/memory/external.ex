@@ -23,7 +23,9 @@ defmodule Binscope.Memory.External do
   terms: pass `read_tables: false` there, or a small `max_objects:`.
   """
 
-  alias Binscope.Remote
+  alias Binscope.{Collector, Remote}
+
+  require Collector
 
   # Store binaries are rewritten to keys from 2^62 up (see the collector): their count is the
   # store's, not the VM's.
@@ -73,7 +75,11 @@ defmodule Binscope.Memory.External do
   def by_table(nil, _procs), do: %{tables: nil, tables_attributed_bytes: nil}
 
   def by_table(tables, procs) do
-    held = for r <- procs, {key, _size, _refc} <- elem(r, 1), into: MapSet.new(), do: key
+    held =
+      for r <- procs,
+          {key, _size, _refc} <- Collector.basic(r, :binaries),
+          into: MapSet.new(),
+          do: key
 
     rows =
       for {t, name, status, bins} <- tables, bins != [] or status != :complete do
@@ -103,12 +109,12 @@ defmodule Binscope.Memory.External do
     }
   end
 
-  @doc "The report from collector records and `:erlang.memory(:binary)`."
+  @doc "The report from collector records (`detail: :basic`) and `:erlang.memory(:binary)`."
   @spec summarize([tuple()], non_neg_integer()) :: map()
   def summarize(procs, binary_memory) do
     seen =
       Enum.reduce(procs, %{}, fn r, acc ->
-        Enum.reduce(elem(r, 1), acc, fn
+        Enum.reduce(Collector.basic(r, :binaries), acc, fn
           {key, _size, _refc}, acc when key >= @store_key -> acc
           {key, size, refc}, acc -> Map.update(acc, key, {size, refc, 1}, &bump/1)
         end)
