@@ -1,5 +1,5 @@
 %% The scanner's memory in a whole-node snapshot (README, "workers:"), on any OTP:
-%%   erlc -o /tmp/sm mix_project/src/binscope_collector.erl scripts/scan_memory.erl
+%%   erlc -I mix_project/include -o /tmp/sm mix_project/src/*.erl scripts/scan_memory.erl
 %%   erl -noshell +P 1000000 -pa /tmp/sm -run scan_memory run 200000 basic 2
 %% (processes, detail, workers). OTP only: no Binscope NIF, so no store calibration.
 -module(scan_memory).

@@ -24,6 +24,8 @@ defmodule Binscope.Build.Project do
       compilers: [:binscope_native | Mix.compilers()],
       elixirc_paths: paths.(lib),
       erlc_paths: paths.(["src"]),
+      # The collector's records (include/binscope_collector.hrl), read by Binscope.Collector too.
+      erlc_include_path: Path.join(dir, "include"),
       # Read by the NIF compiler (build/compile.binscope_native.exs).
       binscope_native: [
         crates: if(lab?, do: ["binscope_nif", "binscope_lab_nif"], else: ["binscope_nif"])

@@ -6,7 +6,7 @@ defmodule Binscope do
   `nodes: [n1, n2] | :connected` on many at once, returning `%{node => {:ok, _} | {:error, _}}`.
   Remote targets need no Binscope installed (see `Binscope.Remote`).
 
-  Every call is bounded by `timeout:` (ms, default 30_000), locally as on `node:` and `nodes:`:
+  Every call is bounded by `timeout:` (ms, default #{Binscope.Accounting.Options.default_text(:memory, :timeout)}), locally as on `node:` and `nodes:`:
   it returns by then plus a small margin (`Binscope.Remote.margin_ms/0`, 100 ms; measured in
   the README, Reliability), with `{:error, :timeout}` (per node with `nodes:`) when the work did
   not finish. A timed-out call leaves nothing behind: no scan or GC process, no message, the
@@ -59,13 +59,15 @@ defmodule Binscope do
   call" period of that allocator's figures (the middle value of its tuples; "max ever" is
   unaffected): a tool that watches those figures sees the period Binscope's read began.
 
+  #{Options.doc(:memory)}
+
       iex> {:ok, m} = Binscope.memory()
       iex> m.total > 0 and is_integer(m.store_live_bytes)
       true
   """
   @spec memory(keyword()) :: {:ok, map()} | {:ok, per_node(map())} | {:error, term()}
   def memory(opts \\ []) do
-    o = Options.validate!(opts, [], "Binscope.memory/1")
+    o = Options.validate!(:memory, opts)
     on_target(o, &Accounting.node_memory(&2, &1.deadline))
   end
 
@@ -78,8 +80,10 @@ defmodule Binscope do
   `owner_name`, `type`, `size` (objects) and `memory` (bytes of the table itself; refc
   binaries it holds live in binary_alloc and count in `:erlang.memory(:binary)`).
 
-  Options: `limit:` (default 10), `node:`/`nodes:`/`timeout:`. Cost: one `:ets.info/2` counter
-  read per table, then a few for each listed table; no table is scanned.
+  Cost: one `:ets.info/2` counter read per table, then a few for each listed table; no table
+  is scanned.
+
+  #{Options.doc(:ets_tables)}
 
       iex> {:ok, tables} = Binscope.ets_tables(limit: 3)
       iex> length(tables) <= 3
@@ -87,8 +91,8 @@ defmodule Binscope do
   """
   @spec ets_tables(keyword()) :: {:ok, [map()]} | {:ok, per_node([map()])} | {:error, term()}
   def ets_tables(opts \\ []) do
-    o = Options.validate!(opts, [:limit], "Binscope.ets_tables/1")
-    on_target(o, &Binscope.Memory.Ets.top(&2, Map.get(o, :limit, 10), &1.deadline))
+    o = Options.validate!(:ets_tables, opts)
+    on_target(o, &Binscope.Memory.Ets.top(&2, o.limit, &1.deadline))
   end
 
   @doc "Like `ets_tables/1`, raising `Binscope.Error` on failure."
@@ -119,11 +123,11 @@ defmodule Binscope do
     entry's size); usually 0 on a quiet node, a few under heavy store churn;
   - `minor_gcs`, `fullsweep_after`, `bin_vheap_size`, `bin_old_vheap_size`.
 
-  Options: `pids:` (only these), `detail:` (`:full`, the default, or `:basic`), `workers:`,
-  plus `node:`/`nodes:`/`timeout:`. Scans every process (one `process_info/2` call each); forces
-  no GC. Processes that exit during the scan are skipped.
+  #{Options.doc(:processes)}
+  Scans every process (one `process_info/2` call each); forces no GC. Processes that exit
+  during the scan are skipped.
 
-  `workers:` splits the scan among that many processes (`:auto`, the default: one per online
+  `workers:` splits the scan among that many processes (`:auto`: one per online
   scheduler of the target but one, so 1 on a 2-scheduler node; a split needs at least 4,000
   processes per worker). `process_info/2` of another process is a round trip, so a split scan
   ends sooner, but it competes for more schedulers: with every scheduler scanning, measured on
@@ -142,7 +146,7 @@ defmodule Binscope do
   """
   @spec processes(keyword()) :: {:ok, [map()]} | {:ok, per_node([map()])} | {:error, term()}
   def processes(opts \\ []) do
-    o = Options.validate!(opts, [:pids, :detail, :workers], "Binscope.processes/1")
+    o = Options.validate!(:processes, opts)
     on_target(o, &with({:ok, s} <- Accounting.snapshot(&2, &1), do: {:ok, s.processes}))
   end
 
@@ -156,16 +160,17 @@ defmodule Binscope do
   `external_binaries` held by ETS/ports/NIFs too, `store_bytes`, `unresolved_store_binaries`
   summed over the processes), the `top_shared` binaries
   and the number of `workers` the scan used.
-  Options as `processes/1`, plus `top_shared:` (default 10).
+
+  #{Options.doc(:snapshot)}
   """
   @spec snapshot(keyword()) :: {:ok, map()} | {:ok, per_node(map())} | {:error, term()}
   def snapshot(opts \\ []) do
-    o = Options.validate!(opts, [:pids, :top_shared, :detail, :workers], "Binscope.snapshot/1")
+    o = Options.validate!(:snapshot, opts)
     on_target(o, &Accounting.snapshot(&2, &1))
   end
 
   @doc """
-  The `n` processes with the largest `by:` metric (default `:memory`); any numeric field of
+  The `n` processes with the largest `by:` metric; any numeric field of
   `processes/1` works (with `detail: :basic`, one of the fields it collects). Same cost as
   `processes/1`.
 
@@ -174,6 +179,7 @@ defmodule Binscope do
   `growth_from` (`nil` for a process born in the window) and `window_ms`; twice the cost of
   `processes/1`, plus the wait. See `Binscope.Memory.Growth`.
 
+  #{Options.doc(:top)}
       iex> {:ok, [_, _, _]} = Binscope.top(3, by: :binary_pss)
   """
   @spec top(pos_integer(), keyword()) ::
@@ -181,8 +187,8 @@ defmodule Binscope do
   def top(n, opts \\ [])
 
   def top(n, opts) when is_integer(n) and n > 0 do
-    o = Options.validate!(opts, [:by, :detail, :workers, :window], "Binscope.top/2")
-    by = Map.get(o, :by, :memory)
+    o = Options.validate!(:top, opts)
+    by = o.by
     # With window:, the call waits that long between its two snapshots: its bound is the
     # timeout plus the window.
     o = if o[:window], do: %{o | timeout: o.timeout + o.window}, else: o
@@ -209,15 +215,17 @@ defmodule Binscope do
   def top!(n, opts \\ []), do: bang(top(n, opts))
 
   @doc """
-  Memory rolled up by `by:` (`:application`, the default: each process's group leader, as
+  Memory rolled up by `by:` (`:application`: each process's group leader, as
   `:application.get_application/1` decides; `:registered_name`; `:initial_call`; `:label`, the
   `proc_lib:set_label/1` label of OTP 27+): one map per group, largest first, with `group`,
   `processes`, `memory`, `binary_pss` (each binary counted once over the node),
   `native_store_bytes` and `total` (their sum). "Which application holds the
   memory" is `Binscope.rollup()`.
 
-  Options: `by:`, `workers:`, `node:`/`nodes:`/`timeout:`. Cost: one snapshot (basic detail,
-  or full for `:initial_call`), plus one `process_info/2` per process for `:application`.
+  Cost: one snapshot (basic detail, or full for `:initial_call`), plus one `process_info/2` per
+  process for `:application`.
+
+  #{Options.doc(:rollup)}
 
       iex> {:ok, groups} = Binscope.rollup()
       iex> Enum.any?(groups, &(&1.group == :kernel))
@@ -225,16 +233,8 @@ defmodule Binscope do
   """
   @spec rollup(keyword()) :: {:ok, [map()]} | {:ok, per_node([map()])} | {:error, term()}
   def rollup(opts \\ []) do
-    {by, opts} = Keyword.pop(List.wrap(opts), :by, :application)
-
-    unless by in Binscope.Memory.Rollup.keys() do
-      raise ArgumentError,
-            "Binscope.rollup/1: :by must be one of #{inspect(Binscope.Memory.Rollup.keys())}, " <>
-              "got: #{inspect(by, limit: 8)}"
-    end
-
-    o = Options.validate!(opts, [:workers], "Binscope.rollup/1")
-    on_target(o, &Binscope.Memory.Rollup.by(&2, by, &1))
+    o = Options.validate!(:rollup, opts)
+    on_target(o, &Binscope.Memory.Rollup.by(&2, o.by, &1))
   end
 
   @doc "Like `rollup/1`, raising `Binscope.Error` on failure."
@@ -247,18 +247,13 @@ defmodule Binscope do
   the listed holders), the bytes no process references at all (an estimate from
   `:erlang.memory(:binary)`), and `elsewhere_share` of the binary memory. See
   `Binscope.Memory.External` for each figure and its cost (one basic scan, plus a chunked copy
-  of every readable ETS table to name the tables that hold binaries: `tables`). Options:
-  `workers:`, `read_tables:` (default `true`; `false` on nodes with huge tables),
-  `max_objects:` (per table, default 100,000), `node:`/`nodes:`/`timeout:`.
+  of every readable ETS table to name the tables that hold binaries: `tables`).
+
+  #{Options.doc(:binaries_elsewhere)}
   """
   @spec binaries_elsewhere(keyword()) :: {:ok, map()} | {:ok, per_node(map())} | {:error, term()}
   def binaries_elsewhere(opts \\ []) do
-    o =
-      Options.validate!(
-        opts,
-        [:workers, :read_tables, :max_objects],
-        "Binscope.binaries_elsewhere/1"
-      )
+    o = Options.validate!(:binaries_elsewhere, opts)
 
     on_target(o, &Binscope.Memory.External.report(&2, &1))
   end
@@ -267,10 +262,7 @@ defmodule Binscope do
   Processes holding binaries that only a GC would free, largest `reclaimed_bytes` first. See
   `Binscope.Leaks` for the modes and their costs.
 
-  Options: `mode:` (`:targeted` default, `:full`, `:dry_run`), `limit:` (results, default 10),
-  `candidates:` (processes collected in `:targeted` mode, default 20), `idle_ms:` (how long
-  the shortlist is watched for activity, default 50), `workers:` (as `processes/1`),
-  `node:`/`nodes:`/`timeout:`.
+  #{Options.doc(:leaks)}
 
   Results come most waste first. Each result: `pid` and identity, `waste_bytes` =
   `reclaimed_bytes` + `pinned_bytes`, `reclaimed_bytes` (exact, each binary once, store binaries
@@ -292,12 +284,7 @@ defmodule Binscope do
   """
   @spec leaks(keyword()) :: {:ok, [map()]} | {:ok, per_node([map()])} | {:error, term()}
   def leaks(opts \\ []) do
-    o =
-      Options.validate!(
-        opts,
-        [:mode, :limit, :candidates, :idle_ms, :workers],
-        "Binscope.leaks/1"
-      )
+    o = Options.validate!(:leaks, opts)
 
     # In a process of its own (see Binscope.Scanner): the caller's heap never holds the scan.
     on_target(o, fn o, node -> Binscope.Scanner.run(fn -> Binscope.Leaks.find(node, o) end) end)

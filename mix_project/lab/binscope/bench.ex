@@ -268,5 +268,5 @@ defmodule Binscope.Bench do
   defp bang({:ok, value}), do: value
 
   defp bang({:error, reason}),
-    do: raise(%Binscope.Error{reason: reason, message: "benchmark failed: #{inspect(reason)}"})
+    do: raise(Binscope.Error, reason: reason, message: "benchmark failed: #{inspect(reason)}")
 end

@@ -19,7 +19,9 @@ defmodule Binscope.Accounting do
   """
 
   alias Binscope.Accounting.Heap
-  alias Binscope.Remote
+  alias Binscope.{Collector, Remote}
+
+  require Collector
 
   # Words a snapshot allocates on the caller's heap per process (measured: see Heap): the scan
   # at basic or full detail plus the records, or the records alone for a remote scan.
@@ -121,10 +123,13 @@ defmodule Binscope.Accounting do
         deadline \\ :infinity,
         select \\ nil
       ) do
-    # The NIF reads each record's binary list in place (element 2) and packs the figures of
-    # every process into one binary (see `shares/1`).
+    # The NIF reads each record's binary list in place (its index is given) and packs the
+    # figures of every process into one binary (read in step with the records, `records/7`).
     in_time!(deadline)
-    {shares, summary, top} = Binscope.Native.accounting_attribute(procs, top_shared)
+
+    {shares, summary, top} =
+      Binscope.Native.accounting_attribute(procs, Collector.binaries_index(), top_shared)
+
     # OTP 27+ charges a NIF resource binary only its magic binary's size (OTP issue 11611), so
     # the virtual binary heap no longer reveals other NIFs' native bytes: no estimate there.
     estimable = Map.get(raw, :resource_vheap, true)
@@ -158,19 +163,18 @@ defmodule Binscope.Accounting do
     %{snapshot | processes: records}
   end
 
+  # Attribution figures of a record that was not attributed: unknown.
+  @unattributed {nil, nil, nil, nil, nil, nil, nil, nil}
+
   @doc """
-  The per-process figures packed by the attribution NIF, as
-  `[{refs, distinct, uss, pss, shared, store_bytes, unresolved, bytes}]` (for a few
-  processes; whole-node records read the binary in place). `bytes`: every reference's size,
-  store binaries at their real size (what the virtual binary heap counts for them).
+  The records of a collector snapshot (from any node) without binary attribution: every figure
+  the collector gathered, and `nil` (unknown) for every figure attribution would give
+  (`binary_uss`, `native_bytes`, ...). For a few processes whose binaries were attributed among
+  a whole node's already (the leak finder's shortlist).
   """
-  @spec shares(binary()) :: [tuple()]
-  def shares(packed) do
-    for <<r::64-native, d::64-native, u::64-native, p::64-native, s::64-native, st::64-native,
-          un::64-native,
-          b::64-native <-
-            packed>>,
-        do: {r, d, u, p, s, st, un, b}
+  @spec unattributed(map()) :: [process_record()]
+  def unattributed(%{procs: procs, word_size: w, node: node}) do
+    Enum.map(procs, &record(&1, @unattributed, {w, false}, node))
   end
 
   defp in_time!(:infinity), do: :ok
@@ -227,16 +231,42 @@ defmodule Binscope.Accounting do
   # `detail: :basic` fills only what it collected into the record's shape (every other field
   # nil), built as one map literal: the VM makes it from a literal key tuple in one step, where
   # an update of a 27-key map merged the keys at every record (measured at 50k processes: 0.5
-  # against 0.1 µs per record). With `reductions: true` the basic record carries them last.
-  defp record({pid, bins, listed, name, label, mem}, shares, w, node),
-    do: basic(pid, bins, listed, name, label, mem, nil, shares, w, node)
-
-  defp record({pid, bins, listed, name, label, mem, reds}, shares, w, node),
-    do: basic(pid, bins, listed, name, label, mem, reds, shares, w, node)
+  # against 0.1 µs per record). With `reductions: true` the basic record carries them.
+  defp record(
+         Collector.basic(
+           pid: pid,
+           listed_bytes: listed,
+           registered_name: name,
+           label: label,
+           memory: mem,
+           reductions: reds
+         ),
+         shares,
+         _w,
+         node
+       ),
+       do: basic(pid, listed, name, label, mem, reds, shares, node)
 
   defp record(
-         {pid, _bins, listed, name, label, init, cur, mem, theap, heap, stack, mql, reds, minor,
-          fullsweep, vheap, old_vheap, old_heap},
+         Collector.process(
+           pid: pid,
+           listed_bytes: listed,
+           registered_name: name,
+           label: label,
+           initial_call: init,
+           current_function: cur,
+           memory: mem,
+           total_heap_size: theap,
+           heap_size: heap,
+           stack_size: stack,
+           message_queue_len: mql,
+           reductions: reds,
+           minor_gcs: minor,
+           fullsweep_after: fullsweep,
+           bin_vheap_size: vheap,
+           bin_old_vheap_size: old_vheap,
+           old_heap_size: old_heap
+         ),
          {refs, distinct, uss, pss, shared, store_bytes, unresolved, resolved},
          {w, estimable},
          node
@@ -284,7 +314,7 @@ defmodule Binscope.Accounting do
     }
   end
 
-  defp basic(pid, _bins, listed, name, label, mem, reds, shares, _w, node) do
+  defp basic(pid, listed, name, label, mem, reds, shares, node) do
     {refs, distinct, uss, pss, shared, store, unresolved, _resolved} = shares
 
     %{
@@ -300,7 +330,7 @@ defmodule Binscope.Accounting do
       stack_size: nil,
       old_heap_size: nil,
       message_queue_len: nil,
-      reductions: reds,
+      reductions: opt(reds),
       binary_refs: refs,
       binary_bytes: listed,
       binary_distinct: distinct,

@@ -16,6 +16,9 @@ defmodule Binscope.Error do
   From inspection (`Binscope.memory!/1` and friends, see `Binscope.Remote`): `:not_distributed`,
   `:noconnection`, `:timeout`, `{:collector_load_failed, _}`, `{:remote_error, _}`,
   `{:collector_failed, _}`.
+
+  Built only by `exception/1`: `raise Binscope.Error, reason` words the message from the
+  reason; `raise Binscope.Error, reason: reason, message: message` takes the caller's.
   """
   defexception [:reason, :message]
 
@@ -24,6 +27,10 @@ defmodule Binscope.Error do
       when reason in [:capacity, :alloc_failed, :label_limit, :too_large, :cancelled] do
     %__MODULE__{reason: reason, message: "Binscope store refused the request: #{reason}"}
   end
+
+  # `raise Binscope.Error, reason: r, message: m`: a caller's own wording (the lab's benchmarks).
+  def exception(reason: reason, message: message) when is_binary(message),
+    do: %__MODULE__{reason: reason, message: message}
 
   def exception(reason) do
     %__MODULE__{

@@ -10,13 +10,13 @@ defmodule Binscope.Leaks do
     GC can free at most that; every binary attributed over the whole node, in Rust, which then
     picks the top `4 * candidates` from the packed figures: records are built for those only).
     They get full details (old and young binary heaps) and, `idle_ms` after the sweep (default
-    50), a second look at their reductions and mailbox. They are then ranked by
+    #{Binscope.Accounting.Options.default_text(:leaks, :idle_ms)}), a second look at their reductions and mailbox. They are then ranked by
     `likely_garbage_bytes`: all of their `binary_uss` when idle over that window (an idle
     process runs no GC), only what their old binary heap holds when running (young garbage goes
     at their next minor GC anyway; old-heap binaries wait for a major one; the old binary heap
     counts store binaries at their size on OTP 25 and, with `Binscope.Store.GcPressure`, on
     OTP 27+, but other NIFs' resource binaries only at ~72 bytes there). A major GC is forced
-    on the top `candidates` (default 20) only. Latency cost: the `idle_ms` wait, and each
+    on the top `candidates` (default #{Binscope.Accounting.Options.default_text(:leaks, :candidates)}) only. Latency cost: the `idle_ms` wait, and each
     collected process stops for its own GC (microseconds for a small heap, milliseconds for a
     large one); nothing else is touched. The right default on a production node.
   - `:full`: forces a major GC of *every* process, one at a time, as recon's `bin_leak/1` does,
@@ -25,12 +25,12 @@ defmodule Binscope.Leaks do
     (`binscope_core::leaks::select`); full details are then read for those. Every process on
     the node pauses for its GC, and the scan takes time proportional to the whole node's live
     heap. Use on a test node, or knowingly.
-
-  The scan runs in a process of its own (`Binscope.leaks/1`), so the caller's heap never holds
-  it; only the results are copied to the caller.
   - `:dry_run`: GCs nothing. Returns the targeted mode's ranking with `estimated_bytes` (an
     upper bound: the bytes only that process references), `likely_garbage_bytes` and
     `reclaimed_bytes: nil`.
+
+  The scan runs in a process of its own (`Binscope.leaks/1`), so the caller's heap never holds
+  it; only the results are copied to the caller.
 
   `reclaimed_bytes` is exact: a binary counts only when the collections freed it (no other
   holder: process, ETS table, port or NIF), once, split among the processes that dropped it.
@@ -38,20 +38,14 @@ defmodule Binscope.Leaks do
   `reclaimed_refs` is recon's measure: references dropped.
   """
 
-  alias Binscope.{Accounting, Remote}
+  alias Binscope.{Accounting, Collector, Remote}
 
-  @suggestions %{
-    "hibernate_after" => :hibernate_after,
-    "hibernate_idle" => :hibernate_idle,
-    "fullsweep_after" => :fullsweep_after,
-    "binary_copy" => :binary_copy,
-    "off_heap_queue" => :off_heap_queue,
-    "none" => :none
-  }
+  require Collector
+
   @otp_loops [:gen_server, :gen_statem, :gen_event, :gen]
   # Binscope's own processes (the scan, its workers and bounded calls) stay out of the results.
-  @own_modules [:binscope_collector, Binscope.Remote, Binscope.Leaks, Binscope.Accounting] ++
-                 [Binscope.Scanner] ++
+  @own_modules :binscope_collector.modules() ++
+                 [Binscope.Remote, Binscope.Leaks, Binscope.Accounting, Binscope.Scanner] ++
                  [Binscope.CLI, Binscope.Memory.Watch, Binscope.Memory.Recorder]
   # OTP's own processes: nothing a user can change in them, so no advice.
   @system_names [:init, :erts_code_purger, :erl_prim_loader, :code_server, :user, :user_drv] ++
@@ -67,10 +61,6 @@ defmodule Binscope.Leaks do
   # Where a process blocked in a passive receive waits: it cannot hibernate there.
   @recv_modules [:prim_inet, :gen_tcp, :gen_udp, :gen_sctp, :inet_tcp, :gen_tcp_socket] ++
                   [:gen_udp_socket, :socket, :prim_socket, :ssl]
-  # How long the second activity sample of the shortlist waits: a process that ran no
-  # reductions over it (and has no mail) counts as idle.
-  @idle_ms 50
-
   @doc """
   Runs the leak finder on `node` with validated options (see `Binscope.leaks/1`), before
   `opts.deadline` (or `opts.timeout` ms from now). Throws the collector's timeout when it runs
@@ -80,9 +70,8 @@ defmodule Binscope.Leaks do
   def find(node, opts) do
     # A deadline for the whole scan (Binscope.leaks/1 gives one; a bare timeout works too).
     opts = Map.put_new_lazy(opts, :deadline, fn -> Remote.deadline(opts.timeout) end)
-    mode = Map.get(opts, :mode, :targeted)
-    limit = Map.get(opts, :limit, 10)
-    k = Map.get(opts, :candidates, 20)
+    # Validated options have every default (Binscope.Accounting.Options, the one schema).
+    %{mode: mode, limit: limit, candidates: k} = opts
 
     case mode do
       :full -> full(node, limit, opts)
@@ -142,7 +131,7 @@ defmodule Binscope.Leaks do
 
   defp shortlist(node, pool, swept, opts) do
     with {:ok, detailed} <- with_details(node, pool, opts),
-         :ok <- idle(Map.get(opts, :idle_ms, @idle_ms), swept, opts.deadline),
+         :ok <- idle(opts.idle_ms, swept, opts.deadline),
          {:ok, act} <- Remote.call(node, :activity, [Enum.map(detailed, & &1.pid)], opts.deadline) do
       act = Map.new(act, fn {pid, reds, mql} -> {pid, {reds, mql}} end)
       alive = Enum.filter(detailed, &(Map.has_key?(act, &1.pid) and not own?(&1)))
@@ -168,7 +157,7 @@ defmodule Binscope.Leaks do
           {r.binary_uss, r.bin_vheap_size || 0, r.bin_old_vheap_size || 0, delta, mql}
         end
 
-      ranked = Binscope.Native.accounting_rank(candidates)
+      ranked = Binscope.Native.leaks_rank(candidates)
       alive = List.to_tuple(alive)
 
       {:ok,
@@ -206,11 +195,8 @@ defmodule Binscope.Leaks do
 
   defp with_details(node, records, opts) do
     with {:ok, raw} <- Remote.call(node, :details, [Enum.map(records, & &1.pid)], opts.deadline) do
-      details =
-        raw
-        |> Accounting.attribute(0, opts.deadline)
-        |> Map.fetch!(:processes)
-        |> Map.new(&{&1.pid, &1})
+      # Only the fields the collector gathered: the binary attribution stays the whole node's.
+      details = raw |> Accounting.unattributed() |> Map.new(&{&1.pid, &1})
 
       {:ok,
        for r <- records, d = details[r.pid], d != nil do
@@ -284,9 +270,10 @@ defmodule Binscope.Leaks do
 
       # Activity from the candidate's sweep to its collection.
       rows =
-        for {{pid, _, _, reds, _, _, _} = res, rec, ret, _uss} <- rank_round(round, w, limit) do
+        for {res, rec, _uss} <- rank_round(round, w, limit) do
+          Collector.gc(pid: pid, reductions: reds) = res
           r = Map.fetch!(by_pid, pid)
-          {res, rec, ret, r, max(reds - (r.reductions || reds), 0)}
+          {res, rec, r, max(reds - (r.reductions || reds), 0)}
         end
 
       finish(node, rows, w, deadline)
@@ -310,22 +297,20 @@ defmodule Binscope.Leaks do
 
   defp full_top(node, round, w, limit, want, deadline) do
     top = rank_round(round, w, want)
-    pids = Enum.map(top, fn {res, _, _, _} -> elem(res, 0) end)
+    pids = Enum.map(top, fn {res, _, _} -> Collector.gc(res, :pid) end)
 
     with {:ok, raw} <- Remote.call(node, :details, [pids], deadline) do
-      details =
-        raw
-        |> Accounting.attribute(0, deadline)
-        |> Map.fetch!(:processes)
-        |> Map.new(&{&1.pid, &1})
+      # The fields the collector gathered; estimated_bytes is what only the process referenced
+      # before the collections, from the round's own attribution of every process.
+      details = raw |> Accounting.unattributed() |> Map.new(&{&1.pid, &1})
 
-      # Activity from its collection to its details; estimated_bytes is what only it referenced
-      # before the collections (the details' own attribution covers these few processes only).
+      # Activity from its collection to its details.
       rows =
-        for {{pid, _, _, reds, _, _, _} = res, rec, ret, uss} <- top,
+        for {res, rec, uss} <- top,
+            Collector.gc(pid: pid, reductions: reds) = res,
             d = details[pid],
             d != nil and not own?(d) do
-          {res, rec, ret, %{d | binary_uss: uss}, max((d.reductions || reds) - reds, 0)}
+          {res, rec, %{d | binary_uss: uss}, max((d.reductions || reds) - reds, 0)}
         end
 
       if length(rows) < limit and length(top) == want,
@@ -337,14 +322,15 @@ defmodule Binscope.Leaks do
   # The top `limit` of a GC round (`binscope_core::leaks::select::full_ranking`): the processes
   # that waste something (what the collection freed, each binary once over the round, plus what
   # small slices pin), most waste first, then the others in round order, as
-  # `[{result, {refs, bytes, binaries}, retained, uss_before}]`.
+  # `[{result, {refs, bytes, binaries, retained_distinct, retained_pss}, uss_before}]`. The
+  # NIF reads the round's records in place (their layout is checked in `Binscope.Collector`).
   defp rank_round(round, w, limit) do
     results = round.results
     rows = Binscope.Native.scan_full_rank(results, round.live_store_keys, w, limit)
     picked = pick(results, 0, rows |> Enum.map(&elem(&1, 0)) |> :lists.usort(), %{})
 
-    for {i, rec, ret, uss} <- rows,
-        do: {Map.fetch!(picked, i), rec, List.to_tuple(ret), uss}
+    for {i, {refs, bytes, bins}, [_refs, distinct, _uss, pss | _], uss} <- rows,
+        do: {Map.fetch!(picked, i), {refs, bytes, bins, distinct, pss}, uss}
   end
 
   defp pick(_list, _i, [], acc), do: acc
@@ -353,25 +339,35 @@ defmodule Binscope.Leaks do
 
   defp finish(node, rows, w, deadline) do
     Remote.check!(deadline)
-    pids = Enum.map(rows, fn {res, _, _, _, _} -> elem(res, 0) end)
+    pids = Enum.map(rows, fn {res, _, _, _} -> Collector.gc(res, :pid) end)
 
     with {:ok, queues} <- Remote.call(node, :queue_data, [pids], deadline) do
       off_heap = for {pid, :off_heap} <- queues, into: MapSet.new(), do: pid
 
+      facts =
+        Enum.map(rows, fn {res, rec, r, delta} -> facts(res, rec, r, delta, off_heap, w) end)
+
+      advice = Binscope.Native.leaks_suggest(facts)
+
       {:ok,
-       Enum.map(rows, fn {res, rec, ret, r, delta} ->
-         result(res, rec, ret, r, delta, off_heap, w)
-       end)}
+       [rows, facts, advice]
+       |> Enum.zip()
+       |> Enum.map(fn {{res, rec, r, _}, f, adv} -> result(res, rec, f, adv, r) end)}
     end
   end
 
-  defp result(res, {refs, bytes, bins}, ret, r, reds_delta, off_heap, w) do
-    {pid, before, _after, _reds, heap, stack, mql} = res
-    {_refs, distinct, _uss, pss, _shared, _store, _unresolved, _bytes} = ret
+  defp facts(res, {_refs, bytes, _bins, distinct, pss}, r, reds_delta, off_heap, w) do
+    Collector.gc(
+      pid: pid,
+      total_heap_size: heap,
+      stack_size: stack,
+      message_queue_len: mql
+    ) = res
+
     cur_mod = with {m, _, _} <- r.current_function, do: m
     off_heap? = MapSet.member?(off_heap, pid)
 
-    facts = %{
+    %{
       reclaimed_bytes: bytes,
       retained_binary_bytes: pss,
       retained_binaries: distinct,
@@ -385,8 +381,11 @@ defmodule Binscope.Leaks do
       passive_recv: passive_recv?(r),
       off_heap_queue: off_heap?
     }
+  end
 
-    {name, reason, pinned, waste} = Binscope.Native.accounting_suggest(facts)
+  defp result(res, {refs, bytes, bins, _distinct, pss}, facts, advice, r) do
+    Collector.gc(binaries_before: before) = res
+    {suggestion, reason, pinned, waste} = advice
 
     r
     |> identity()
@@ -397,12 +396,12 @@ defmodule Binscope.Leaks do
       retained_binary_bytes: pss,
       pinned_bytes: pinned,
       waste_bytes: waste,
-      off_heap_queue: off_heap?,
+      off_heap_queue: facts.off_heap_queue,
       estimated_bytes: r.binary_uss,
       likely_garbage_bytes: Map.get(r, :likely_garbage_bytes),
       # Listed before the GC but not identifiable (see `Binscope.processes/1`): in no figure.
       unresolved_store_binaries: Enum.count(before, &unresolved?/1),
-      suggestion: Map.fetch!(@suggestions, name),
+      suggestion: suggestion,
       reason: reason
     })
   end

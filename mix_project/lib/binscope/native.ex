@@ -146,15 +146,22 @@ defmodule Binscope.Native do
   def store_live(_label, _owner, _older_than_ms, _limit), do: err()
   def store_set_capacity(_capacity), do: err()
 
+  # collector.rs: the target side, called by :binscope_collector on the inspected node
+  def collector_probe, do: err()
+  def collector_mark, do: err()
+  def collector_resolve(_lists, _offset, _magic_size, _mark), do: err()
+  def collector_live_store_keys(_keys), do: err()
+
   # accounting.rs
-  def accounting_probe, do: err()
-  def accounting_mark, do: err()
-  def accounting_resolve(_lists, _offset, _magic_size, _mark), do: err()
-  def accounting_attribute(_lists, _top_shared), do: err()
-  def accounting_live_store_keys(_keys), do: err()
-  def accounting_reclaimed(_before, _after, _live_store_keys), do: err()
-  def accounting_suggest(_facts), do: err()
-  def accounting_rank(_candidates), do: err()
+  def accounting_attribute(_lists, _slot, _top_shared), do: err()
+
+  # leaks.rs
+  def leaks_reclaimed(_before, _after, _live_store_keys), do: err()
+  def leaks_suggest(_facts), do: err()
+  def leaks_waste(_figures), do: err()
+  def leaks_rank(_candidates), do: err()
+
+  # scan.rs
   def scan_top_uss(_packed, _k), do: err()
   def scan_full_rank(_results, _live_store_keys, _word_size, _limit), do: err()
 
@@ -166,8 +173,8 @@ defmodule Binscope.Native do
   def gc_pressure_enable(_on), do: err()
   def gc_pressure_state, do: err()
 
-  # report.rs
-  def report_json(_term, _pretty), do: err()
+  # render.rs
+  def render_json(_term, _pretty), do: err()
 
   # allocator.rs
   def allocator_stats, do: err()

@@ -18,7 +18,7 @@ defmodule Binscope.Printer do
   bang function), and per-node results (`nodes:`) node by node.
   """
 
-  alias Binscope.CLI.Output
+  alias Binscope.Render
 
   @doc """
   Prints `result` as a table on `opts[:device]` (default: the caller's group leader, so a remote
@@ -40,13 +40,13 @@ defmodule Binscope.Printer do
   @spec format(term(), keyword()) :: iodata()
   def format(result, opts \\ [])
   def format({:ok, value}, opts), do: format(value, opts)
-  def format({:error, reason}, _opts), do: ["error: ", Output.reason(reason), "\n"]
+  def format({:error, reason}, _opts), do: ["error: ", Render.reason(reason), "\n"]
 
   def format(%{processes: procs} = snapshot, opts) when is_list(procs),
     do: format_rows(procs, Keyword.put_new(opts, :node, Map.get(snapshot, :node)))
 
   def format(%{total: _, rss: _, node: _} = memory, _opts),
-    do: Output.render(:memory, memory, :table)
+    do: Render.render(:memory, memory, :table)
 
   def format(rows, opts) when is_list(rows), do: format_rows(rows, opts)
 
@@ -74,7 +74,7 @@ defmodule Binscope.Printer do
 
   defp format_rows([%{pid: _} | _] = rows, opts) do
     task = if Enum.all?(rows, &Map.has_key?(&1, :suggestion)), do: :leaks, else: :top
-    Output.render(task, rows, :table, opts)
+    Render.render(task, rows, :table, opts)
   end
 
   defp format_rows(rows, _opts), do: [inspect(rows, pretty: true), "\n"]

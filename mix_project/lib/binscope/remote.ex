@@ -4,15 +4,16 @@ defmodule Binscope.Remote do
   or on many nodes at once, with a hard timeout on every call.
 
   A remote node does not need Binscope installed: when it lacks the collector, or has a different
-  version, the collector is loaded onto it (`:code.load_binary/3` over `:erpc`). A target on the
-  same OTP release as this node, or a newer one, gets this node's object code. Object code from a
-  newer compiler does not load on an older release (OTP 29's is refused by OTP 25), so a target
-  on an older release compiles the collector's abstract code with its own compiler (OTP's
-  `compiler` application, loaded there for it; a few hundred milliseconds of one scheduler, once
-  per collector version). A target without the compiler application gets
+  version, the collector is loaded onto it (`:code.load_binary/3` over `:erpc`): all of its modules
+  (`:binscope_collector.modules/0`) when any is missing there or differs (checked in two calls
+  whatever their number). A target on the same OTP release as this node, or a newer one, gets this
+  node's object code. Object code from a newer compiler does not load on an older release (OTP 29's
+  is refused by OTP 25), so a target on an older release compiles the collector's abstract code with
+  its own compiler (OTP's `compiler` application, loaded there for it; a few hundred milliseconds of
+  one scheduler, once per collector version). A target without the compiler application gets
   `{:error, {:collector_load_failed, {:no_compiler, release}}}`. Nothing else is loaded or started
-  there. The collector gathers compact data on the target
-  (process_info lists, forced GCs when a leak mode asks for them); attribution runs here, in Rust.
+  there. The collector gathers compact data on the target (process_info lists, forced GCs when a
+  leak mode asks for them); attribution runs here, in Rust.
 
   Security: remote inspection goes only through distributed Erlang, so it needs the node's cookie,
   like any `:erpc` call. A remote scan sees what `process_info/2` shows: pids, registered names,
@@ -143,24 +144,27 @@ defmodule Binscope.Remote do
   """
   @spec ensure_collector(node(), timeout()) :: :ok | {:error, term()}
   def ensure_collector(node, timeout) do
-    local = @collector.module_info(:md5)
+    # Two calls however many modules: which are loaded there, then their module_info (external
+    # funs of BIFs, which need no module of ours on the target).
+    mods = @collector.modules()
 
-    case erpc(node, :erlang, :function_exported, [@collector, :module_info, 1], timeout) do
-      {:ok, true} ->
-        case erpc(node, @collector, :module_info, [], timeout) do
-          {:ok, info} -> if current?(info, local), do: :ok, else: load(node, timeout)
-          error -> error
-        end
+    with {:ok, loaded} <- erpc(node, :lists, :map, [&:erlang.module_loaded/1, mods], timeout),
+         present = for({m, true} <- Enum.zip(mods, loaded), do: m),
+         {:ok, infos} <- module_infos(node, present, timeout) do
+      current = for {m, info} <- Enum.zip(present, infos), current?(info, m), do: m
 
-      {:ok, false} ->
-        load(node, timeout)
-
-      error ->
-        error
+      if current == mods, do: :ok, else: load(node, timeout)
     end
   end
 
-  defp current?(info, local) do
+  defp module_infos(_node, [], _timeout), do: {:ok, []}
+
+  defp module_infos(node, mods, timeout),
+    do: erpc(node, :lists, :map, [&:erlang.get_module_info/1, mods], timeout)
+
+  defp current?(info, mod) do
+    local = mod.module_info(:md5)
+
     info[:md5] == local or
       Keyword.get(info[:attributes] || [], :binscope_source_md5) == [local]
   end
@@ -204,22 +208,38 @@ defmodule Binscope.Remote do
   end
 
   @doc false
-  # Loads the collector onto `node` by `how` (`:object_code` or `:compile`), replacing the one
-  # there. Public for the tests of each way.
+  # Loads every module of the collector (`:binscope_collector.modules/0`, its entry module last)
+  # onto `node` by `how` (`:object_code` or `:compile`), replacing those there. Public for the
+  # tests of each way.
   @spec load(node(), :object_code | :compile, timeout()) :: :ok | {:error, term()}
   def load(node, :object_code, timeout) do
-    case :code.get_object_code(@collector) do
-      {mod, bin, file} -> load_binary(node, mod, file, bin, timeout)
-      :error -> {:error, {:collector_load_failed, :no_object_code}}
-    end
+    each_module(fn mod ->
+      case :code.get_object_code(mod) do
+        {^mod, bin, file} -> load_binary(node, mod, file, bin, timeout)
+        :error -> {:error, {:collector_load_failed, :no_object_code}}
+      end
+    end)
   end
 
   def load(node, :compile, timeout) do
-    with {:ok, forms} <- abstract_code(),
-         :ok <- compiler_present(node, timeout),
-         {:ok, mod, bin} <- compile_on(node, forms, timeout) do
-      load_binary(node, mod, ~c"binscope_collector.erl", bin, timeout)
+    with :ok <- compiler_present(node, timeout) do
+      each_module(fn mod ->
+        with {:ok, forms} <- abstract_code(mod),
+             {:ok, ^mod, bin} <- compile_on(node, forms, timeout) do
+          load_binary(node, mod, ~c"#{mod}.erl", bin, timeout)
+        end
+      end)
     end
+  end
+
+  # The first error stops the loading.
+  defp each_module(fun) do
+    Enum.reduce_while(@collector.modules(), :ok, fn mod, :ok ->
+      case fun.(mod) do
+        :ok -> {:cont, :ok}
+        error -> {:halt, error}
+      end
+    end)
   end
 
   defp load_binary(node, mod, file, bin, timeout) do
@@ -232,15 +252,16 @@ defmodule Binscope.Remote do
     end
   end
 
-  # The collector's abstract code (from its debug_info), tagged with this node's collector's
-  # MD5. The target's own parser never sees source text: the forms are plain terms its compiler
-  # reads, and the collector uses nothing newer than OTP 25's language.
-  defp abstract_code do
-    with {_mod, bin, _file} <- :code.get_object_code(@collector),
-         {:ok, {mod, [debug_info: {:debug_info_v1, backend, meta}]}} <-
+  # A collector module's abstract code (from its debug_info), tagged with this node's MD5 of
+  # it. The target's own parser never sees source text: the forms are plain terms its compiler
+  # reads (the records of binscope_collector.hrl included), and the collector uses nothing newer
+  # than OTP 25's language.
+  defp abstract_code(mod) do
+    with {^mod, bin, _file} <- :code.get_object_code(mod),
+         {:ok, {^mod, [debug_info: {:debug_info_v1, backend, meta}]}} <-
            :beam_lib.chunks(bin, [:debug_info]),
          {:ok, forms} <- backend.debug_info(:erlang_v1, mod, meta, []) do
-      tag = {:attribute, 1, :binscope_source_md5, @collector.module_info(:md5)}
+      tag = {:attribute, 1, :binscope_source_md5, mod.module_info(:md5)}
 
       {:ok,
        Enum.flat_map(forms, fn

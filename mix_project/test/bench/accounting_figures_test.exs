@@ -105,7 +105,7 @@ defmodule Binscope.Bench.AccountingFiguresTest do
         "(median of #{@rounds} interleaved rounds)"
     )
 
-    IO.write(Binscope.Report.Table.render(["what", "ms", "µs/process", "ratio"], rows))
+    IO.write(Binscope.Render.Table.render(["what", "ms", "µs/process", "ratio"], rows))
     S.stop_all(pids)
   end
 

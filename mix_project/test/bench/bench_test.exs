@@ -168,6 +168,15 @@ defmodule Binscope.BenchTest do
                Bench.run("i", fn s -> s end, init: fn -> throw(:no) end)
 
       assert_raise Binscope.Error, fn -> Bench.run!("x", fn -> exit(:bye) end) end
+
+      # Built by Binscope.Error.exception/1, like every Binscope.Error, in the bench's words.
+      e = assert_raise Binscope.Error, fn -> Bench.run!("y", fn -> exit(:bye) end, runs: 1) end
+      assert {:run_failed, "y", :exit, :bye, _} = e.reason
+      assert e.message == "benchmark failed: #{inspect(e.reason)}"
+
+      assert Binscope.Error.exception(reason: :r, message: "m") ==
+               %Binscope.Error{reason: :r, message: "m"}
+
       assert_raise ArgumentError, fn -> Bench.run("x", fn -> 1 end, runs: 0) end
       assert_raise ArgumentError, fn -> Bench.run("x", fn -> 1 end, bogus: 1) end
       assert_raise ArgumentError, fn -> Bench.run("x", fn _ -> 1 end) end
@@ -220,7 +229,7 @@ defmodule Binscope.BenchTest do
 
       try do
         assert Report.dir() == "/tmp/binscope-rd/bench"
-        assert Report.dir() == Path.join(Binscope.Report.dir(), "bench")
+        assert Report.dir() == Path.join(Binscope.Lab.OutputDir.dir(), "bench")
       after
         if old,
           do: System.put_env("BINSCOPE_REPORT_DIR", old),

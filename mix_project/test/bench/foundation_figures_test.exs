@@ -41,7 +41,7 @@ defmodule Binscope.Bench.FoundationFiguresTest do
     IO.puts("\nthroughput (steady cycle, ring of #{@ring}, median of 5 interleaved rounds)")
 
     IO.write(
-      Binscope.Report.Table.render(["size", "what", "GiB/s", "speed vs :binary.copy"], rows)
+      Binscope.Render.Table.render(["size", "what", "GiB/s", "speed vs :binary.copy"], rows)
     )
 
     overhead = per_entry_overhead(100_000)

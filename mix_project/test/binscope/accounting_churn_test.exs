@@ -8,6 +8,8 @@ defmodule Binscope.AccountingChurnTest do
   # bytes for a holder), and what could not be told apart is counted as unresolved.
   use Binscope.StoreCase, async: false
 
+  require Binscope.Collector, as: Collector
+
   @holders String.to_integer(System.get_env("BINSCOPE_CHURN_HOLDERS", "50000"))
   @rounds String.to_integer(System.get_env("BINSCOPE_CHURN_ROUNDS", "6"))
   @mib 1_048_576
@@ -35,7 +37,7 @@ defmodule Binscope.AccountingChurnTest do
         # Ordinary binaries of other sizes are not store figures (on OTP 29 every holder of the
         # full suite also lists one 68-byte VM binary).
         raw = :binscope_collector.snapshot(%{detail: :basic})
-        lists = Map.new(raw.procs, &{elem(&1, 0), elem(&1, 1)})
+        lists = Map.new(raw.procs, &{Collector.basic(&1, :pid), Collector.basic(&1, :binaries)})
         {:ok, {_offset, magic}} = :binscope_collector.calibration_status()
         wrong_holders = for h <- holders, l = lists[h], l != nil, not holder_ok?(l, magic), do: h
 

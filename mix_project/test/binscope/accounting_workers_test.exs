@@ -4,6 +4,8 @@ defmodule Binscope.AccountingWorkersTest do
   # chunk, and a worker killed mid-scan costs a rescan, not a missing or doubled process.
   use Binscope.StoreCase, async: false
 
+  require Binscope.Collector, as: Collector
+
   alias Binscope.LeakScenario, as: S
 
   @procs 12_000
@@ -93,7 +95,10 @@ defmodule Binscope.AccountingWorkersTest do
   # Records without the figures an idle process still changes (none here, but memory and
   # reductions of a process can move between two scans when a system process touches it).
   defp stable(%{procs: procs}) do
-    Enum.map(procs, fn r -> {elem(r, 0), elem(r, 1), elem(r, 2)} end)
+    Enum.map(procs, fn
+      Collector.basic(pid: p, binaries: b, listed_bytes: l) -> {p, b, l}
+      Collector.process(pid: p, binaries: b, listed_bytes: l) -> {p, b, l}
+    end)
   end
 
   defp kill_spawned(me) do

@@ -120,16 +120,19 @@ defmodule Binscope.ChartTest do
     refute File.exists?(path)
   end
 
-  test "Report.dir/0 honours BINSCOPE_REPORT_DIR; path/1 stays inside it" do
+  test "Lab.OutputDir.dir/0 honours BINSCOPE_REPORT_DIR; path/1 stays inside it" do
     # Not async-safe for other users of the variable; only this test touches it.
     old = System.get_env("BINSCOPE_REPORT_DIR")
 
     try do
       System.put_env("BINSCOPE_REPORT_DIR", "/tmp/binscope-report-test")
-      assert Binscope.Report.dir() == "/tmp/binscope-report-test"
-      assert Binscope.Report.path("demo/heaps.svg") == "/tmp/binscope-report-test/demo/heaps.svg"
+      assert Binscope.Lab.OutputDir.dir() == "/tmp/binscope-report-test"
+
+      assert Binscope.Lab.OutputDir.path("demo/heaps.svg") ==
+               "/tmp/binscope-report-test/demo/heaps.svg"
+
       System.delete_env("BINSCOPE_REPORT_DIR")
-      assert Binscope.Report.dir() == Path.expand("../../../reports", __DIR__)
+      assert Binscope.Lab.OutputDir.dir() == Path.expand("../../../reports", __DIR__)
     after
       if old,
         do: System.put_env("BINSCOPE_REPORT_DIR", old),
@@ -137,7 +140,7 @@ defmodule Binscope.ChartTest do
     end
 
     for bad <- ["", "../x.svg", "/etc/x.svg", "a/../../x"] do
-      assert_raise ArgumentError, fn -> Binscope.Report.path(bad) end
+      assert_raise ArgumentError, fn -> Binscope.Lab.OutputDir.path(bad) end
     end
   end
 end

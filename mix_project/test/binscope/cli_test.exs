@@ -7,22 +7,10 @@ defmodule Binscope.CLITest do
 
   doctest Binscope.CLI
   doctest Binscope.Demo
-  doctest Binscope.Report.JSON
-  doctest Binscope.Report.CSV
+  doctest Binscope.Render.JSON
+  doctest Binscope.Render.CSV
 
-  defp run(task, argv) do
-    parent = self()
-
-    err =
-      capture_io(:stderr, fn ->
-        out = capture_io(fn -> send(parent, {:status, CLI.run(task, argv, "HELP TEXT\n")}) end)
-        send(parent, {:out, out})
-      end)
-
-    assert_received {:status, status}
-    assert_received {:out, out}
-    {status, out, err}
-  end
+  defp run(task, argv), do: Binscope.CLIRun.run(task, argv)
 
   test "parse: each bad argument is a clear error" do
     for {task, argv, msg} <- [
@@ -107,12 +95,7 @@ defmodule Binscope.CLITest do
 
       on_exit(fn ->
         File.rm(file)
-
-        try do
-          :peer.stop(peer)
-        catch
-          :exit, _ -> :ok
-        end
+        Cluster.stop_peer(peer)
       end)
 
       %{node: Atom.to_string(node), cookie: cookie, cookie_file: file}

@@ -4,6 +4,8 @@ defmodule Binscope.CollectorOtpTest do
   # by key, and the two ways the collector goes onto a remote node.
   use Binscope.StoreCase, async: false
 
+  require Binscope.Collector, as: Collector
+
   alias Binscope.{Accounting, Cluster, Remote}
   alias Binscope.LeakScenario, as: S
 
@@ -52,7 +54,7 @@ defmodule Binscope.CollectorOtpTest do
     test "name a process in the command line's tables, after the registered name" do
       pid = labelled(:binscope_label_shown)
       {:ok, [r]} = Binscope.processes(pids: [pid])
-      table = IO.iodata_to_binary(Binscope.CLI.Output.render(:top, [r], :table))
+      table = IO.iodata_to_binary(Binscope.Render.render(:top, [r], :table))
 
       if @labels do
         assert table =~ ":binscope_label_shown"
@@ -65,14 +67,14 @@ defmodule Binscope.CollectorOtpTest do
 
     test "of any term render as JSON (text where JSON has no form for them)" do
       odd = {:w, <<255>>, [:a | :b], <<1::3>>, "ok"}
-      json = Binscope.Report.JSON.encode(%{label: odd})
+      json = Binscope.Render.JSON.encode(%{label: odd})
 
       assert json ==
                "{\"label\":[\"w\",\"<<255>>\",\"[:a | :b]\",\"<<1::size(3)>>\",\"ok\"]}"
 
       pid = labelled(odd)
       {:ok, [r]} = Binscope.processes(pids: [pid])
-      out = IO.iodata_to_binary(Binscope.CLI.Output.render(:top, [r], :json))
+      out = IO.iodata_to_binary(Binscope.Render.render(:top, [r], :json))
       if @labels, do: assert(out =~ "[:a | :b]"), else: assert(out =~ ~s("label": null))
       S.stop_all([pid])
     end
@@ -169,8 +171,26 @@ defmodule Binscope.CollectorOtpTest do
         word_size: 8,
         workers: 1,
         procs: [
-          {pid, [], 0, :undefined, :undefined, {:m, :f, 0}, {:m, :f, 0}, 100, :undefined, 7, 5, 0,
-           1, :undefined, 10, :undefined, 10, 6}
+          Collector.process(
+            pid: pid,
+            binaries: [],
+            listed_bytes: 0,
+            registered_name: :undefined,
+            label: :undefined,
+            initial_call: {:m, :f, 0},
+            current_function: {:m, :f, 0},
+            memory: 100,
+            total_heap_size: :undefined,
+            heap_size: 7,
+            stack_size: 5,
+            message_queue_len: 0,
+            reductions: 1,
+            minor_gcs: :undefined,
+            fullsweep_after: 10,
+            bin_vheap_size: :undefined,
+            bin_old_vheap_size: 10,
+            old_heap_size: 6
+          )
         ]
       }
 
@@ -231,7 +251,7 @@ defmodule Binscope.CollectorOtpTest do
         for workers <- [1, 3] do
           before = MapSet.new(:erlang.processes())
           snap = :binscope_collector.snapshot(%{detail: :basic, workers: workers})
-          found = Enum.map(snap.procs, &elem(&1, 0))
+          found = Enum.map(snap.procs, &Collector.basic(&1, :pid))
           assert length(found) == length(Enum.uniq(found)), "no process twice"
           # Processes that lived through the scan are all in it (others may come and go).
           after_ = MapSet.new(:erlang.processes())

@@ -132,4 +132,58 @@ defmodule Binscope.LeaksTest do
     assert r.suggestion == :hibernate_after
     Agent.stop(agent)
   end
+
+  # Calls from this process and the processes it starts (leaks/1 scans in a process of its
+  # own, Binscope.Scanner) to the given NIFs while `fun` runs, by function name.
+  defp nif_calls(funs, fun) do
+    me = self()
+    tracer = spawn(fn -> count_calls(me, %{}) end)
+    for f <- funs, do: :erlang.trace_pattern({Binscope.Native, f, :_}, true, [:global])
+    :erlang.trace(me, true, [:call, :set_on_spawn, {:tracer, tracer}])
+
+    try do
+      fun.()
+    after
+      :erlang.trace(me, false, [:call, :set_on_spawn])
+      for f <- funs, do: :erlang.trace_pattern({Binscope.Native, f, :_}, false, [:global])
+    end
+
+    send(tracer, :done)
+    assert_receive {:calls, calls}, 5_000
+    calls
+  end
+
+  defp count_calls(to, acc) do
+    receive do
+      {:trace, _, :call, {_, f, _}} -> count_calls(to, Map.update(acc, f, 1, &(&1 + 1)))
+      :done -> send(to, {:calls, acc})
+    end
+  end
+
+  test "one attribution per run in every mode; a full scan ranked and advised in two calls, not one per process" do
+    {leakers, _} = Enum.unzip(for n <- 1..2, do: S.burst_then_idle(4, n * @mib))
+
+    try do
+      funs = [:accounting_attribute, :scan_top_uss, :scan_full_rank, :leaks_waste, :leaks_suggest]
+
+      for mode <- [:targeted, :dry_run] do
+        calls = nif_calls(funs, fn -> {:ok, _} = Binscope.leaks(mode: mode) end)
+        # The sweep attributed once; the shortlist picked from its figures once.
+        assert calls[:accounting_attribute] == 1, "#{mode}: #{inspect(calls)}"
+        assert calls[:scan_top_uss] == 1, "#{mode}: #{inspect(calls)}"
+
+        if mode == :targeted,
+          do: assert(calls[:scan_full_rank] == 1 and calls[:leaks_suggest] == 1, inspect(calls))
+      end
+
+      # Every process of the node collected, then attributed before and after and ranked in one
+      # call (no sweep first), the results advised in one.
+      calls = nif_calls(funs, fn -> {:ok, _} = Binscope.leaks(mode: :full) end)
+      assert calls[:accounting_attribute] == nil, inspect(calls)
+      assert calls[:scan_full_rank] == 1 and calls[:leaks_suggest] == 1, inspect(calls)
+      assert calls[:leaks_waste] == nil, inspect(calls)
+    after
+      S.stop_all(leakers)
+    end
+  end
 end

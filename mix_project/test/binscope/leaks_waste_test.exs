@@ -152,7 +152,8 @@ defmodule Binscope.LeaksWasteTest do
     own =
       for r <- found,
           {m, _, _} <- [r.initial_call, r.current_function],
-          m in [:binscope_collector, Binscope.Remote, Binscope.Leaks, Binscope.Memory.Recorder],
+          m in (:binscope_collector.modules() ++
+                  [Binscope.Remote, Binscope.Leaks, Binscope.Memory.Recorder]),
           do: r
 
     assert own == []
@@ -185,5 +186,39 @@ defmodule Binscope.LeaksWasteTest do
     assert r.suggestion == :off_heap_queue
     assert r.reason =~ "not in process_info"
     Process.exit(pid, :kill)
+  end
+
+  # A full scan ranks by leaks_waste/1 (three figures per process, one call) and reports
+  # leaks_suggest/1's waste: the two must agree on every process, pinned slices included.
+  test "the ranking's waste (leaks_waste) is the waste the results report (leaks_suggest)" do
+    facts =
+      for reclaimed <- [0, 5_000_000], pss <- [0, 2_000_000, 40_000_000], heap <- [0, 10_000] do
+        %{
+          reclaimed_bytes: reclaimed,
+          retained_binary_bytes: pss,
+          retained_binaries: 3,
+          heap_bytes: heap,
+          message_queue_len: 0,
+          reductions_delta: 0,
+          otp_behaviour: true,
+          fullsweep_after: 0,
+          minor_gcs: 0,
+          system_process: false,
+          passive_recv: false,
+          off_heap_queue: false
+        }
+      end
+
+    advice = Binscope.Native.leaks_suggest(facts)
+    figures = Enum.map(facts, &{&1.reclaimed_bytes, &1.retained_binary_bytes, &1.heap_bytes})
+    wastes = Binscope.Native.leaks_waste(figures)
+
+    assert wastes == Enum.map(advice, &elem(&1, 3))
+    # Pinned bytes count: some process wastes more than its GC freed.
+    assert Enum.any?(Enum.zip(facts, wastes), fn {f, w} -> w > f.reclaimed_bytes end)
+
+    suggestions = [:hibernate_after, :hibernate_idle, :fullsweep_after, :binary_copy]
+    suggestions = suggestions ++ [:off_heap_queue, :none]
+    assert Enum.all?(advice, fn {s, reason, _, _} -> s in suggestions and is_binary(reason) end)
   end
 end

@@ -32,7 +32,9 @@ defmodule Binscope.RemoteTest do
     refute m.binscope_loaded
     assert m.store_live_bytes == 0
     assert is_integer(m.rss) and m.total > 0
-    assert {:file, _} = :erpc.call(c.bare, :code, :is_loaded, [:binscope_collector])
+    # Every module of the collector (it is several, by concept).
+    for m <- :binscope_collector.modules(),
+        do: assert({:file, _} = :erpc.call(c.bare, :code, :is_loaded, [m]))
 
     {:ok, procs} = Binscope.processes(node: c.bare)
     assert length(procs) == :erpc.call(c.bare, :erlang, :system_info, [:process_count])

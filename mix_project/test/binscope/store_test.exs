@@ -2,8 +2,8 @@ defmodule Binscope.StoreTest do
   use Binscope.StoreCase, async: false
 
   doctest Binscope.Store
-  doctest Binscope.Report.Format
-  doctest Binscope.Report.Table
+  doctest Binscope.Render.Format
+  doctest Binscope.Render.Table
 
   @mib 1024 * 1024
 

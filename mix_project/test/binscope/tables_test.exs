@@ -1,11 +1,11 @@
 defmodule Binscope.TablesTest do
   use ExUnit.Case, async: true
 
-  alias Binscope.CLI.Output
-  alias Binscope.Report.JSON
+  alias Binscope.Render
+  alias Binscope.Render.JSON
 
-  doctest Binscope.Report.Table
-  doctest Binscope.Report.Format
+  doctest Binscope.Render.Table
+  doctest Binscope.Render.Format
   doctest Binscope.Printer
 
   # A pid of another node, as this node holds it (NEW_PID_EXT: node, number, serial, creation).
@@ -56,38 +56,38 @@ defmodule Binscope.TablesTest do
   test "a remote pid prints as its own node sees it, its node once above the rows" do
     pid = remote_pid(:app@host, 150, 3)
     refute inspect(pid) =~ "<0.150.3>"
-    assert Output.pid_text(pid) == "<0.150.3>"
-    assert Output.pid_text(self()) == List.to_string(:erlang.pid_to_list(self()))
+    assert Render.pid_text(pid) == "<0.150.3>"
+    assert Render.pid_text(self()) == List.to_string(:erlang.pid_to_list(self()))
 
     out =
-      Output.render(:top, [row(%{pid: pid, node: :app@host})], :table, width: 100)
+      Render.render(:top, [row(%{pid: pid, node: :app@host})], :table, width: 100)
       |> IO.iodata_to_binary()
 
     assert ["node: app@host", "pid " <> _ | _] = String.split(out, "\n")
     assert out =~ "<0.150.3> |" and not (out =~ "#PID")
 
     # JSON and CSV: the same local form, with the node next to it.
-    json = Output.render(:top, [row(%{pid: pid, node: :app@host})], :json)
+    json = Render.render(:top, [row(%{pid: pid, node: :app@host})], :json)
     json = IO.iodata_to_binary(json)
     assert json =~ ~s("pid": "<0.150.3>") and json =~ ~s("node": "app@host")
 
-    csv = Output.render(:top, [row(%{pid: pid})], :csv) |> IO.iodata_to_binary()
+    csv = Render.render(:top, [row(%{pid: pid})], :csv) |> IO.iodata_to_binary()
     assert csv =~ "<0.150.3>"
 
     # Rows of two nodes: each pid names its node.
     two = [row(%{pid: pid}), row(%{pid: remote_pid(:b@host, 9, 0)})]
-    out = Output.render(:top, two, :table, width: 100) |> IO.iodata_to_binary()
+    out = Render.render(:top, two, :table, width: 100) |> IO.iodata_to_binary()
     assert out =~ "app@host <0.150.3>" and out =~ "b@host <0.9.0>"
     refute out =~ "node:"
   end
 
   test "a process is named by its registered name, label, proc_lib initial call, current function" do
-    assert Output.name(row(%{registered_name: :router, label: :l})) == ":router"
-    assert Output.name(row(%{label: {:conn, 7}})) == "{:conn, 7}"
-    assert Output.name(row(%{initial_call: {:my_server, :init, 1}})) == "my_server:init/1"
+    assert Render.name(row(%{registered_name: :router, label: :l})) == ":router"
+    assert Render.name(row(%{label: {:conn, 7}})) == "{:conn, 7}"
+    assert Render.name(row(%{initial_call: {:my_server, :init, 1}})) == "my_server:init/1"
     # A spawned fun's initial call is erlang:apply/2 for every such process: say what it runs.
-    assert Output.name(row(%{})) == "prim_inet:recv0/3"
-    assert Output.name(row(%{initial_call: nil, current_function: nil})) == "-"
+    assert Render.name(row(%{})) == "prim_inet:recv0/3"
+    assert Render.name(row(%{initial_call: nil, current_function: nil})) == "-"
   end
 
   test "table rows stay within the width; JSON keeps the whole reason and writes null" do
@@ -95,7 +95,7 @@ defmodule Binscope.TablesTest do
 
     for width <- [80, 100] do
       out =
-        Output.render(:leaks, [leak_row(%{}), leak_row(long)], :table, width: width)
+        Render.render(:leaks, [leak_row(%{}), leak_row(long)], :table, width: width)
         |> IO.iodata_to_binary()
 
       lines = String.split(out, "\n", trim: true)
@@ -104,11 +104,11 @@ defmodule Binscope.TablesTest do
       assert out =~ "prim_inet:recv0" and out =~ "  a long reason" and out =~ "…"
       refute out =~ "remedy"
 
-      top = Output.render(:top, [long], :table, width: width) |> IO.iodata_to_binary()
+      top = Render.render(:top, [long], :table, width: width) |> IO.iodata_to_binary()
       assert top |> String.split("\n", trim: true) |> Enum.all?(&(String.length(&1) <= width))
     end
 
-    json = Output.render(:leaks, [leak_row(%{})], :json) |> IO.iodata_to_binary()
+    json = Render.render(:leaks, [leak_row(%{})], :json) |> IO.iodata_to_binary()
     assert json =~ "and its remedy"
     assert json =~ ~s("registered_name": null)
   end

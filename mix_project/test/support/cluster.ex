@@ -99,4 +99,11 @@ defmodule Binscope.Cluster do
       form
     end)
   end
+
+  @doc "Stops a peer started by `start_peer/1`; one that is already gone is fine."
+  def stop_peer(peer) do
+    :peer.stop(peer)
+  catch
+    :exit, _ -> :ok
+  end
 end

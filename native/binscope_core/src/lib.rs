@@ -5,7 +5,7 @@
 //! - [`accounting`]: attribution of shared binaries to processes (naive, USS, PSS; each binary
 //!   counted once) and the index that resolves store resource binaries to their real size.
 //! - [`leaks`]: what forced collections gave back, exactly, and what to change.
-//! - [`report`]: JSON rendering of reports (serde_json).
+//! - [`render`]: JSON rendering of reports (serde_json).
 //! - [`error`]: the one error enum of this crate, mapped to `{:error, reason}` by the NIF.
 //!
 //! The NIF crate only converts terms, picks schedulers and ties resource lifetimes to
@@ -14,7 +14,7 @@
 pub mod accounting;
 pub mod error;
 pub mod leaks;
-pub mod report;
+pub mod render;
 pub mod store;
 
 pub use error::StoreError;

@@ -10,7 +10,18 @@ use binscope_chart::{BarChart, ChartError, Event, LineChart, Series};
 use rustler::{Encoder, Env, NifResult, Term};
 
 mod atoms {
-    rustler::atoms! { ok, error }
+    rustler::atoms! { ok, error, empty, non_finite, too_large, io, draw }
+}
+
+/// The error's atom: one per `ChartError` variant, made once by `rustler::atoms!`.
+fn reason_atom(e: &ChartError) -> rustler::Atom {
+    match e {
+        ChartError::Empty => atoms::empty(),
+        ChartError::NonFinite => atoms::non_finite(),
+        ChartError::TooLarge => atoms::too_large(),
+        ChartError::Io(_) => atoms::io(),
+        ChartError::Draw(_) => atoms::draw(),
+    }
 }
 
 /// `:ok`, `{:error, reason}` (a fixed atom) or `{:error, {reason, message}}` for I/O and
@@ -19,10 +30,7 @@ fn reply<'a>(env: Env<'a>, result: Result<(), ChartError>) -> Term<'a> {
     match result {
         Ok(()) => atoms::ok().encode(env),
         Err(e) => {
-            // The names are fixed at compile time, so no atom comes from user input.
-            let name = rustler::types::atom::Atom::from_str(env, e.name())
-                .map(|a| a.encode(env))
-                .unwrap_or_else(|_| e.name().encode(env));
+            let name = reason_atom(&e).encode(env);
             let reason = match &e {
                 ChartError::Io(io) => (name, io.to_string()).encode(env),
                 ChartError::Draw(msg) => (name, msg.as_str()).encode(env),

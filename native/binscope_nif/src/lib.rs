@@ -2,8 +2,11 @@
 //!
 //! One Rust module per Elixir area, mirroring the Elixir modules that call it:
 //! - `store` <-> `Binscope.Store` (NIFs prefixed `store_`)
-//! - `accounting` <-> `Binscope.Accounting` / `Binscope.Leaks` (NIFs prefixed `accounting_`)
-//! - `report` <-> `Binscope.Report` (NIFs prefixed `report_`)
+//! - `collector` <-> `:binscope_collector`, the target side of a scan: it runs on the inspected
+//!   node (NIFs prefixed `collector_`: probe, mark, resolve, live store keys)
+//! - `accounting` <-> `Binscope.Accounting`, on the calling node (NIFs prefixed `accounting_`)
+//! - `leaks` <-> `Binscope.Leaks`, on the calling node (NIFs prefixed `leaks_`)
+//! - `render` <-> `Binscope.Render.JSON` (NIFs prefixed `render_`)
 //! - `scan` <-> `Binscope.Leaks` whole-node selections (NIFs prefixed `scan_`)
 //! - `allocator` <-> `Binscope.Store.allocator/0` (NIFs prefixed `allocator_`)
 //! - `gc_pressure` <-> `Binscope.Store.GcPressure` (NIFs prefixed `gc_pressure_`)
@@ -11,7 +14,8 @@
 //! Every NIF is a stub in the hidden Elixir module `Binscope.Native`.
 
 // jemalloc owns every native byte, so its statistics describe exactly what the NIF holds.
-// `disable_initial_exec_tls` is required for a library loaded with dlopen (see PLATFORM.md).
+// `disable_initial_exec_tls` is required for a library loaded with dlopen (see the README,
+// "Platform facts learned building it").
 // `system_alloc` (sanitizer builds only, scripts/sanitize.sh): the system allocator, so
 // AddressSanitizer sees every native buffer; `allocator_stats` then reads an unused jemalloc.
 #[cfg(not(feature = "system_alloc"))]
@@ -35,10 +39,12 @@ pub static malloc_conf: &[u8] = b"oversize_threshold:0,retain:false\0";
 
 mod accounting;
 mod allocator;
+mod collector;
 mod error;
 mod gc_pressure;
 mod label;
-mod report;
+mod leaks;
+mod render;
 mod scan;
 mod space;
 mod store;

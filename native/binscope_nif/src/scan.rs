@@ -29,14 +29,16 @@ fn scan_top_uss(packed: Binary, k: u64) -> NifResult<Vec<u64>> {
         .collect())
 }
 
-/// A GC round's result `{pid, before, after, reductions, heap_words, stack_words, mql}`: its
-/// binary lists (elements 1 and 2) and heap plus stack words (elements 4 and 5).
+/// A GC round's record `#binscope_gc{pid, binaries_before, binaries_after, reductions,
+/// total_heap_size, stack_size, message_queue_len}` (include/binscope_collector.hrl; the Elixir
+/// side checks that layout at compile time, `Binscope.Collector`): its binary lists (elements 2
+/// and 3, the tag at 0) and heap plus stack words (elements 5 and 6).
 fn push_round(item: Term, before: &mut Snapshot, after: &mut Snapshot) -> NifResult<u64> {
     let t = rustler::types::tuple::get_tuple(item)?;
-    if t.len() < 6 {
+    if t.len() != 8 {
         return Err(rustler::Error::BadArg);
     }
-    for (term, snap) in [(t[1], &mut *before), (t[2], &mut *after)] {
+    for (term, snap) in [(t[2], &mut *before), (t[3], &mut *after)] {
         let list: ListIterator = term.decode()?;
         for b in list {
             let (key, size, refc): (u64, u64, u64) = b.decode()?;
@@ -44,8 +46,8 @@ fn push_round(item: Term, before: &mut Snapshot, after: &mut Snapshot) -> NifRes
         }
         snap.end_process();
     }
-    let heap: u64 = t[4].decode()?;
-    let stack: u64 = t[5].decode()?;
+    let heap: u64 = t[5].decode()?;
+    let stack: u64 = t[6].decode()?;
     Ok(heap.saturating_add(stack))
 }
 

@@ -26,7 +26,7 @@ defmodule Binscope.Bench.Measure do
   reads as ~60 words): exact enough to compare allocation patterns, not to count single terms.
   """
 
-  alias Binscope.Bench.Stats
+  alias Binscope.Bench.{Footprint, GcTrace, Stats}
 
   @metrics_key :binscope_bench_metrics
 
@@ -62,8 +62,8 @@ defmodule Binscope.Bench.Measure do
     timeout = Keyword.fetch!(opts, :timeout)
     trace? = Keyword.fetch!(opts, :trace_gc)
 
-    before = footprint()
-    tracer = if trace?, do: spawn(fn -> tracer_loop(%{}) end)
+    before = Footprint.now()
+    tracer = if trace?, do: GcTrace.start_tracer()
     workers = Enum.map(alts, fn alt -> {alt, start_worker(alt, tracer)} end)
 
     result =
@@ -79,7 +79,7 @@ defmodule Binscope.Bench.Measure do
         samples =
           Map.new(workers, fn {alt, {pid, _}} ->
             raw = samples |> Map.get(alt.name, []) |> Enum.reverse()
-            {alt.name, attach_gc(raw, pid, tracer)}
+            {alt.name, GcTrace.attach(raw, pid, tracer)}
           end)
 
         {:ok, samples}
@@ -92,7 +92,7 @@ defmodule Binscope.Bench.Measure do
 
     case result do
       {:ok, samples} ->
-        {:ok, samples, diff(footprint(), before)}
+        {:ok, samples, Footprint.since(before)}
 
       error ->
         error
@@ -242,12 +242,12 @@ defmodule Binscope.Bench.Measure do
     vb0 = :erlang.memory(:binary)
     s0 = Binscope.Store.stats()
     w0 = :erlang.monotonic_time()
-    g0 = gc_sizes()
+    g0 = GcTrace.sizes()
     {:reductions, r0} = Process.info(self(), :reductions)
     t0 = :erlang.monotonic_time()
     state = repeat(fun, arity, state, batch)
     t1 = :erlang.monotonic_time()
-    g1 = gc_sizes()
+    g1 = GcTrace.sizes()
     {:reductions, r1} = Process.info(self(), :reductions)
     s1 = Binscope.Store.stats()
     vb1 = :erlang.memory(:binary)
@@ -283,133 +283,6 @@ defmodule Binscope.Bench.Measure do
       )
 
   defp repeat(fun, 1, state, n), do: repeat(fun, 1, fun.(state), n - 1)
-
-  # {heap words (young + old + fragments), binary bytes (virtual binary heaps)}
-  defp gc_sizes do
-    {:garbage_collection_info, i} = Process.info(self(), :garbage_collection_info)
-    gc_sizes(i)
-  end
-
-  defp gc_sizes(i) do
-    words = i[:heap_size] + i[:old_heap_size] + i[:mbuf_size]
-    bin = (i[:bin_vheap_size] + i[:bin_old_vheap_size]) * :erlang.system_info(:wordsize)
-    {words, bin}
-  end
-
-  ## GC events
-
-  defp attach_gc(samples, _pid, nil), do: Enum.map(samples, &finish/1)
-
-  defp attach_gc(samples, pid, tracer) do
-    ref = :erlang.trace_delivered(pid)
-
-    receive do
-      {:trace_delivered, ^pid, ^ref} -> :ok
-    after
-      5_000 -> :ok
-    end
-
-    tref = make_ref()
-    send(tracer, {:take, pid, self(), tref})
-
-    events =
-      receive do
-        {^tref, events} -> events
-      after
-        5_000 -> []
-      end
-
-    Enum.map(samples, fn s ->
-      {w0, w1} = s.window
-      inside = Enum.filter(events, fn {_tag, _info, ts} -> ts >= w0 and ts <= w1 end)
-      {rec_words, rec_bin, minors, majors} = reclaimed(inside)
-
-      finish(%{
-        s
-        | heap_words: s.heap_words + rec_words,
-          binary_bytes: s.binary_bytes + rec_bin,
-          minor_gcs: minors,
-          major_gcs: majors
-      })
-    end)
-  end
-
-  defp finish(s), do: Map.drop(s, [:window, :g0, :g1])
-
-  # What the collections in a run reclaimed: sum of (size at start - size at end) per pair.
-  defp reclaimed(events) do
-    {acc, _} =
-      Enum.reduce(events, {{0, 0, 0, 0}, nil}, fn
-        {tag, info, _}, {{w, b, mi, ma}, _} when tag in [:gc_minor_start, :gc_major_start] ->
-          mi = if tag == :gc_minor_start, do: mi + 1, else: mi
-          ma = if tag == :gc_major_start, do: ma + 1, else: ma
-          {{w, b, mi, ma}, gc_sizes(info)}
-
-        {tag, info, _}, {{w, b, mi, ma}, {sw, sb}} when tag in [:gc_minor_end, :gc_major_end] ->
-          {ew, eb} = gc_sizes(info)
-          {{w + sw - ew, b + sb - eb, mi, ma}, nil}
-
-        _, acc ->
-          acc
-      end)
-
-    acc
-  end
-
-  defp tracer_loop(acc) do
-    receive do
-      {:trace_ts, pid, tag, info, ts} ->
-        tracer_loop(Map.update(acc, pid, [{tag, info, ts}], &[{tag, info, ts} | &1]))
-
-      {:take, pid, from, ref} ->
-        send(from, {ref, acc |> Map.get(pid, []) |> Enum.reverse()})
-        tracer_loop(Map.delete(acc, pid))
-
-      _ ->
-        tracer_loop(acc)
-    end
-  end
-
-  ## Memory left behind
-
-  @doc """
-  Node memory now, after letting pending store releases land: `:erlang.memory/0` totals
-  (`:total`, `:processes`, `:binary`, `:ets`) and the store's live bytes.
-  """
-  @spec footprint() :: %{atom() => integer()}
-  def footprint do
-    :erlang.garbage_collect()
-    settle_store()
-    m = :erlang.memory()
-
-    %{
-      total: m[:total],
-      processes: m[:processes],
-      binary: m[:binary],
-      ets: m[:ets],
-      store_bytes: Binscope.Store.stats().live_bytes
-    }
-  end
-
-  defp diff(a, b), do: Map.new(a, fn {k, v} -> {k, v - Map.fetch!(b, k)} end)
-
-  # Store releases run in the collecting process's GC right after a holder exits; wait until the
-  # live counters are unchanged over three polls (at most ~1 s).
-  defp settle_store(last \\ nil, same \\ 0, tries \\ 100)
-  defp settle_store(_last, 3, _tries), do: :ok
-  defp settle_store(_last, _same, 0), do: :ok
-
-  defp settle_store(last, same, tries) do
-    now = Binscope.Store.stats() |> Map.take([:live_count, :live_bytes])
-
-    if now == last do
-      Process.sleep(5)
-      settle_store(now, same + 1, tries - 1)
-    else
-      Process.sleep(5)
-      settle_store(now, 0, tries - 1)
-    end
-  end
 
   @doc false
   # Summaries per call of a list of samples (each per run of `batch` calls).

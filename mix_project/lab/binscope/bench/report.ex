@@ -18,7 +18,7 @@ defmodule Binscope.Bench.Report do
   """
 
   alias Binscope.Bench.Comparison
-  alias Binscope.Report.Table
+  alias Binscope.Render.Table
 
   @typedoc "A table: headers and rows of cells (strings or numbers)."
   @type table :: %{title: String.t(), headers: [String.t()], rows: [[term()]]}
@@ -37,11 +37,11 @@ defmodule Binscope.Bench.Report do
         }
 
   @doc """
-  The directory benchmark reports go to: `bench/` under `Binscope.Report.dir/0` (`reports/` at
+  The directory benchmark reports go to: `bench/` under `Binscope.Lab.OutputDir.dir/0` (`reports/` at
   the repository root, or `$BINSCOPE_REPORT_DIR`).
   """
   @spec dir() :: Path.t()
-  def dir, do: Path.join(Binscope.Report.dir(), "bench")
+  def dir, do: Path.join(Binscope.Lab.OutputDir.dir(), "bench")
 
   @doc """
   The standard table of a comparison: time per call (median, p99, min, max), throughput when
@@ -85,7 +85,7 @@ defmodule Binscope.Bench.Report do
     %{title: title, headers: headers, rows: rows}
   end
 
-  @doc "Renders a table for the console (a title line, then `Binscope.Report.Table`)."
+  @doc "Renders a table for the console (a title line, then `Binscope.Render.Table`)."
   @spec render(table()) :: iodata()
   def render(%{title: title, headers: headers, rows: rows}) do
     ["\n", title, "\n", Table.render(headers, rows)]

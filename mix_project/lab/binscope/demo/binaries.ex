@@ -19,7 +19,7 @@ defmodule Binscope.Demo.Binaries do
 
   import Binscope.Demo.Kit, only: [b: 1]
   alias Binscope.Demo.Kit
-  alias Binscope.Report.Table
+  alias Binscope.Render.Table
 
   @impl true
   def name, do: :binaries

@@ -17,7 +17,7 @@ defmodule Binscope.Demo.GcPressure do
 
   import Binscope.Demo.Kit, only: [b: 1]
   alias Binscope.Demo.Kit
-  alias Binscope.Report.Table
+  alias Binscope.Render.Table
   alias Binscope.Store
   alias Binscope.Store.GcPressure
 

@@ -14,7 +14,7 @@ defmodule Binscope.Demo.Heaps do
 
   import Binscope.Demo.Kit, only: [b: 1]
   alias Binscope.Demo.Kit
-  alias Binscope.Report.Table
+  alias Binscope.Render.Table
 
   @impl true
   def name, do: :heaps

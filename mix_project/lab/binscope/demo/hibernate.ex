@@ -30,7 +30,7 @@ defmodule Binscope.Demo.Hibernate do
 
   import Binscope.Demo.Kit, only: [b: 1]
   alias Binscope.Demo.Kit
-  alias Binscope.Report.Table
+  alias Binscope.Render.Table
 
   defmodule Server do
     @moduledoc false

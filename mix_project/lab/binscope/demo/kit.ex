@@ -5,11 +5,11 @@ defmodule Binscope.Demo.Kit do
 
   Options every demo accepts (besides its own sizes):
 
-    * `:report_dir` - where charts go (default `Binscope.Report.dir/0`);
+    * `:report_dir` - where charts go (default `Binscope.Lab.OutputDir.dir/0`);
     * `:quiet` - `true` to print no progress lines (the tests use it).
   """
 
-  alias Binscope.Report.Format
+  alias Binscope.Render.Format
 
   @word :erlang.system_info(:wordsize)
 
@@ -215,11 +215,11 @@ defmodule Binscope.Demo.Kit do
     path
   end
 
-  @doc "The path of report file `name` (under `opts[:report_dir]` or `Binscope.Report.dir/0`)."
+  @doc "The path of report file `name` (under `opts[:report_dir]` or `Binscope.Lab.OutputDir.dir/0`)."
   @spec report_path(keyword(), String.t()) :: String.t()
   def report_path(opts, name) do
     case opts[:report_dir] do
-      nil -> Binscope.Report.path(name)
+      nil -> Binscope.Lab.OutputDir.path(name)
       dir -> Path.join(dir, name)
     end
   end
@@ -236,7 +236,7 @@ defmodule Binscope.Demo.Kit do
       else: "store binaries at the few dozen bytes of their magic binary"
   end
 
-  @doc "Bytes for tables (`Binscope.Report.Format.bytes/1`)."
+  @doc "Bytes for tables (`Binscope.Render.Format.bytes/1`)."
   @spec b(integer()) :: String.t()
   def b(n), do: Format.bytes(n)
 

@@ -17,7 +17,7 @@ defmodule Binscope.Demo.ManualGc do
 
   import Binscope.Demo.Kit, only: [b: 1]
   alias Binscope.Demo.Kit
-  alias Binscope.Report.Table
+  alias Binscope.Render.Table
   alias Binscope.Store
 
   @impl true

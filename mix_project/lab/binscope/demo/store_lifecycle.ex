@@ -12,7 +12,7 @@ defmodule Binscope.Demo.StoreLifecycle do
   """
   @behaviour Binscope.Demo
 
-  alias Binscope.Report.{Format, Table}
+  alias Binscope.Render.{Format, Table}
   alias Binscope.Store
 
   @impl true

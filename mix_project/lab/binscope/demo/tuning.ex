@@ -19,7 +19,7 @@ defmodule Binscope.Demo.Tuning do
 
   import Binscope.Demo.Kit, only: [b: 1]
   alias Binscope.Demo.Kit
-  alias Binscope.Report.Table
+  alias Binscope.Render.Table
 
   @variants [
     {"defaults", []},

@@ -18,12 +18,14 @@ defmodule Binscope.Memory.External do
   Cost: one basic scan (`Binscope.processes(detail: :basic)`'s collector cost), one pass over
   every listed reference here, and, with `read_tables:`, a copy of every object of every
   readable table, in chunks of 500 in a worker per table that collects its heap after each
-  chunk, up to `max_objects:` (default 100,000) per table (a table cut short is `:partial`).
+  chunk, up to `max_objects:` (default #{Binscope.Accounting.Options.default_text(:binaries_elsewhere, :max_objects)}) per table (a table cut short is `:partial`).
   That copy is the dangerous part on a production node whose tables hold gigabytes of large
   terms: pass `read_tables: false` there, or a small `max_objects:`.
   """
 
-  alias Binscope.Remote
+  alias Binscope.{Collector, Remote}
+
+  require Collector
 
   # Store binaries are rewritten to keys from 2^62 up (see the collector): their count is the
   # store's, not the VM's.
@@ -35,9 +37,10 @@ defmodule Binscope.Memory.External do
   `elsewhere_share` = (`shared_elsewhere_bytes` + `only_elsewhere_bytes`) /
   `binary_memory`.
   """
+  # `o`: the options of Binscope.binaries_elsewhere/1, validated (every default filled in).
   @spec report(node(), map()) :: {:ok, map()} | {:error, term()}
   def report(node, o) do
-    args = [%{detail: :basic, workers: Map.get(o, :workers, :auto)}]
+    args = [%{detail: :basic, workers: o.workers}]
 
     with {:ok, raw} <- Remote.call(node, :snapshot, args, o.deadline),
          {:ok, mem} <- Remote.call(node, :erlang, [], o.deadline),
@@ -48,14 +51,14 @@ defmodule Binscope.Memory.External do
   end
 
   defp read_tables(node, o) do
-    case Map.get(o, :read_tables, true) do
+    case o.read_tables do
       false ->
         {:ok, nil}
 
       true ->
         opts = %{
           budget_ms: Remote.left(o.deadline),
-          max_objects: Map.get(o, :max_objects, 100_000)
+          max_objects: o.max_objects
         }
 
         Remote.call(node, :ets_binaries, [opts], o.deadline)
@@ -72,7 +75,11 @@ defmodule Binscope.Memory.External do
   def by_table(nil, _procs), do: %{tables: nil, tables_attributed_bytes: nil}
 
   def by_table(tables, procs) do
-    held = for r <- procs, {key, _size, _refc} <- elem(r, 1), into: MapSet.new(), do: key
+    held =
+      for r <- procs,
+          {key, _size, _refc} <- Collector.basic(r, :binaries),
+          into: MapSet.new(),
+          do: key
 
     rows =
       for {t, name, status, bins} <- tables, bins != [] or status != :complete do
@@ -102,12 +109,12 @@ defmodule Binscope.Memory.External do
     }
   end
 
-  @doc "The report from collector records and `:erlang.memory(:binary)`."
+  @doc "The report from collector records (`detail: :basic`) and `:erlang.memory(:binary)`."
   @spec summarize([tuple()], non_neg_integer()) :: map()
   def summarize(procs, binary_memory) do
     seen =
       Enum.reduce(procs, %{}, fn r, acc ->
-        Enum.reduce(elem(r, 1), acc, fn
+        Enum.reduce(Collector.basic(r, :binaries), acc, fn
           {key, _size, _refc}, acc when key >= @store_key -> acc
           {key, size, refc}, acc -> Map.update(acc, key, {size, refc, 1}, &bump/1)
         end)

@@ -20,7 +20,8 @@ defmodule Binscope.Memory.Growth do
   """
   @spec top(node(), pos_integer(), map()) :: {:ok, [map()]} | {:error, term()}
   def top(node, n, %{window: window} = o) do
-    by = Map.get(o, :by, :memory)
+    # `o`: the options of Binscope.top/2, validated (`by:` filled in).
+    by = o.by
 
     with {:ok, s1} <- Accounting.snapshot(node, o) do
       before = Map.new(s1.processes, &{&1.pid, Map.fetch!(&1, by)})

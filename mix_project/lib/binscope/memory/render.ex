@@ -1,7 +1,7 @@
 defmodule Binscope.Memory.Render do
   @moduledoc "Renders `Binscope.memory/1`'s report as the command line's table or CSV."
 
-  alias Binscope.Report.{CSV, Format, Table}
+  alias Binscope.Render.{CSV, Format, Table}
 
   # The reconciliation, in the order it adds up: rss = files + shmem + native + vm + unaccounted.
   @reconciliation [

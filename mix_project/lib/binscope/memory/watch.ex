@@ -12,7 +12,8 @@ defmodule Binscope.Memory.Watch do
   Cost: every refresh is two snapshots of the node (see `Binscope.Memory.Growth`).
   """
 
-  alias Binscope.CLI.Output
+  alias Binscope.CLI.Options
+  alias Binscope.Render
 
   @doc false
   def maybe_watch(:top, node, %{watch: seconds} = o) do
@@ -26,22 +27,24 @@ defmodule Binscope.Memory.Watch do
   defp loop(_node, _o, _ms, _tty?, count, i) when is_integer(count) and i > count, do: 0
 
   defp loop(node, o, ms, tty?, count, i) do
+    by = Map.get(o, :by, Options.default(:top, :by))
+
     opts =
-      [node: node, by: Map.get(o, :by, :memory), timeout: o.timeout, window: ms] ++
+      [node: node, by: by, timeout: o.timeout, window: ms] ++
         Enum.to_list(Map.take(o, [:detail, :workers]))
 
-    case Binscope.top(Map.get(o, :limit, 20), opts) do
+    case Binscope.top(Map.get(o, :limit, Options.default(:top, :limit)), opts) do
       {:ok, rows} ->
         stamp =
-          "binscope top #{node} by #{Map.get(o, :by, :memory)}, growth over " <>
+          "binscope top #{node} by #{by}, growth over " <>
             "#{div(ms, 1000)} s, #{DateTime.utc_now() |> DateTime.truncate(:second)}\n"
 
         if tty?, do: IO.write("\e[H\e[2J")
-        IO.write([stamp, Output.render(:top, rows, o.format), "\n"])
+        IO.write([stamp, Render.render(:top, rows, o.format), "\n"])
         loop(node, o, ms, tty?, count, i + 1)
 
       {:error, reason} ->
-        IO.puts(:stderr, "error: " <> Output.reason(reason))
+        IO.puts(:stderr, "error: " <> Render.reason(reason))
         1
     end
   end

@@ -10,19 +10,7 @@ defmodule Binscope.Hardening.CLIHostileTest do
 
   @moduletag timeout: 300_000
 
-  defp run(task, argv) do
-    parent = self()
-
-    err =
-      capture_io(:stderr, fn ->
-        out = capture_io(fn -> send(parent, {:status, CLI.run(task, argv, "HELP TEXT\n")}) end)
-        send(parent, {:out, out})
-      end)
-
-    assert_received {:status, status}
-    assert_received {:out, out}
-    {status, out, err}
-  end
+  defp run(task, argv), do: Binscope.CLIRun.run(task, argv)
 
   # One line, `error: ...`, nothing that looks like an exception or a stack trace.
   defp assert_error_line(err, context) do
@@ -53,11 +41,7 @@ defmodule Binscope.Hardening.CLIHostileTest do
     path
   end
 
-  defp stop(peer) do
-    :peer.stop(peer)
-  catch
-    :exit, _ -> :ok
-  end
+  defp stop(peer), do: Cluster.stop_peer(peer)
 
   # Cookies no OTP node can have, each with a distinctive text to look for.
   defp odd_cookies do

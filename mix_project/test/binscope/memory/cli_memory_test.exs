@@ -2,7 +2,7 @@ defmodule Binscope.Memory.CLITest do
   use ExUnit.Case, async: true
 
   alias Binscope.CLI
-  alias Binscope.CLI.Output
+  alias Binscope.Render
 
   test "top --window MS is parsed and validated" do
     assert {:ok, %{window: 500}} = CLI.parse(:top, ["--window", "500"])
@@ -13,11 +13,11 @@ defmodule Binscope.Memory.CLITest do
 
   test "memory renders the reconciliation, the allocators and the diagnosis; csv stays flat" do
     {:ok, m} = Binscope.memory()
-    table = IO.iodata_to_binary(Output.render(:memory, m, :table))
+    table = IO.iodata_to_binary(Render.render(:memory, m, :table))
     assert table =~ "RSS = rss_file + rss_shmem + native_resident + vm_resident + unaccounted"
     assert table =~ "vm_resident" and table =~ "binary_alloc"
 
-    csv = IO.iodata_to_binary(Output.render(:memory, m, :csv))
+    csv = IO.iodata_to_binary(Render.render(:memory, m, :csv))
     [header | rows] = String.split(csv, "\r\n", trim: true)
     assert header == "category,bytes"
     assert Enum.all?(rows, &match?([_, _], String.split(&1, ",")))
@@ -39,7 +39,7 @@ defmodule Binscope.Memory.CLITest do
 
   test "top with a window shows the growth column" do
     rows = [%{pid: self(), registered_name: nil, initial_call: nil, growth: 2048, memory: 1}]
-    out = IO.iodata_to_binary(Output.render(:top, rows, :table))
+    out = IO.iodata_to_binary(Render.render(:top, rows, :table))
     assert out =~ "growth" and out =~ "2.0K"
   end
 end

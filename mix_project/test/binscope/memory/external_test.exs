@@ -24,6 +24,8 @@ defmodule Binscope.Memory.ExternalTest do
         end
       end)
 
+    # Killed however the test ends: a holder left alive would be the top leaker of later tests.
+    on_exit(fn -> Process.exit(p, :kill) end)
     assert_receive :ready, 10_000
     :erlang.garbage_collect(p)
     {:ok, r} = Binscope.binaries_elsewhere()

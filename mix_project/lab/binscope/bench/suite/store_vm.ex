@@ -179,7 +179,7 @@ defmodule Binscope.Bench.Suite.StoreVm do
           r.name,
           Float.round(r.throughput / 1024 ** 3, 2),
           Report.ratio(cmp.ratios[r.name].speed),
-          Binscope.Report.Format.bytes(round(held[r.name])),
+          Binscope.Render.Format.bytes(round(held[r.name])),
           Report.duration(r.time_ns.median)
         ]
       end
@@ -193,11 +193,11 @@ defmodule Binscope.Bench.Suite.StoreVm do
       title: "Store vs the VM",
       intro:
         "Steady cycle: a ring of #{o[:ring]} live binaries per alternative, each new one replacing " <>
-          "(and dropping) the oldest; about #{Binscope.Report.Format.bytes(o[:bytes_per_run])} " <>
+          "(and dropping) the oldest; about #{Binscope.Render.Format.bytes(o[:bytes_per_run])} " <>
           "made per run; median of #{o[:runs]} runs after #{o[:warmup]} warm-up, alternatives " <>
           "interleaved round-robin. `fill 0` maps fresh zeroed pages without touching them; " <>
           "`fill 1` writes every byte. Intern: #{o[:intern_count]} inputs of " <>
-          "#{Binscope.Report.Format.bytes(o[:intern_size])} per pass, all held until the pass ends.",
+          "#{Binscope.Render.Format.bytes(o[:intern_size])} per pass, all held until the pass ends.",
       tables: [
         %{
           title: "steady cycle",

@@ -1,12 +1,12 @@
-defmodule Binscope.Report.Format do
+defmodule Binscope.Render.Format do
   @moduledoc "Human formatting of figures for tables and reports."
 
   @doc """
   Bytes with a binary unit.
 
-      iex> Binscope.Report.Format.bytes(1536)
+      iex> Binscope.Render.Format.bytes(1536)
       "1.5 KiB"
-      iex> Binscope.Report.Format.bytes(-2 * 1024 * 1024)
+      iex> Binscope.Render.Format.bytes(-2 * 1024 * 1024)
       "-2.0 MiB"
   """
   @spec bytes(integer()) :: String.t()
@@ -20,7 +20,7 @@ defmodule Binscope.Report.Format do
   Bytes in at most 5 characters, for narrow table columns (`K`, `M`, `G` are KiB, MiB, GiB):
   one decimal under 10, none above.
 
-      iex> Enum.map([336, 1536, 851_000, 16 * 1024 * 1024, -2048], &Binscope.Report.Format.short_bytes/1)
+      iex> Enum.map([336, 1536, 851_000, 16 * 1024 * 1024, -2048], &Binscope.Render.Format.short_bytes/1)
       ["336B", "1.5K", "831K", "16M", "-2.0K"]
   """
   @spec short_bytes(integer()) :: String.t()

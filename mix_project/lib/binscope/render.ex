@@ -1,7 +1,7 @@
-defmodule Binscope.CLI.Output do
+defmodule Binscope.Render do
   @moduledoc "Renders the command line's reports as a table, JSON or CSV."
 
-  alias Binscope.Report.{CSV, Format, JSON, Table}
+  alias Binscope.Render.{CSV, Format, JSON, Table}
 
   # CSV and JSON: every field, by its name. Tables: what fits in about 100 columns, with short
   # headers (sizes in 5 characters: K, M, G are KiB, MiB, GiB).

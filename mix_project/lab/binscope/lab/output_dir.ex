@@ -1,4 +1,4 @@
-defmodule Binscope.Report do
+defmodule Binscope.Lab.OutputDir do
   @moduledoc """
   Where Binscope writes its reports (charts from the demos and benchmarks).
 
@@ -7,7 +7,7 @@ defmodule Binscope.Report do
   (`Binscope.Chart` creates missing directories).
   """
 
-  @default Path.expand("../../../reports", __DIR__)
+  @default Path.expand("../../../../reports", __DIR__)
 
   @doc """
   The report directory, as an absolute path: `BINSCOPE_REPORT_DIR` (expanded) when set and

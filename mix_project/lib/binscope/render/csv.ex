@@ -1,9 +1,9 @@
-defmodule Binscope.Report.CSV do
+defmodule Binscope.Render.CSV do
   @moduledoc """
   RFC 4180 CSV: a header line, then one line per row; fields with commas, quotes or newlines
   are quoted.
 
-      iex> Binscope.Report.CSV.encode(["a", "b"], [[1, "x,y"]]) |> IO.iodata_to_binary()
+      iex> Binscope.Render.CSV.encode(["a", "b"], [[1, "x,y"]]) |> IO.iodata_to_binary()
       "a,b\\r\\n1,\\"x,y\\"\\r\\n"
   """
 
@@ -15,7 +15,7 @@ defmodule Binscope.Report.CSV do
 
   defp field(v) do
     s =
-      case Binscope.Report.JSON.plain(v) do
+      case Binscope.Render.JSON.plain(v) do
         nil -> ""
         b when is_binary(b) -> b
         other -> to_string(other)

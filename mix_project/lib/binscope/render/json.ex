@@ -1,4 +1,4 @@
-defmodule Binscope.Report.JSON do
+defmodule Binscope.Render.JSON do
   @moduledoc """
   JSON for reports, rendered in Rust by serde_json (Elixir's JSON libraries are hex packages,
   out of reach here). Pids, ports and references become their `inspect` text, `{m, f, a}` tuples
@@ -6,14 +6,14 @@ defmodule Binscope.Report.JSON do
   come out sorted, so a report reads the same on every OTP release (the VM's own map order
   differs between releases and between small and large maps).
 
-      iex> Binscope.Report.JSON.encode(%{bytes: 3, call: {:gen_server, :loop, 7}, name: nil})
+      iex> Binscope.Render.JSON.encode(%{bytes: 3, call: {:gen_server, :loop, 7}, name: nil})
       ~s({"bytes":3,"call":"gen_server:loop/7","name":null})
   """
 
   @doc "Encodes `term` (maps, lists, numbers, strings, atoms, pids, MFAs) as JSON text."
   @spec encode(term(), keyword()) :: String.t()
   def encode(term, opts \\ []) do
-    Binscope.Native.report_json(plain(term), Keyword.get(opts, :pretty, false) == true)
+    Binscope.Native.render_json(plain(term), Keyword.get(opts, :pretty, false) == true)
   end
 
   @doc """

@@ -1,4 +1,4 @@
-defmodule Binscope.Report.Table do
+defmodule Binscope.Render.Table do
   @moduledoc "Plain-text tables for the console (columns padded, numbers right-aligned)."
 
   @ellipsis "…"
@@ -16,9 +16,9 @@ defmodule Binscope.Report.Table do
   - `right:` indices of columns to right-align (columns of numbers are right-aligned anyway);
   - `notes:` one string (or nil) per row, printed under its row, indented by 2 and cut to `width:`.
 
-      iex> Binscope.Report.Table.render(["step", "bytes"], [["a", 1], ["bb", 22]]) |> IO.iodata_to_binary()
+      iex> Binscope.Render.Table.render(["step", "bytes"], [["a", 1], ["bb", 22]]) |> IO.iodata_to_binary()
       "step | bytes\\n-----+------\\na    |     1\\nbb   |    22\\n"
-      iex> Binscope.Report.Table.render(["name", "n"], [["abcdefghijkl", 1]], width: 12, flex: [0]) |> IO.iodata_to_binary()
+      iex> Binscope.Render.Table.render(["name", "n"], [["abcdefghijkl", 1]], width: 12, flex: [0]) |> IO.iodata_to_binary()
       "name     | n\\n---------+--\\nabcdefg… | 1\\n"
   """
   @spec render([String.t()], [[term()]], keyword()) :: iodata()
@@ -69,7 +69,7 @@ defmodule Binscope.Report.Table do
   @doc """
   `text` cut to `width` characters, its last one `…` when something was cut.
 
-      iex> Binscope.Report.Table.cut("abcdef", 4)
+      iex> Binscope.Render.Table.cut("abcdef", 4)
       "abc…"
   """
   @spec cut(String.t(), non_neg_integer() | :infinity) :: String.t()
@@ -84,7 +84,7 @@ defmodule Binscope.Report.Table do
   @doc """
   `text` cut to `width` characters at its start, its first one `…` when something was cut.
 
-      iex> Binscope.Report.Table.cut_start("Binscope.LeakScenario:idle/0", 12)
+      iex> Binscope.Render.Table.cut_start("Binscope.LeakScenario:idle/0", 12)
       "…ario:idle/0"
   """
   @spec cut_start(String.t(), non_neg_integer()) :: String.t()

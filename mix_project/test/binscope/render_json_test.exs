@@ -1,7 +1,7 @@
-defmodule Binscope.Report.JSONTest do
+defmodule Binscope.Render.JSONTest do
   use ExUnit.Case, async: true
 
-  alias Binscope.Report.JSON
+  alias Binscope.Render.JSON
 
   test "object keys come out sorted, whatever the VM's map order" do
     # Over 32 keys: a hash map, iterated in hash order on every OTP release.

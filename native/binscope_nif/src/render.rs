@@ -1,4 +1,4 @@
-//! NIFs of `Binscope.Report` (prefixed `report_`): terms to JSON through `binscope_core::report`.
+//! NIFs of `Binscope.Render.JSON` (prefixed `render_`): terms to JSON through `binscope_core::render`.
 //!
 //! Accepted: maps (keys: atoms, strings or integers), proper lists, tuples (as lists), atoms
 //! (`true`/`false`/`nil` as JSON literals, others as strings), integers, floats and UTF-8
@@ -10,7 +10,7 @@
 //! atom-table index, and a map of over 32 keys by hash on every OTP), so the same report would
 //! otherwise read differently from one node or OTP release to the next.
 
-use binscope_core::report::{to_json, Value};
+use binscope_core::render::{to_json, Value};
 use rustler::{Binary, Error, NifResult, Term, TermType};
 
 /// Deeper input is refused instead of recursing without bound on a hostile term.
@@ -108,6 +108,6 @@ fn value(t: Term, depth: usize) -> NifResult<Value> {
 
 /// JSON text for `term`; `pretty` indents it. Dirty: reports of a whole node can be large.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn report_json(term: Term, pretty: bool) -> NifResult<String> {
+fn render_json(term: Term, pretty: bool) -> NifResult<String> {
     Ok(to_json(&value(term, 0)?, pretty))
 }

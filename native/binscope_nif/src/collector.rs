@@ -1,0 +1,89 @@
+//! NIFs of the collector's target side (prefixed `collector_`), called by `:binscope_collector`
+//! on the node being inspected: calibration, the store's mark, store binary resolution and the
+//! store keys still live after a GC round. They need that node's store, so they run where it is.
+//!
+//! Store binaries reach the VM as resource binaries, which `process_info(pid, :binary)` lists under
+//! the address of the resource's magic binary with its own small size (72 bytes here). The
+//! collector calibrates the constant distance between that address and our resource object once
+//! per node with [`collector_probe`]; [`collector_resolve`] then replaces such entries by the
+//! store entry's key and real size. A scan reads [`collector_mark`] before it lists anything, so
+//! that an address reused by a newer entry meanwhile is never credited to the old holder: such a
+//! binary becomes an unresolved key instead (see `binscope_core::accounting::handles`).
+
+use binscope_core::accounting::{store_entry, store_key, unresolved_key, Resolution};
+use rustler::{Env, Resource, ResourceArc, Term};
+
+use crate::store::{StoreBinary, HANDLES, REGISTRY};
+
+/// A resource of the same size and alignment as [`StoreBinary`], used only to calibrate.
+pub struct Probe(#[allow(dead_code)] usize);
+
+const _: () = assert!(std::mem::size_of::<Probe>() == std::mem::size_of::<StoreBinary>());
+const _: () = assert!(std::mem::align_of::<Probe>() == std::mem::align_of::<StoreBinary>());
+
+#[rustler::resource_impl]
+impl Resource for Probe {}
+
+/// One byte: the collector (`?PROBE_PAYLOAD`) tells a VM that lists resource binaries at their
+/// payload size by a probe listed at this size.
+static PROBE_BYTES: [u8; 1] = [0];
+
+/// `{binary, resource_address}`: a resource binary whose resource address is known. The caller
+/// (a fresh process holding nothing else) finds the binary's listed address and size.
+#[rustler::nif]
+fn collector_probe(env: Env) -> (Term, u64) {
+    let probe = ResourceArc::new(Probe(0));
+    let addr = &*probe as *const Probe as u64;
+    let bin = probe.make_binary(env, |_| &PROBE_BYTES[..]);
+    (bin.to_term(env), addr)
+}
+
+type Bins = Vec<(u64, u64, u64)>;
+
+/// The store's handle counter: a scan reads it before listing any process, and passes it to
+/// [`collector_resolve`].
+#[rustler::nif]
+fn collector_mark() -> u64 {
+    HANDLES.mark()
+}
+
+/// Rewrites every `{addr, size, refc}` whose `addr + offset` is a store resource that lived
+/// through the whole listing (created before `mark`) and whose size is `magic_size` or the
+/// entry's own size as `{store_key, real_size, refc}`; one that may be a store binary but cannot
+/// be identified (its address reused or its resource released since `mark`) as
+/// `{unresolved_key(addr), 0, refc}`. Dirty: one call covers a whole node.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn collector_resolve(lists: Vec<Bins>, offset: i64, magic_size: u64, mark: u64) -> Vec<Bins> {
+    let patched = crate::gc_pressure::calibrated();
+    lists
+        .into_iter()
+        .map(|bins| {
+            bins.into_iter()
+                .map(|(addr, size, refc)| {
+                    let object = (addr as i64).wrapping_add(offset) as usize;
+                    let resolution = if patched {
+                        HANDLES.resolve_any_size(object, size, magic_size, mark)
+                    } else {
+                        HANDLES.resolve(object, size, magic_size, mark)
+                    };
+                    match resolution {
+                        Resolution::Store { id, size } => (store_key(id), size, refc),
+                        Resolution::Unresolved => (unresolved_key(addr), 0, refc),
+                        Resolution::NotStore => (addr, size, refc),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The store entries among `keys` that are still live on this node (the collector asks after
+/// forcing collections, on the node that owns the store).
+#[rustler::nif(schedule = "DirtyCpu")]
+fn collector_live_store_keys(keys: Vec<u64>) -> Vec<u64> {
+    let ids: Vec<u64> = keys.iter().filter_map(|&k| store_entry(k)).collect();
+    ids.iter()
+        .zip(REGISTRY.contains_ids(&ids))
+        .filter_map(|(&id, live)| live.then_some(store_key(id)))
+        .collect()
+}
