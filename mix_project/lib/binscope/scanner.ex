@@ -15,7 +15,7 @@ defmodule Binscope.Scanner do
   Runs `fun` in a scanner process and returns its result, raising, throwing or exiting as `fun`
   did. The scanner is linked to the caller: if the caller dies, so does the scan.
   """
-  @spec run((() -> result)) :: result when result: term()
+  @spec run((... -> result)) :: result when result: term()
   def run(fun) do
     caller = self()
     ref = make_ref()
