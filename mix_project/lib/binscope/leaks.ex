@@ -191,8 +191,6 @@ defmodule Binscope.Leaks do
   ]
 
   # Full detail for a few records, keeping their whole-node binary attribution.
-  defp with_details(_node, [], _opts), do: {:ok, []}
-
   defp with_details(node, records, opts) do
     with {:ok, raw} <- Remote.call(node, :details, [Enum.map(records, & &1.pid)], opts.deadline) do
       # Only the fields the collector gathered: the binary attribution stays the whole node's.
