@@ -17,5 +17,8 @@ defmodule Binscope.Lab.Native do
   def chart_line(_path, _title, _x_label, _y_label, _series, _events), do: err()
   def chart_bars(_path, _title, _y_label, _bars), do: err()
 
+  # floor.rs
+  def floor_memcpy(_size, _calls), do: err()
+
   defp err, do: :erlang.nif_error(:not_loaded)
 end

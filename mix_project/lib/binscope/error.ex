@@ -23,19 +23,25 @@ defmodule Binscope.Error do
   defexception [:reason, :message]
 
   @impl true
-  def exception(reason)
-      when reason in [:capacity, :alloc_failed, :label_limit, :too_large, :cancelled] do
-    %__MODULE__{reason: reason, message: "Binscope store refused the request: #{reason}"}
-  end
-
   # `raise Binscope.Error, reason: r, message: m`: a caller's own wording (the lab's benchmarks).
   def exception(reason: reason, message: message) when is_binary(message),
     do: %__MODULE__{reason: reason, message: message}
 
   def exception(reason) do
-    %__MODULE__{
-      reason: reason,
-      message: "Binscope inspection failed: #{inspect(reason, limit: 8)}"
-    }
+    if store_reason?(reason),
+      do: %__MODULE__{reason: reason, message: "Binscope store refused the request: #{reason}"},
+      else: %__MODULE__{
+        reason: reason,
+        message: "Binscope inspection failed: #{inspect(reason, limit: 8)}"
+      }
   end
+
+  # The store's run-time reasons as its native code lists them (its caller errors raise
+  # ArgumentError and never reach here).
+  defp store_reason?(reason) when is_atom(reason) do
+    limits = Binscope.Store.limits()
+    reason in limits.errors and reason not in limits.caller_errors
+  end
+
+  defp store_reason?(_), do: false
 end

@@ -145,6 +145,7 @@ defmodule Binscope.Native do
   def store_by_owner, do: err()
   def store_live(_label, _owner, _older_than_ms, _limit), do: err()
   def store_set_capacity(_capacity), do: err()
+  def store_limits, do: err()
 
   # collector.rs: the target side, called by :binscope_collector on the inspected node
   def collector_probe, do: err()

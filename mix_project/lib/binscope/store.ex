@@ -13,7 +13,8 @@ defmodule Binscope.Store do
 
   ## Options shared by `put/2`, `alloc/2` and `intern/2`
 
-    * `:label` - an atom or a UTF-8 string of at most 255 bytes (default `:default`). Strings are
+    * `:label` - an atom or a UTF-8 string of at most `limits().max_label_bytes` bytes (255;
+      default `:default`). Strings are
       never turned into atoms.
     * `:owner` - the local pid the binary is accounted to (default `self()`). Owners are
       monitored: `by_owner/0` and `live/1` say when a binary outlives the process that made it.
@@ -21,9 +22,11 @@ defmodule Binscope.Store do
   ## Costs
 
   `put/2` and `intern/2` copy their input once; `alloc/2` with the default zero fill maps fresh
-  zeroed pages without touching them. Inputs of 256 KiB and more are handled on
-  a dirty CPU scheduler, so no call holds a normal scheduler long (`mix test` checks it with a
-  `long_schedule` monitor). `stats/0`, `by_label/0` and `set_capacity/1` are O(1)/O(labels) and
+  zeroed pages without touching them. Inputs (and allocs) of 256 KiB and more are handled on
+  a dirty CPU scheduler, so no call holds a normal scheduler long: the thresholds are chosen by
+  the worst time of a copy into fresh pages on a normal scheduler, and `mix test` checks sizes
+  just under them with a `long_schedule` monitor. The bookkeeping of a small put takes the
+  store's lock once and starts an owner monitor only the first time it sees an owner. `stats/0`, `by_label/0` and `set_capacity/1` are O(1)/O(labels) and
   safe on a busy node; `live/1` and `by_owner/0` walk every live entry on a dirty scheduler.
   """
 
@@ -32,13 +35,27 @@ defmodule Binscope.Store do
 
   alias Binscope.Native
 
-  # From this size copies/fills run on a dirty scheduler. Measured on a 2-core machine: copying
-  # into fresh pages runs at ~2 GiB/s, so 256 KiB takes ~125 µs on a normal scheduler, well under
-  # the 1 ms budget; below it, the hop to a dirty scheduler would cost more than the copy (at
-  # 64 KiB a dirty put ran at 0.13-0.29x the speed of :binary.copy, vs 1 MiB at 2.6x).
-  @dirty_threshold 256 * 1024
+  # Dirty thresholds: from these sizes a call runs on a dirty CPU scheduler. They are the only
+  # copy of these numbers (the NIF does not know them), chosen by time, not size alone: a call on a
+  # normal scheduler must stay well under 1 ms (the long_schedule budget), also in its worst case,
+  # which is not a warm memcpy (21-50 GiB/s here) but a copy or fill into fresh pages: jemalloc
+  # hands back pages it purged, so every 4 KiB page faults first. Measured on this project's
+  # 2-core machine (`Binscope.Bench.Suite.StoreVm`'s floor rows and
+  # test/binscope/store_scheduler_test.exs): fresh-page copy and memset run at ~1.9-2.2 GiB/s,
+  # xxh3 at ~5 GiB/s. So:
+  #   put    256 KiB: worst copy ~125 us (p99 of 1,000 normal-scheduler calls: 135 us);
+  #   alloc  256 KiB, any fill: a zero fill is not free either (jemalloc zeroes reused pages with
+  #          memset; 2 MiB zero fills held a normal scheduler > 1 ms in 3 of 1,000 calls, 4 MiB in
+  #          29), so fills of every byte value share put's threshold;
+  #   intern 256 KiB: hash + copy, worst ~175 us (p99 148 us).
+  # Below them the hop to a dirty scheduler would cost more than the work (a dirty put of 64 KiB
+  # ran at 0.13-0.29x the speed of :binary.copy). A `long_schedule` proof runs sizes just under
+  # each threshold (store_scheduler_test.exs).
+  @dirty_put 256 * 1024
+  @dirty_alloc 256 * 1024
+  @dirty_intern 256 * 1024
 
-  @typedoc "An accounting label: an atom, or a UTF-8 string of at most 255 bytes."
+  @typedoc "An accounting label: an atom, or a UTF-8 string of at most `limits().max_label_bytes` bytes."
   @type label :: atom() | String.t()
 
   @typedoc "Options of `put/2`, `alloc/2` and `intern/2`."
@@ -82,12 +99,23 @@ defmodule Binscope.Store do
       "hello, native world"
   """
   @spec put(binary(), [option()]) :: {:ok, binary()} | {:error, reason()}
-  def put(binary, opts \\ []) do
+  def put(binary, opts \\ [])
+
+  # The common shapes (no options, or an atom label) skip the option parsing: a small put is a
+  # few hundred nanoseconds, and parsing a keyword list into a map was a third of it.
+  def put(binary, []) when is_binary(binary) and byte_size(binary) < @dirty_put,
+    do: Native.store_put(binary, :default, self()) |> result("Binscope.Store.put/2")
+
+  def put(binary, label: label)
+      when is_binary(binary) and is_atom(label) and byte_size(binary) < @dirty_put,
+      do: Native.store_put(binary, label, self()) |> result("Binscope.Store.put/2")
+
+  def put(binary, opts) do
     fun = "Binscope.Store.put/2"
     data = binary!(binary, fun)
     {label, owner} = common_opts!(opts, [], fun)
 
-    if byte_size(data) >= @dirty_threshold,
+    if byte_size(data) >= @dirty_put,
       do: Native.store_put_dirty(data, label, owner) |> result(fun),
       else: Native.store_put(data, label, owner) |> result(fun)
   end
@@ -116,18 +144,10 @@ defmodule Binscope.Store do
     {label, owner} = common_opts!(opts, [:fill], fun)
     fill = byte!(Keyword.get(opts, :fill, 0), fun)
 
-    # Zero fills are fresh pages and cost nothing to "fill"; other fills touch every byte.
-    if fill != 0 and size >= @dirty_threshold,
+    if size >= @dirty_alloc,
       do: Native.store_alloc_dirty(size, fill, label, owner) |> result(fun),
-      else: alloc_maybe_dirty(size, fill, label, owner) |> result(fun)
+      else: Native.store_alloc(size, fill, label, owner) |> result(fun)
   end
-
-  # A zeroed allocation of many MiB may still fault in jemalloc metadata; keep huge ones dirty too.
-  defp alloc_maybe_dirty(size, fill, label, owner) when size >= 16 * @dirty_threshold,
-    do: Native.store_alloc_dirty(size, fill, label, owner)
-
-  defp alloc_maybe_dirty(size, fill, label, owner),
-    do: Native.store_alloc(size, fill, label, owner)
 
   @doc "Like `alloc/2`, but returns the binary or raises `Binscope.Error`."
   @spec alloc!(non_neg_integer(), [option() | {:fill, 0..255}]) :: binary()
@@ -153,7 +173,7 @@ defmodule Binscope.Store do
     {label, owner} = common_opts!(opts, [], fun)
 
     result =
-      if byte_size(data) >= @dirty_threshold,
+      if byte_size(data) >= @dirty_intern,
         do: Native.store_intern_dirty(data, label, owner),
         else: Native.store_intern(data, label, owner)
 
@@ -182,7 +202,7 @@ defmodule Binscope.Store do
   Live count, bytes and high-water mark per label, for every label with live binaries.
 
   A label is forgotten when its last binary is released, so per-request labels never fill the
-  label table (at most 65,536 labels with live binaries at once, plus `:default`, which is never
+  label table (at most `limits().max_labels` labels with live binaries at once, plus `:default`, which is never
   refused). `peak_bytes` is therefore the label's high-water mark since it last had nothing live:
   a label that is used again after all its binaries were freed starts again from zero.
   """
@@ -287,8 +307,44 @@ defmodule Binscope.Store do
     end
   end
 
+  @doc """
+  The store's limits and error reasons, as the native code defines them (this module states
+  none of them itself):
+
+    * `max_binary_size` - the largest `put/2`, `alloc/2` or `intern/2` (1 TiB); above it the call
+      raises `ArgumentError`;
+    * `max_label_bytes` - the longest label, in bytes;
+    * `max_labels` - distinct labels with live binaries at once, besides `:default` (more give
+      `{:error, :label_limit}`);
+    * `copy_first_max` - up to this size a put or alloc makes its buffer before it takes the
+      store's lock (so a request the capacity refuses has allocated, and freed, up to this much);
+    * `errors` - every reason the native code returns; `caller_errors` - those that are a bad
+      argument and raise `ArgumentError` here (`:too_large`, `:label_too_long`, `:dead_owner`); the
+      others are `t:reason/0`, returned as `{:error, reason}`.
+  """
+  @spec limits() :: %{
+          max_binary_size: pos_integer(),
+          max_label_bytes: pos_integer(),
+          max_labels: pos_integer(),
+          copy_first_max: pos_integer(),
+          errors: [atom()],
+          caller_errors: [atom()]
+        }
+  def limits do
+    case :persistent_term.get({__MODULE__, :limits}, nil) do
+      nil ->
+        limits = Native.store_limits()
+        :persistent_term.put({__MODULE__, :limits}, limits)
+        limits
+
+      limits ->
+        limits
+    end
+  end
+
   @doc false
-  def dirty_threshold, do: @dirty_threshold
+  # The dirty thresholds of put/2, alloc/2 and intern/2 (for the scheduler proof and the bench).
+  def dirty_thresholds, do: %{put: @dirty_put, alloc: @dirty_alloc, intern: @dirty_intern}
 
   defp common_opts!(opts, extra, fun) do
     opts = keyword!(opts, [:label, :owner | extra], fun)
@@ -299,13 +355,19 @@ defmodule Binscope.Store do
 
   defp result({:ok, _} = ok, _fun), do: ok
 
-  defp result({:error, :dead_owner}, fun),
-    do: raise(ArgumentError, "#{fun}: the owner process is not alive")
+  defp result({:error, reason} = error, fun) do
+    if reason in limits().caller_errors,
+      do: raise(ArgumentError, "#{fun}: #{caller_error(reason)}"),
+      else: error
+  end
 
-  defp result({:error, reason}, fun) when reason in [:too_large, :label_too_long],
-    do: raise(ArgumentError, "#{fun}: #{reason}")
+  defp caller_error(:dead_owner), do: "the owner process is not alive"
+  defp caller_error(:too_large), do: "too_large (over #{limits().max_binary_size} bytes)"
 
-  defp result({:error, _} = error, _fun), do: error
+  defp caller_error(:label_too_long),
+    do: "label_too_long (over #{limits().max_label_bytes} bytes)"
+
+  defp caller_error(other), do: Atom.to_string(other)
 
   defp bang({:ok, bin}), do: bin
   defp bang({:error, reason}), do: raise(Binscope.Error, reason)

@@ -20,6 +20,9 @@ pub enum StoreError {
     LabelLimit,
     /// A long fill was stopped because its caller went away (nobody can receive the result).
     Cancelled,
+    /// The owner process is not alive (a monitored owner, see
+    /// [`crate::store::Registry::put_watched`]); treated as a caller error.
+    DeadOwner,
 }
 
 impl StoreError {
@@ -32,14 +35,29 @@ impl StoreError {
             StoreError::LabelTooLong => "label_too_long",
             StoreError::LabelLimit => "label_limit",
             StoreError::Cancelled => "cancelled",
+            StoreError::DeadOwner => "dead_owner",
         }
     }
 
     /// Errors that mean the caller passed a bad argument (raised as `ArgumentError`), as opposed to
     /// runtime conditions returned as `{:error, reason}`.
     pub fn is_caller_error(self) -> bool {
-        matches!(self, StoreError::TooLarge | StoreError::LabelTooLong)
+        matches!(
+            self,
+            StoreError::TooLarge | StoreError::LabelTooLong | StoreError::DeadOwner
+        )
     }
+
+    /// Every variant, in declaration order (what the NIF exports to Elixir).
+    pub const ALL: [StoreError; 7] = [
+        StoreError::Capacity,
+        StoreError::AllocFailed,
+        StoreError::TooLarge,
+        StoreError::LabelTooLong,
+        StoreError::LabelLimit,
+        StoreError::Cancelled,
+        StoreError::DeadOwner,
+    ];
 }
 
 impl fmt::Display for StoreError {

@@ -1,30 +1,45 @@
-//! Runtime errors returned as `{:error, reason}`; the reason is an atom.
+//! The store's errors as terms: `{:error, reason}` with `reason` one of the atoms below, one per
+//! `binscope_core::StoreError` variant (its `name()`), made by `rustler::atoms!` so no atom is
+//! ever created from anything but this list.
 
 use binscope_core::StoreError;
-use rustler::{Encoder, Env, Term};
+use rustler::{Atom, Encoder, Env, Term};
 
-#[derive(Debug, Clone, Copy)]
-pub enum NifError {
-    Store(StoreError),
-    /// The owner process is not alive; Elixir raises `ArgumentError` for it.
-    DeadOwner,
+rustler::atoms! {
+    capacity,
+    alloc_failed,
+    too_large,
+    label_too_long,
+    label_limit,
+    cancelled,
+    dead_owner,
 }
 
-impl From<StoreError> for NifError {
+/// A store error on its way to Elixir (the reason of `{:error, reason}`).
+#[derive(Debug, Clone, Copy)]
+pub struct Reason(pub StoreError);
+
+impl From<StoreError> for Reason {
     fn from(e: StoreError) -> Self {
-        NifError::Store(e)
+        Reason(e)
     }
 }
 
-impl Encoder for NifError {
+/// The atom of `e`.
+pub fn atom(e: StoreError) -> Atom {
+    match e {
+        StoreError::Capacity => capacity(),
+        StoreError::AllocFailed => alloc_failed(),
+        StoreError::TooLarge => too_large(),
+        StoreError::LabelTooLong => label_too_long(),
+        StoreError::LabelLimit => label_limit(),
+        StoreError::Cancelled => cancelled(),
+        StoreError::DeadOwner => dead_owner(),
+    }
+}
+
+impl Encoder for Reason {
     fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
-        let name = match self {
-            NifError::Store(e) => e.name(),
-            NifError::DeadOwner => "dead_owner",
-        };
-        // The names are fixed at compile time, so the atom table cannot grow from user input.
-        rustler::types::atom::Atom::from_str(env, name)
-            .map(|a| a.encode(env))
-            .unwrap_or_else(|_| name.encode(env))
+        atom(self.0).encode(env)
     }
 }

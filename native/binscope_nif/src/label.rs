@@ -1,13 +1,55 @@
 //! Labels between terms and the core: an atom stays an atom, a string stays a string.
+//!
+//! Atom labels are cached by atom: an atom's term never changes while the VM runs (atoms are
+//! never collected), so a put whose atom label was seen recently reuses its `Label` (no text
+//! lookup, no allocation, no hashing of the text). The cache is direct-mapped with
+//! [`CACHE_SLOTS`] slots, so it stays small whatever labels callers use.
 
-use binscope_core::store::Label;
+use std::sync::Mutex;
+
+use binscope_core::store::{Label, LabelKind};
 use rustler::types::atom::Atom;
 use rustler::{Binary, Encoder, Env, Error, NifResult, Term, TermType};
+
+/// Slots of the atom label cache.
+pub const CACHE_SLOTS: usize = 256;
+
+static CACHE: [Mutex<Option<(usize, Label)>>; CACHE_SLOTS] =
+    [const { Mutex::new(None) }; CACHE_SLOTS];
+
+fn slot(word: usize) -> &'static Mutex<Option<(usize, Label)>> {
+    // Atom terms are tagged indexes: drop the 6 tag bits, the index spreads over the slots.
+    &CACHE[(word >> 6) % CACHE_SLOTS]
+}
+
+/// A term's word.
+pub fn term_word(term: Term) -> usize {
+    // SAFETY: `ErlNifTerm` is `#[repr(transparent)]` over `usize`.
+    unsafe { std::mem::transmute::<rustler::sys::ErlNifTerm, usize>(term.as_c_arg()) }
+}
 
 /// Decodes an atom or a UTF-8 binary. Anything else is `badarg`.
 pub fn decode(term: Term) -> NifResult<Label> {
     match term.get_type() {
-        TermType::Atom => Ok(Label::atom(&term.atom_to_string()?)),
+        TermType::Atom => {
+            let word = term_word(term);
+            let slot = slot(word);
+            let cached = match slot.lock() {
+                Ok(s) => s
+                    .as_ref()
+                    .filter(|(w, _)| *w == word)
+                    .map(|(_, l)| l.clone()),
+                Err(_) => None,
+            };
+            if let Some(label) = cached {
+                return Ok(label);
+            }
+            let label = Label::atom(&term.atom_to_string()?);
+            if let Ok(mut s) = slot.lock() {
+                *s = Some((word, label.clone()));
+            }
+            Ok(label)
+        }
         TermType::Binary => {
             let bin = Binary::from_term(term)?;
             let text = std::str::from_utf8(bin.as_slice()).map_err(|_| Error::BadArg)?;
@@ -22,13 +64,15 @@ pub struct LabelTerm(pub Label);
 
 impl Encoder for LabelTerm {
     fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
-        match &self.0 {
-            // The atom existed when the label was decoded, so this creates nothing.
-            Label::Atom(name) => match Atom::from_str(env, name) {
+        let name = self.0.as_str();
+        match self.0.kind() {
+            // The atom existed when the label was decoded, so this creates nothing (the text is
+            // a label's, not a fixed name: `rustler::atoms!` cannot list it).
+            LabelKind::Atom => match Atom::existing_from_utf8_bytes(env, name.as_bytes()) {
                 Ok(a) => a.encode(env),
-                Err(_) => name.as_ref().encode(env),
+                Err(_) => name.encode(env),
             },
-            Label::Text(text) => text.as_ref().encode(env),
+            LabelKind::Text => name.encode(env),
         }
     }
 }

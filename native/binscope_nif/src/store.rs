@@ -8,28 +8,71 @@
 //! Copies and fills have two NIFs each: a normal one for small sizes and a `_dirty` one that runs
 //! on a dirty CPU scheduler; `Binscope.Store` picks by size (threshold measured, see its docs).
 
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use binscope_core::accounting::HandleIndex;
 use binscope_core::store::{
-    Blob, LabelStats, LiveEntry, LiveFilter, OwnerState, OwnerStats, Registry, Stats,
+    Blob, LabelStats, LiveEntry, LiveFilter, OwnerStats, Registry, Stats, COPY_FIRST_MAX,
+    MAX_BINARY_SIZE, MAX_LABELS, MAX_LABEL_BYTES,
 };
+use binscope_core::StoreError;
 use rustler::{
-    Binary, Encoder, Env, LocalPid, Monitor, NifMap, NifResult, Resource, ResourceArc, Term,
+    Binary, Decoder, Encoder, Env, LocalPid, Monitor, NifMap, NifResult, Resource, ResourceArc,
+    Term,
 };
 
-use crate::error::NifError;
+use crate::error::{self, Reason};
 use crate::label::{self, LabelTerm};
-use crate::timeslice::charged;
+use crate::timeslice::{charged, charged_estimate};
+
+/// A store owner: a local pid, compared and hashed by its term (a local pid is an immediate
+/// term, equal for equal pids), so the registry's owner lookups never call into the VM (rustler's
+/// `LocalPid` hashes with `enif_hash` and compares with `enif_compare_pids`).
+#[derive(Clone, Copy)]
+pub struct Owner {
+    pub pid: LocalPid,
+    word: rustler::sys::ErlNifTerm,
+}
+
+impl Owner {
+    fn new(env: Env, pid: LocalPid) -> Self {
+        Owner {
+            pid,
+            word: pid.encode(env).as_c_arg(),
+        }
+    }
+
+    fn decode(term: Term) -> NifResult<Self> {
+        Ok(Owner {
+            pid: LocalPid::decode(term)?,
+            word: term.as_c_arg(),
+        })
+    }
+}
+
+impl PartialEq for Owner {
+    fn eq(&self, other: &Self) -> bool {
+        self.word == other.word
+    }
+}
+
+impl Eq for Owner {}
+
+impl Hash for Owner {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.word.hash(state);
+    }
+}
 
 /// The node-wide registry. It lives as long as the library is loaded. Payloads are admitted only
 /// while the process has room for them and a headroom (see `space`).
-pub static REGISTRY: LazyLock<Registry<LocalPid>> =
+pub static REGISTRY: LazyLock<Registry<Owner>> =
     LazyLock::new(|| Registry::with_space_probe(crate::space::available));
 
 /// The resource behind each stored binary handed to Elixir.
-pub struct StoreBinary(Arc<Blob<LocalPid>>);
+pub struct StoreBinary(Arc<Blob<Owner>>);
 
 #[rustler::resource_impl]
 impl Resource for StoreBinary {}
@@ -63,8 +106,8 @@ pub struct OwnerWatch;
 impl Resource for OwnerWatch {
     const IMPLEMENTS_DOWN: bool = true;
 
-    fn down<'a>(&'a self, _env: Env<'a>, pid: LocalPid, _monitor: Monitor) {
-        REGISTRY.owner_down(&pid);
+    fn down<'a>(&'a self, env: Env<'a>, pid: LocalPid, _monitor: Monitor) {
+        REGISTRY.owner_down(&Owner::new(env, pid));
     }
 }
 
@@ -90,27 +133,19 @@ fn machine_memory_limit() -> Option<u64> {
     binscope_core::store::memory_limit(read("/proc/meminfo").as_deref(), cgroup.as_deref())
 }
 
-type StoreResult<'a> = NifResult<Result<Term<'a>, NifError>>;
+type StoreResult<'a> = NifResult<Result<Term<'a>, Reason>>;
 
-/// Makes sure `owner` is monitored; `Err` when it is not alive.
-fn track_owner(env: Env, owner: LocalPid) -> Result<(), NifError> {
-    match REGISTRY.watch_owner(&owner) {
-        OwnerState::Alive => Ok(()),
-        OwnerState::Dead => Err(NifError::DeadOwner),
-        OwnerState::New => {
-            let watcher = WATCHER.get_or_init(|| ResourceArc::new(OwnerWatch));
-            if watcher.monitor(Some(env), &owner).is_some() {
-                Ok(())
-            } else {
-                REGISTRY.owner_down(&owner);
-                Err(NifError::DeadOwner)
-            }
-        }
+/// Starts the monitor of an owner the registry sees for the first time (once per owner);
+/// false when the process is not alive.
+fn monitor<'a>(env: Env<'a>) -> impl FnMut(&Owner) -> bool + 'a {
+    move |owner| {
+        let watcher = WATCHER.get_or_init(|| ResourceArc::new(OwnerWatch));
+        watcher.monitor(Some(env), &owner.pid).is_some()
     }
 }
 
 /// Wraps a blob in a fresh resource and returns it as a refc binary (zero copy).
-fn to_binary<'a>(env: Env<'a>, blob: Arc<Blob<LocalPid>>) -> Term<'a> {
+fn to_binary<'a>(env: Env<'a>, blob: Arc<Blob<Owner>>) -> Term<'a> {
     let (id, size) = (blob.id(), blob.len() as u64);
     let resource = ResourceArc::new(StoreBinary(blob));
     crate::gc_pressure::charge(&resource, size as usize);
@@ -118,45 +153,39 @@ fn to_binary<'a>(env: Env<'a>, blob: Arc<Blob<LocalPid>>) -> Term<'a> {
     resource.make_binary(env, |r| r.0.bytes()).to_term(env)
 }
 
-fn put<'a>(env: Env<'a>, data: Binary, label: Term, owner: LocalPid) -> StoreResult<'a> {
-    let label = label::decode(label)?;
-    Ok(track_owner(env, owner)
-        .and_then(|()| Ok(REGISTRY.put(data.as_slice(), label, owner)?))
-        .map(|blob| to_binary(env, blob)))
+fn put<'a>(env: Env<'a>, data: Binary, label: Term, owner: Term) -> StoreResult<'a> {
+    let (label, owner) = (label::decode(label)?, Owner::decode(owner)?);
+    let made = REGISTRY.put_watched(data.as_slice(), label, owner, &mut monitor(env));
+    Ok(made.map(|blob| to_binary(env, blob)).map_err(Reason))
 }
 
 /// `fill` arrives as `u32` because rustler's `u8` decoder truncates (256 would become 0).
 /// A long fill stops (`{:error, :cancelled}`, nothing counted) as soon as the caller is dead.
-fn alloc<'a>(env: Env<'a>, size: u64, fill: u32, label: Term, owner: LocalPid) -> StoreResult<'a> {
+fn alloc<'a>(env: Env<'a>, size: u64, fill: u32, label: Term, owner: Term) -> StoreResult<'a> {
     let fill = u8::try_from(fill).map_err(|_| rustler::Error::BadArg)?;
-    let label = label::decode(label)?;
+    let (label, owner) = (label::decode(label)?, Owner::decode(owner)?);
     let caller = env.pid();
     let caller_alive = || env.is_process_alive(caller);
-    Ok(track_owner(env, owner)
-        .and_then(|()| Ok(REGISTRY.alloc_until(size, fill, label, owner, caller_alive)?))
-        .map(|blob| to_binary(env, blob)))
+    let made = REGISTRY.alloc_watched(size, fill, label, owner, &mut monitor(env), caller_alive);
+    Ok(made.map(|blob| to_binary(env, blob)).map_err(Reason))
 }
 
 /// Returns `{:ok, {binary, hit?}}`.
-fn intern<'a>(env: Env<'a>, data: Binary, label: Term, owner: LocalPid) -> StoreResult<'a> {
-    let label = label::decode(label)?;
-    Ok(track_owner(env, owner)
-        .and_then(|()| Ok(REGISTRY.intern(data.as_slice(), label, owner)?))
-        .map(|i| (to_binary(env, i.blob), i.hit).encode(env)))
+fn intern<'a>(env: Env<'a>, data: Binary, label: Term, owner: Term) -> StoreResult<'a> {
+    let (label, owner) = (label::decode(label)?, Owner::decode(owner)?);
+    let made = REGISTRY.intern_watched(data.as_slice(), label, owner, &mut monitor(env));
+    Ok(made
+        .map(|i| (to_binary(env, i.blob), i.hit).encode(env))
+        .map_err(Reason))
 }
 
 #[rustler::nif]
-fn store_put<'a>(env: Env<'a>, data: Binary, label: Term, owner: LocalPid) -> StoreResult<'a> {
-    charged(env, || put(env, data, label, owner))
+fn store_put<'a>(env: Env<'a>, data: Binary, label: Term, owner: Term) -> StoreResult<'a> {
+    charged_estimate(env, data.len(), || put(env, data, label, owner))
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn store_put_dirty<'a>(
-    env: Env<'a>,
-    data: Binary,
-    label: Term,
-    owner: LocalPid,
-) -> StoreResult<'a> {
+fn store_put_dirty<'a>(env: Env<'a>, data: Binary, label: Term, owner: Term) -> StoreResult<'a> {
     put(env, data, label, owner)
 }
 
@@ -166,9 +195,10 @@ fn store_alloc<'a>(
     size: u64,
     fill: u32,
     label: Term,
-    owner: LocalPid,
+    owner: Term,
 ) -> StoreResult<'a> {
-    charged(env, || alloc(env, size, fill, label, owner))
+    let bytes = usize::try_from(size).unwrap_or(usize::MAX);
+    charged_estimate(env, bytes, || alloc(env, size, fill, label, owner))
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -177,25 +207,54 @@ fn store_alloc_dirty<'a>(
     size: u64,
     fill: u32,
     label: Term,
-    owner: LocalPid,
+    owner: Term,
 ) -> StoreResult<'a> {
     alloc(env, size, fill, label, owner)
 }
 
 #[rustler::nif]
-fn store_intern<'a>(env: Env<'a>, data: Binary, label: Term, owner: LocalPid) -> StoreResult<'a> {
+fn store_intern<'a>(env: Env<'a>, data: Binary, label: Term, owner: Term) -> StoreResult<'a> {
     charged(env, || intern(env, data, label, owner))
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
-fn store_intern_dirty<'a>(
-    env: Env<'a>,
-    data: Binary,
-    label: Term,
-    owner: LocalPid,
-) -> StoreResult<'a> {
+fn store_intern_dirty<'a>(env: Env<'a>, data: Binary, label: Term, owner: Term) -> StoreResult<'a> {
     intern(env, data, label, owner)
 }
+
+#[derive(NifMap)]
+#[rustler(encode)]
+struct LimitsMap {
+    max_binary_size: u64,
+    max_label_bytes: u64,
+    max_labels: u64,
+    copy_first_max: u64,
+    errors: Vec<rustler::Atom>,
+    caller_errors: Vec<rustler::Atom>,
+}
+
+/// The store's limits and error reasons, defined in `binscope_core` and read by
+/// `Binscope.Store.limits/0` (so Elixir states and checks none of them itself).
+#[rustler::nif]
+fn store_limits() -> LimitsMap {
+    let atoms = |f: fn(&StoreError) -> bool| {
+        StoreError::ALL
+            .iter()
+            .filter(|e| f(e))
+            .map(|&e| error::atom(e))
+            .collect()
+    };
+    LimitsMap {
+        max_binary_size: MAX_BINARY_SIZE,
+        max_label_bytes: MAX_LABEL_BYTES as u64,
+        max_labels: MAX_LABELS as u64,
+        copy_first_max: COPY_FIRST_MAX,
+        errors: atoms(|_| true),
+        caller_errors: atoms(|e| e.is_caller_error()),
+    }
+}
+
+rustler::atoms! { infinity }
 
 /// `:infinity` or a byte count.
 struct Capacity(Option<u64>);
@@ -204,9 +263,7 @@ impl Encoder for Capacity {
     fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
         match self.0 {
             Some(c) => c.encode(env),
-            None => rustler::types::atom::Atom::from_str(env, "infinity")
-                .map(|a| a.encode(env))
-                .unwrap_or_else(|_| "infinity".encode(env)),
+            None => infinity().encode(env),
         }
     }
 }
@@ -296,7 +353,7 @@ fn store_by_owner() -> Vec<(LocalPid, u64, u64, bool)> {
                     bytes,
                     alive,
                 },
-            )| (pid, count, bytes, alive),
+            )| (pid.pid, count, bytes, alive),
         )
         .collect()
 }
@@ -313,13 +370,13 @@ struct LiveMap {
     age_ms: u64,
 }
 
-impl From<LiveEntry<LocalPid>> for LiveMap {
-    fn from(e: LiveEntry<LocalPid>) -> Self {
+impl From<LiveEntry<Owner>> for LiveMap {
+    fn from(e: LiveEntry<Owner>) -> Self {
         LiveMap {
             id: e.id,
             size: e.size,
             label: LabelTerm(e.label),
-            owner: e.owner,
+            owner: e.owner.pid,
             owner_alive: e.owner_alive,
             interned: e.interned,
             age_ms: e.age.as_millis() as u64,
@@ -330,15 +387,16 @@ impl From<LiveEntry<LocalPid>> for LiveMap {
 /// Live entries, oldest first. Dirty: it walks every live entry. The label filter comes wrapped
 /// as `{label}` because `nil` is itself a valid (atom) label.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn store_live(
-    label: Option<(Term,)>,
+fn store_live<'a>(
+    env: Env<'a>,
+    label: Option<(Term<'a>,)>,
     owner: Option<LocalPid>,
     older_than_ms: Option<u64>,
     limit: Option<u64>,
 ) -> NifResult<Vec<LiveMap>> {
     let filter = LiveFilter {
         label: label.map(|(l,)| label::decode(l)).transpose()?,
-        owner,
+        owner: owner.map(|pid| Owner::new(env, pid)),
         older_than: older_than_ms.map(Duration::from_millis),
         limit: limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
     };

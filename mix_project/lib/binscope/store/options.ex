@@ -5,11 +5,9 @@ defmodule Binscope.Store.Options do
 
   import Bitwise, only: [<<<: 2]
 
-  @max_label_bytes 255
-  @max_size 1 <<< 40
-
-  @doc false
-  def max_size, do: @max_size
+  # The limits are the native code's (`Binscope.Store.limits/0`), never restated here.
+  defp max_label_bytes, do: Binscope.Store.limits().max_label_bytes
+  defp max_size, do: Binscope.Store.limits().max_binary_size
 
   @doc "Validates a keyword list against `allowed` keys and returns it as a map."
   def keyword!(opts, allowed, fun) do
@@ -36,9 +34,9 @@ defmodule Binscope.Store.Options do
 
   def label!(label, fun) when is_binary(label) do
     cond do
-      byte_size(label) > @max_label_bytes ->
+      byte_size(label) > max_label_bytes() ->
         raise ArgumentError,
-              "#{fun}: a label is at most #{@max_label_bytes} bytes, got #{byte_size(label)}"
+              "#{fun}: a label is at most #{max_label_bytes()} bytes, got #{byte_size(label)}"
 
       not String.valid?(label) ->
         raise ArgumentError, "#{fun}: a string label must be valid UTF-8, got: #{short(label)}"
@@ -62,21 +60,17 @@ defmodule Binscope.Store.Options do
   def owner!(other, fun),
     do: raise(ArgumentError, "#{fun}: the owner must be a pid, got: #{short(other)}")
 
-  def size!(size, _fun) when is_integer(size) and size >= 0 and size <= @max_size, do: size
+  def size!(size, fun) do
+    max = max_size()
 
-  def size!(size, fun) when is_integer(size) and size > @max_size,
-    do:
-      raise(
-        ArgumentError,
-        "#{fun}: size must be an integer in 0..#{@max_size} (bytes), got: #{short(size)}"
-      )
-
-  def size!(other, fun),
-    do:
-      raise(
-        ArgumentError,
-        "#{fun}: size must be an integer in 0..#{@max_size} (bytes), got: #{short(other)}"
-      )
+    if is_integer(size) and size >= 0 and size <= max,
+      do: size,
+      else:
+        raise(
+          ArgumentError,
+          "#{fun}: size must be an integer in 0..#{max} (bytes), got: #{short(size)}"
+        )
+  end
 
   def byte!(fill, _fun) when is_integer(fill) and fill in 0..255, do: fill
 

@@ -10,14 +10,15 @@
 
 mod blob;
 pub mod buffer;
+mod hash;
 mod label;
 mod registry;
 pub mod space;
 mod stats;
 
 pub use blob::Blob;
-pub use label::Label;
-pub use registry::{Interned, OwnerState, Registry};
+pub use label::{Label, LabelKind};
+pub use registry::{take_lock_wait, Interned, OwnerState, Registry, COPY_FIRST_MAX};
 pub use stats::{LabelStats, LiveEntry, LiveFilter, OwnerStats, Stats};
 
 use std::hash::Hash;

@@ -11,12 +11,14 @@
 //! ones out and drops them after unlocking, so releases are applied promptly.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use parking_lot::{Mutex, MutexGuard};
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::hash::FastMap;
 use super::space::{self, Space, SpaceProbe};
 use super::stats::{LabelStats, LiveEntry, LiveFilter, OwnerStats, Stats};
 use super::{buffer, Blob, Label, Owner, MAX_BINARY_SIZE, MAX_LABELS, MAX_LABEL_BYTES};
@@ -69,6 +71,9 @@ pub(super) struct Shared<O: Owner> {
     /// nobody holds for long), and whoever takes the registry lock next applies the queue first.
     /// Every reader goes through [`Shared::lock`], so what anyone observes is always exact.
     released: Mutex<Vec<u64>>,
+    /// Whether `released` may be non-empty: lock holders skip the queue's lock when it is not.
+    /// Set (under the queue's lock) after a push, cleared (under it) when the queue is taken.
+    pending: AtomicBool,
     /// Admission against the memory the process may still map (see `space`).
     space: Space,
 }
@@ -105,11 +110,11 @@ struct State<O: Owner> {
     entries: BTreeMap<u64, Entry<O>>,
     /// Labels with live entries or reservations in flight. A label whose last entry is released
     /// (and that has nothing in flight) is removed, so dead labels never fill [`MAX_LABELS`].
-    labels: HashMap<Label, LabelSlot>,
-    owners: HashMap<O, OwnerStats>,
+    labels: FastMap<Label, LabelSlot>,
+    owners: FastMap<O, OwnerStats>,
     /// Reservations in flight per owner. While an owner has one, `owner_down` keeps its record
     /// (marked dead) so the commit counts under it instead of recreating it as alive.
-    in_flight: HashMap<O, u32>,
+    in_flight: FastMap<O, u32>,
     /// Content hash -> live interned allocations with that hash (more than one only on a collision).
     dedup: HashMap<u128, Vec<InternedRef<O>>>,
     counters: Stats,
@@ -129,21 +134,40 @@ impl<O: Owner> Registry<O> {
                 state: Mutex::new(State {
                     next_id: 1,
                     entries: BTreeMap::new(),
-                    labels: HashMap::new(),
-                    owners: HashMap::new(),
-                    in_flight: HashMap::new(),
+                    labels: FastMap::default(),
+                    owners: FastMap::default(),
+                    in_flight: FastMap::default(),
                     dedup: HashMap::new(),
                     counters: Stats::default(),
                 }),
                 released: Mutex::new(Vec::new()),
+                pending: AtomicBool::new(false),
                 space: Space::new(probe),
             }),
         }
     }
 
-    /// Copies `bytes` into a new native allocation.
+    /// Copies `bytes` into a new native allocation. An owner the registry does not know is
+    /// recorded as alive (see [`Registry::put_watched`] for monitored owners).
     pub fn put(&self, bytes: &[u8], label: Label, owner: O) -> Result<Arc<Blob<O>>, StoreError> {
-        self.insert(bytes.len() as u64, label, owner, || buffer::try_copy(bytes))
+        self.insert(bytes.len() as u64, label, owner, None, || {
+            buffer::try_copy(bytes)
+        })
+    }
+
+    /// As [`Registry::put`] for an owner that must be alive and monitored: an owner seen for the
+    /// first time is recorded and handed to `watch` (which starts a monitor and says whether the
+    /// process was alive), once per owner; a dead one fails with [`StoreError::DeadOwner`].
+    pub fn put_watched(
+        &self,
+        bytes: &[u8],
+        label: Label,
+        owner: O,
+        watch: &mut dyn FnMut(&O) -> bool,
+    ) -> Result<Arc<Blob<O>>, StoreError> {
+        self.insert(bytes.len() as u64, label, owner, Some(watch), || {
+            buffer::try_copy(bytes)
+        })
     }
 
     /// A new native allocation of `size` bytes, each set to `fill`.
@@ -167,8 +191,33 @@ impl<O: Owner> Registry<O> {
         owner: O,
         keep_going: impl FnMut() -> bool,
     ) -> Result<Arc<Blob<O>>, StoreError> {
+        self.alloc_inner(size, fill, label, owner, None, keep_going)
+    }
+
+    /// As [`Registry::alloc_until`] for a monitored owner (see [`Registry::put_watched`]).
+    pub fn alloc_watched(
+        &self,
+        size: u64,
+        fill: u8,
+        label: Label,
+        owner: O,
+        watch: &mut dyn FnMut(&O) -> bool,
+        keep_going: impl FnMut() -> bool,
+    ) -> Result<Arc<Blob<O>>, StoreError> {
+        self.alloc_inner(size, fill, label, owner, Some(watch), keep_going)
+    }
+
+    fn alloc_inner(
+        &self,
+        size: u64,
+        fill: u8,
+        label: Label,
+        owner: O,
+        watch: Option<&mut dyn FnMut(&O) -> bool>,
+        keep_going: impl FnMut() -> bool,
+    ) -> Result<Arc<Blob<O>>, StoreError> {
         let mut stopped = false;
-        let made = self.insert(size, label, owner, || {
+        let made = self.insert(size, label, owner, watch, || {
             let n = usize::try_from(size).ok()?;
             match buffer::try_filled_until(n, fill, keep_going) {
                 Ok(data) => Some(data),
@@ -181,6 +230,32 @@ impl<O: Owner> Registry<O> {
         match made {
             Err(StoreError::AllocFailed) if stopped => Err(StoreError::Cancelled),
             other => other,
+        }
+    }
+
+    /// As [`Registry::intern`] for a monitored owner (see [`Registry::put_watched`]).
+    pub fn intern_watched(
+        &self,
+        bytes: &[u8],
+        label: Label,
+        owner: O,
+        watch: &mut dyn FnMut(&O) -> bool,
+    ) -> Result<Interned<O>, StoreError> {
+        check_request(bytes.len() as u64, &label)?;
+        self.watch(&owner, watch)?;
+        self.intern(bytes, label, owner)
+    }
+
+    /// Makes sure `owner` is tracked and monitored (see [`Registry::put_watched`]).
+    fn watch(&self, owner: &O, watch: &mut dyn FnMut(&O) -> bool) -> Result<(), StoreError> {
+        match self.watch_owner(owner) {
+            OwnerState::Alive => Ok(()),
+            OwnerState::Dead => Err(StoreError::DeadOwner),
+            OwnerState::New if watch(owner) => Ok(()),
+            OwnerState::New => {
+                self.owner_down(owner);
+                Err(StoreError::DeadOwner)
+            }
         }
     }
 
@@ -218,7 +293,7 @@ impl<O: Owner> Registry<O> {
                 hit: true,
             });
         }
-        let blob = state.commit(&self.shared, data, label, owner, Some(key));
+        let blob = state.commit(&self.shared, data, label, owner, Some(key), true);
         drop(state);
         drop(upgraded);
         Ok(Interned { blob, hit: false })
@@ -360,14 +435,52 @@ impl<O: Owner> Registry<O> {
         }
     }
 
+    /// Records a new entry whose payload `make` allocates.
+    ///
+    /// Up to [`COPY_FIRST_MAX`] bytes the payload is made first, outside the lock, and one lock
+    /// then checks the owner, the capacity and the label and commits: a small put takes the
+    /// registry lock once, with no reservation (a refused one frees the buffer it made). Larger
+    /// payloads are reserved first (so a refused request never allocates, and the capacity is
+    /// exact while the copy runs outside the lock), then made, then committed.
     fn insert(
         &self,
         size: u64,
         label: Label,
         owner: O,
+        mut watch: Option<&mut dyn FnMut(&O) -> bool>,
         make: impl FnOnce() -> Option<buffer::Payload>,
     ) -> Result<Arc<Blob<O>>, StoreError> {
         check_request(size, &label)?;
+        if size <= COPY_FIRST_MAX {
+            self.shared.admit(size)?;
+            let Some(data) = make() else {
+                self.shared.space.refused();
+                return Err(StoreError::AllocFailed);
+            };
+            let mut watched = false;
+            loop {
+                let mut state = self.shared.lock();
+                if let Some(w) = watch.as_mut() {
+                    match state.owners.get(&owner).map(|o| o.alive) {
+                        Some(true) => {}
+                        Some(false) => return Err(StoreError::DeadOwner),
+                        // Monitored just now, and already gone with its record: it died.
+                        None if watched => return Err(StoreError::DeadOwner),
+                        None => {
+                            drop(state);
+                            self.watch(&owner, *w)?;
+                            watched = true;
+                            continue;
+                        }
+                    }
+                }
+                state.admissible(size, &label)?;
+                return Ok(state.commit(&self.shared, data, label, owner, None, false));
+            }
+        }
+        if let Some(w) = watch {
+            self.watch(&owner, w)?;
+        }
         self.shared.admit(size)?;
         self.shared.lock().reserve(size, &label, &owner)?;
         // The copy or fill runs outside the lock; the reservation keeps the capacity exact.
@@ -377,7 +490,7 @@ impl<O: Owner> Registry<O> {
             return Err(StoreError::AllocFailed);
         };
         let mut state = self.shared.lock();
-        Ok(state.commit(&self.shared, data, label, owner, None))
+        Ok(state.commit(&self.shared, data, label, owner, None, true))
     }
 
     fn find_interned(&self, key: u128, bytes: &[u8]) -> Option<Arc<Blob<O>>> {
@@ -392,6 +505,21 @@ impl<O: Owner> Registry<O> {
         candidates.into_iter().find(|b| b.bytes() == bytes)
     }
 }
+
+thread_local! {
+    static LOCK_WAIT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Nanoseconds this thread has waited for any registry's lock since the last call (then 0). The
+/// NIF charges a caller's time slice with it instead of timing every call.
+pub fn take_lock_wait() -> u64 {
+    LOCK_WAIT.with(|w| w.replace(0))
+}
+
+/// Largest payload that [`Registry::put`] and [`Registry::alloc`] make before taking the lock
+/// (see `insert`): at most this much is allocated, and freed at once, for a request the capacity
+/// then refuses.
+pub const COPY_FIRST_MAX: u64 = 64 << 10;
 
 /// Entries read per lock acquisition in [`Registry::live`].
 pub const LIVE_CHUNK: usize = 512;
@@ -424,20 +552,31 @@ impl<O: Owner> Shared<O> {
         }
     }
 
-    /// The registry lock, with every queued release applied.
+    /// The registry lock, with every queued release applied. A wait for it is timed and added
+    /// to this thread's [`take_lock_wait`] (an uncontended lock reads no clock).
     fn lock(&self) -> MutexGuard<'_, State<O>> {
         // parking_lot locks are never poisoned: a panic elsewhere cannot wedge the store.
-        let mut state = self.state.lock();
+        let mut state = match self.state.try_lock() {
+            Some(state) => state,
+            None => {
+                let start = Instant::now();
+                let state = self.state.lock();
+                let waited = start.elapsed().as_nanos() as u64;
+                LOCK_WAIT.with(|w| w.set(w.get().saturating_add(waited)));
+                state
+            }
+        };
         self.apply_released(&mut state);
         state
     }
 
     fn apply_released(&self, state: &mut State<O>) {
+        if !self.pending.load(SeqCst) {
+            return;
+        }
         let ids = {
             let mut queue = self.released.lock();
-            if queue.is_empty() {
-                return;
-            }
+            self.pending.store(false, SeqCst);
             std::mem::take(&mut *queue)
         };
         for id in ids {
@@ -445,9 +584,20 @@ impl<O: Owner> Shared<O> {
         }
     }
 
-    /// Called from `Blob::drop`: the last holder is gone. Never waits for the registry lock.
+    /// Called from `Blob::drop`: the last holder is gone. Never waits for the registry lock:
+    /// removes the entry at once when the lock is free, queues it otherwise.
     pub(super) fn release(&self, id: u64) {
-        self.released.lock().push(id);
+        if let Some(mut state) = self.state.try_lock() {
+            self.apply_released(&mut state);
+            state.remove_entry(id);
+            return;
+        }
+        {
+            let mut queue = self.released.lock();
+            queue.push(id);
+            self.pending.store(true, SeqCst);
+        }
+        // The holder may have unlocked before the push: apply it now if nobody holds the lock.
         if let Some(mut state) = self.state.try_lock() {
             self.apply_released(&mut state);
         }
@@ -489,9 +639,9 @@ impl<O: Owner> State<O> {
         self.shrink_after_burst();
     }
 
-    /// Counts `size` against the capacity before any memory is touched, and makes sure the label
-    /// can be tracked.
-    fn reserve(&mut self, size: u64, label: &Label, owner: &O) -> Result<(), StoreError> {
+    /// Whether `size` more bytes fit under the capacity and the memory limit, and `label` can be
+    /// tracked, right now (nothing is counted).
+    fn admissible(&self, size: u64, label: &Label) -> Result<(), StoreError> {
         let c = &self.counters;
         let wanted = c
             .live_bytes
@@ -501,13 +651,23 @@ impl<O: Owner> State<O> {
         if over(c.capacity) || over(c.memory_limit) {
             return Err(StoreError::Capacity);
         }
+        // The default label is never refused: at most MAX_LABELS others plus it.
+        if self.labels.len() >= MAX_LABELS
+            && !label.is_default()
+            && !self.labels.contains_key(label)
+        {
+            return Err(StoreError::LabelLimit);
+        }
+        Ok(())
+    }
+
+    /// Counts `size` against the capacity before any memory is touched, and makes sure the label
+    /// can be tracked.
+    fn reserve(&mut self, size: u64, label: &Label, owner: &O) -> Result<(), StoreError> {
+        self.admissible(size, label)?;
         match self.labels.get_mut(label) {
             Some(l) => l.in_flight += 1,
             None => {
-                // The default label is never refused: at most MAX_LABELS others plus it.
-                if self.labels.len() >= MAX_LABELS && !label.is_default() {
-                    return Err(StoreError::LabelLimit);
-                }
                 let slot = LabelSlot {
                     stats: LabelStats::default(),
                     in_flight: 1,
@@ -584,7 +744,8 @@ impl<O: Owner> State<O> {
         upgraded.iter().find(|b| b.bytes() == bytes).cloned()
     }
 
-    /// Turns a reserved, filled buffer into a live entry.
+    /// Turns a filled buffer into a live entry: one that `reserve` counted (`reserved`), or one
+    /// that `admissible` just allowed under the same lock.
     fn commit(
         &mut self,
         shared: &Arc<Shared<O>>,
@@ -592,30 +753,43 @@ impl<O: Owner> State<O> {
         label: Label,
         owner: O,
         dedup_key: Option<u128>,
+        reserved: bool,
     ) -> Arc<Blob<O>> {
         let size = data.len() as u64;
         let id = self.next_id;
         self.next_id += 1;
 
         let c = &mut self.counters;
-        c.reserved_bytes -= size;
+        if reserved {
+            c.reserved_bytes -= size;
+        }
         c.live_count += 1;
         c.live_bytes += size;
         c.peak_bytes = c.peak_bytes.max(c.live_bytes);
         c.allocs += 1;
 
-        // The reservation created the slot (or found it) and kept it alive until now.
-        let l = self.labels.entry(label.clone()).or_default();
-        l.in_flight = l.in_flight.saturating_sub(1);
+        // A reservation created the slot (or found it) and kept it alive until now.
+        let l = match self.labels.get_mut(&label) {
+            Some(l) => l,
+            None => self.labels.entry(label.clone()).or_default(),
+        };
+        if reserved {
+            l.in_flight = l.in_flight.saturating_sub(1);
+        }
         let l = &mut l.stats;
         l.count += 1;
         l.bytes += size;
         l.peak_bytes = l.peak_bytes.max(l.bytes);
 
-        let o = self.owners.entry(owner.clone()).or_default();
+        let o = match self.owners.get_mut(&owner) {
+            Some(o) => o,
+            None => self.owners.entry(owner.clone()).or_default(),
+        };
         o.count += 1;
         o.bytes += size;
-        self.end_in_flight(&owner);
+        if reserved {
+            self.end_in_flight(&owner);
+        }
 
         self.entries.insert(
             id,
@@ -830,6 +1004,9 @@ mod tests {
         );
     }
 
+    /// Above [`COPY_FIRST_MAX`]: the path that reserves before it copies.
+    const BIG: usize = COPY_FIRST_MAX as usize + 1;
+
     /// Regression (found by review for issue 6): an owner that exits while its put is copying
     /// outside the lock was recorded as alive again by the commit, with no monitor left to say
     /// otherwise, and its record outlived its binaries (a later `watch_owner` said `Alive`).
@@ -838,10 +1015,10 @@ mod tests {
         let r = reg();
         assert_eq!(r.watch_owner(&4), OwnerState::New);
         let blob = r
-            .insert(3, Label::default_label(), 4, || {
+            .insert(BIG as u64, Label::default_label(), 4, None, || {
                 // The copy runs outside the lock; the owner's monitor fires meanwhile.
                 r.owner_down(&4);
-                buffer::try_copy(b"abc")
+                buffer::try_filled(BIG, 1)
             })
             .unwrap();
         assert_eq!(
@@ -850,7 +1027,7 @@ mod tests {
                 4,
                 OwnerStats {
                     count: 1,
-                    bytes: 3,
+                    bytes: BIG as u64,
                     alive: false
                 }
             )]
@@ -867,12 +1044,75 @@ mod tests {
     fn owner_dying_during_a_failed_insert_leaves_no_record() {
         let r = reg();
         assert_eq!(r.watch_owner(&4), OwnerState::New);
-        let err = r.insert(3, Label::default_label(), 4, || {
+        let err = r.insert(BIG as u64, Label::default_label(), 4, None, || {
             r.owner_down(&4);
             None
         });
         assert_eq!(err.unwrap_err(), StoreError::AllocFailed);
         assert_eq!(r.watch_owner(&4), OwnerState::New, "no record left behind");
+    }
+
+    /// A small watched put copies before it locks: an owner whose monitor fires during the copy
+    /// is found gone under the lock, and the put fails with nothing counted and no record left.
+    #[test]
+    fn owner_dying_during_a_small_watched_put_counts_nothing() {
+        let r = reg();
+        let mut alive = true;
+        let mut watch = |_: &u32| alive;
+        let a = r
+            .put_watched(b"a", Label::default_label(), 4, &mut watch)
+            .unwrap();
+        let err = r.insert(
+            3,
+            Label::default_label(),
+            5,
+            Some(&mut |_: &u32| false),
+            || buffer::try_copy(b"abc"),
+        );
+        assert_eq!(err.unwrap_err(), StoreError::DeadOwner);
+        // Owner 4 is watched already: no second watch; its death during the copy is seen.
+        alive = false;
+        let mut watch = |_: &u32| alive;
+        let b = r.insert(3, Label::default_label(), 4, Some(&mut watch), || {
+            r.owner_down(&4);
+            buffer::try_copy(b"abc")
+        });
+        assert_eq!(b.unwrap_err(), StoreError::DeadOwner);
+        let s = r.stats();
+        assert_eq!((s.allocs, s.live_count, s.live_bytes), (1, 1, 1));
+        drop(a);
+        assert!(r.by_owner().is_empty());
+        assert_eq!(r.watch_owner(&5), OwnerState::New, "no record left behind");
+    }
+
+    /// The owner monitor is started once per owner, not once per put, and never for a known one.
+    #[test]
+    fn watched_owners_are_watched_once() {
+        let r = reg();
+        let calls = std::cell::Cell::new(0);
+        let mut watch = |_: &u32| {
+            calls.set(calls.get() + 1);
+            true
+        };
+        let held: Vec<_> = (0..100)
+            .map(|i| {
+                let size = if i % 2 == 0 { 10 } else { BIG };
+                r.put_watched(&vec![1; size], Label::default_label(), 7, &mut watch)
+                    .unwrap()
+            })
+            .collect();
+        let _i = r
+            .intern_watched(b"x", Label::default_label(), 7, &mut watch)
+            .unwrap();
+        let _a = r
+            .alloc_watched(5, 0, Label::default_label(), 7, &mut watch, || true)
+            .unwrap();
+        assert_eq!(calls.get(), 1);
+        r.owner_down(&7);
+        let refused = r.put_watched(b"y", Label::default_label(), 7, &mut watch);
+        assert_eq!(refused.unwrap_err(), StoreError::DeadOwner);
+        assert_eq!(r.stats().live_count, 102);
+        drop(held);
     }
 
     #[test]
@@ -1030,22 +1270,22 @@ mod tests {
     #[test]
     fn labels_in_flight_survive_and_failures_leave_none() {
         let r = reg();
-        let a = r.put(b"aaaaa", Label::atom("busy"), 1).unwrap();
+        let a = r.put(&[1; BIG + 5], Label::atom("busy"), 1).unwrap();
         let b = r
-            .insert(1, Label::atom("busy"), 1, || {
+            .insert(BIG as u64, Label::atom("busy"), 1, None, || {
                 drop(a);
-                buffer::try_copy(b"b")
+                buffer::try_filled(BIG, 1)
             })
             .unwrap();
         let labels: HashMap<_, _> = r.by_label().into_iter().collect();
         assert_eq!(labels[&Label::atom("busy")].count, 1);
         assert_eq!(
             labels[&Label::atom("busy")].peak_bytes,
-            5,
+            BIG as u64 + 5,
             "kept (with its peak) while the insert was in flight"
         );
         drop(b);
-        let err = r.insert(5, Label::atom("never"), 1, || None);
+        let err = r.insert(BIG as u64, Label::atom("never"), 1, None, || None);
         assert_eq!(err.unwrap_err(), StoreError::AllocFailed);
         assert!(r.by_label().is_empty());
         assert_eq!(r.stats().label_count, 0);

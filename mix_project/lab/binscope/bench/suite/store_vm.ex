@@ -55,8 +55,18 @@ defmodule Binscope.Bench.Suite.StoreVm do
   def run(opts \\ []) do
     o = Keyword.merge(@defaults, opts)
     cycle = for size <- o[:sizes], do: {size, cycle(size, o)}
+    floor = for size <- o[:sizes], into: %{}, do: {size, floor(size, o)}
     intern = for d <- o[:dup_percents], do: intern(d, o)
-    %{cycle: cycle, intern: intern, report: report(cycle, intern, o)}
+    %{cycle: cycle, intern: intern, floor: floor, report: report(cycle, intern, floor, o)}
+  end
+
+  # The physical floor: memcpy of the same bytes in the same cycle (native/binscope_lab_nif
+  # floor.rs), median of `runs` runs of the same number of calls. `{warm_ns, fresh_ns}` per call.
+  defp floor(size, o) do
+    calls = max(o[:ring], div(o[:bytes_per_run], size))
+    runs = for _ <- 1..o[:runs], do: Binscope.Lab.Native.floor_memcpy(size, calls)
+    median = fn xs -> xs |> Enum.sort() |> Enum.at(div(length(xs), 2)) end
+    {median.(Enum.map(runs, &elem(&1, 0))), median.(Enum.map(runs, &elem(&1, 1)))}
   end
 
   ## Steady cycle
@@ -154,7 +164,27 @@ defmodule Binscope.Bench.Suite.StoreVm do
 
   ## Report
 
-  defp report(cycle, intern, o) do
+  defp report(cycle, intern, floor, o) do
+    gib_s = fn size, ns -> Float.round(size / max(ns, 1) * 1.0e9 / 1024 ** 3, 2) end
+
+    floor_rows =
+      for {size, cmp} <- cycle do
+        {warm, fresh} = floor[size]
+        put = Enum.find(cmp.results, &(&1.name == "Store.put"))
+        copy = Enum.find(cmp.results, &(&1.name == ":binary.copy"))
+
+        [
+          size_label(size),
+          gib_s.(size, warm),
+          gib_s.(size, fresh),
+          Float.round(copy.throughput / 1024 ** 3, 2),
+          Float.round(put.throughput / 1024 ** 3, 2),
+          Report.ratio(cmp.ratios["Store.put"].speed),
+          Report.ratio(warm / put.time_ns.median),
+          Report.duration(put.time_ns.median - warm)
+        ]
+      end
+
     cycle_rows =
       for {size, cmp} <- cycle, r <- cmp.results do
         zero = Enum.find(cmp.results, &(&1.name == "<<0::size(n)-unit(8)>>"))
@@ -213,6 +243,20 @@ defmodule Binscope.Bench.Suite.StoreVm do
             "binary bytes/call"
           ],
           rows: cycle_rows
+        },
+        %{
+          title: "physical floor: memcpy in the same cycle",
+          headers: [
+            "size",
+            "memcpy warm GiB/s",
+            "memcpy + fresh alloc GiB/s",
+            ":binary.copy GiB/s",
+            "Store.put GiB/s",
+            "put vs :binary.copy",
+            "put vs memcpy warm",
+            "put beyond the copy"
+          ],
+          rows: floor_rows
         },
         %{
           title: "intern with duplicates",
