@@ -7,9 +7,28 @@ defmodule Binscope.StoreSchedulerTest do
 
   alias Binscope.SchedulerProof
 
-  # Every report of the run (the tests pick their worker's by pid).
-  defp with_long_schedule_monitor(fun) do
-    fun |> SchedulerProof.long_schedules(fn _ -> true end) |> elem(1)
+  # Runs `worker` in a task under the long_schedule monitor, asserts it returned `expected` and
+  # gives the reports of that task alone. A report names where the process was scheduled in
+  # and out (for a NIF that is the caller's code, not the NIF), so reports are matched by pid.
+  defp worker_long_schedules(worker, expected, timeout) do
+    parent = self()
+
+    {_, reports} =
+      SchedulerProof.long_schedules(
+        fn ->
+          task =
+            Task.async(fn ->
+              send(parent, {:worker, self()})
+              worker.()
+            end)
+
+          assert Task.await(task, timeout) == expected
+        end,
+        fn _ -> true end
+      )
+
+    assert_received {:worker, worker_pid}
+    for {^worker_pid, info} <- reports, do: info
   end
 
   test "put, alloc, intern and the reports never hold a normal scheduler for 1 ms" do
@@ -40,25 +59,7 @@ defmodule Binscope.StoreSchedulerTest do
       length(held)
     end
 
-    parent = self()
-
-    attempt = fn ->
-      reports =
-        with_long_schedule_monitor(fn ->
-          task =
-            Task.async(fn ->
-              send(parent, {:worker, self()})
-              worker.()
-            end)
-
-          assert Task.await(task, 30_000) == 18
-        end)
-
-      assert_received {:worker, worker_pid}
-      # The report names where the process was scheduled in and out (for a NIF that is the
-      # caller's code, not the NIF), so reports are matched by the worker's pid.
-      for {^worker_pid, info} <- reports, do: info
-    end
+    attempt = fn -> worker_long_schedules(worker, 18, 30_000) end
 
     # One clean attempt out of three: see Binscope.SchedulerProof (OS preemption).
     attempts = SchedulerProof.clean_within(3, attempt)
@@ -85,28 +86,14 @@ defmodule Binscope.StoreSchedulerTest do
       alloc_fill: fn _ -> Store.alloc!(t.alloc - 1, fill: 7) end
     ]
 
-    parent = self()
-
     for {name, call} <- calls do
-      attempt = fn ->
-        reports =
-          with_long_schedule_monitor(fn ->
-            task =
-              Task.async(fn ->
-                send(parent, {:worker, self()})
-                q0 = :queue.from_list(List.duplicate(nil, 8))
-
-                Enum.reduce(1..100, q0, fn i, q -> :queue.in(call.(i), elem(:queue.out(q), 1)) end)
-
-                :done
-              end)
-
-            assert Task.await(task, 60_000) == :done
-          end)
-
-        assert_received {:worker, worker_pid}
-        for {^worker_pid, info} <- reports, do: info
+      cycle = fn ->
+        q0 = :queue.from_list(List.duplicate(nil, 8))
+        Enum.reduce(1..100, q0, fn i, q -> :queue.in(call.(i), elem(:queue.out(q), 1)) end)
+        :done
       end
+
+      attempt = fn -> worker_long_schedules(cycle, :done, 60_000) end
 
       attempts = SchedulerProof.clean_within(5, attempt)
 
@@ -118,22 +105,13 @@ defmodule Binscope.StoreSchedulerTest do
 
   test "the monitor does catch a 64 MiB copy run on a normal scheduler (the check can fail)" do
     input = :binary.copy("i", 64 * @mib)
-    parent = self()
 
-    reports =
-      with_long_schedule_monitor(fn ->
-        task =
-          Task.async(fn ->
-            send(parent, {:worker, self()})
-            {:ok, bin} = Binscope.Native.store_put(input, :scheduler_check, self())
-            byte_size(bin)
-          end)
+    put_on_normal = fn ->
+      {:ok, bin} = Binscope.Native.store_put(input, :scheduler_check, self())
+      byte_size(bin)
+    end
 
-        assert Task.await(task, 30_000) == 64 * @mib
-      end)
-
-    assert_received {:worker, worker_pid}
-    assert [_ | _] = for({^worker_pid, info} <- reports, do: info)
+    assert [_ | _] = worker_long_schedules(put_on_normal, 64 * @mib, 30_000)
   end
 
   # A report, not a timing assertion: on a 2-core machine, callers that have to wait for the lock
@@ -181,25 +159,28 @@ defmodule Binscope.StoreSchedulerTest do
   defp caller_waits(walker) do
     parent = self()
 
-    reports =
-      with_long_schedule_monitor(fn ->
-        w = Task.async(walker)
+    {_, reports} =
+      SchedulerProof.long_schedules(
+        fn ->
+          w = Task.async(walker)
 
-        caller =
-          Task.async(fn ->
-            send(parent, {:caller, self()})
+          caller =
+            Task.async(fn ->
+              send(parent, {:caller, self()})
 
-            # A loop that keeps nothing: accumulating results would make the caller's own GC
-            # (copying a growing heap) the long slot instead of any wait on the store.
-            Enum.each(1..20_000, fn _ ->
-              Store.stats()
-              Store.put!("c")
+              # A loop that keeps nothing: accumulating results would make the caller's own GC
+              # (copying a growing heap) the long slot instead of any wait on the store.
+              Enum.each(1..20_000, fn _ ->
+                Store.stats()
+                Store.put!("c")
+              end)
             end)
-          end)
 
-        Task.await(w, 60_000)
-        Task.await(caller, 60_000)
-      end)
+          Task.await(w, 60_000)
+          Task.await(caller, 60_000)
+        end,
+        fn _ -> true end
+      )
 
     assert_received {:caller, caller_pid}
     for {^caller_pid, info} <- reports, do: info
