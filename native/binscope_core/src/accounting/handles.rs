@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 const SHARDS: usize = 16;
+/// A shard is never shrunk below this many slots: small tables are not worth rehashing.
+const SHARD_MIN_CAPACITY: usize = 1024;
 
 /// Buckets (by address) of the last release time: a release marks its bucket, so a scan can tell
 /// "a store resource at this address may have been released since I started" (never a false
@@ -108,6 +110,18 @@ impl HandleIndex {
         let now = self.seq.fetch_add(1, Ordering::SeqCst);
         self.bucket(addr).fetch_max(now + 1, Ordering::SeqCst);
         shard.remove(&addr);
+        // Hash maps never shrink by themselves: after a burst of a million store binaries the
+        // index would keep their tables for good. Shrinking only at 1/4 full, to half, keeps
+        // each removal amortised O(1) (and one shrink rehashes a quarter of one shard).
+        if shard.capacity() > SHARD_MIN_CAPACITY && shard.len() * 4 < shard.capacity() {
+            let keep = (shard.len() * 2).max(SHARD_MIN_CAPACITY);
+            shard.shrink_to(keep);
+        }
+    }
+
+    /// Slots allocated over all shards (what the index holds in memory, beside `len`).
+    pub fn capacity(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().capacity()).sum()
     }
 
     /// The mark a scan reads before it lists anything (see the module docs).
@@ -379,6 +393,27 @@ mod tests {
         assert_eq!(
             h.resolve_any_size(0x5000, 100, MAGIC, later),
             Resolution::NotStore
+        );
+    }
+
+    #[test]
+    fn the_index_gives_its_tables_back_after_a_burst() {
+        let h = HandleIndex::new();
+        let addrs: Vec<usize> = (1..=200_000).map(|i| i << 4).collect();
+        for (i, &a) in addrs.iter().enumerate() {
+            h.insert(a, i as u64, 1);
+        }
+        let burst = h.capacity();
+        assert!(burst >= 200_000);
+        for &a in &addrs {
+            h.remove(a);
+        }
+        assert!(h.is_empty());
+        // Without shrinking, every slot of the burst stays allocated.
+        assert!(
+            h.capacity() <= SHARDS * SHARD_MIN_CAPACITY * 2,
+            "{} slots kept of {burst}",
+            h.capacity()
         );
     }
 }
