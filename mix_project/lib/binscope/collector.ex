@@ -23,7 +23,7 @@ defmodule Binscope.Collector do
     raise "binscope_basic and binscope_process disagree on the index of binaries"
   end
 
-  # The full leak scan's NIF (scan_full_rank) reads a GC round's records in place: pid, the
+  # The full leak scan's NIF (leaks_full_rank) reads a GC round's records in place: pid, the
   # binary lists before and after, reductions, then heap and stack words, in this order.
   if Enum.map(Record.extract(:binscope_gc, from: @hrl), &elem(&1, 0)) !=
        [:pid, :binaries_before, :binaries_after, :reductions, :total_heap_size, :stack_size] ++

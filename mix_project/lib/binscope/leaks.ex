@@ -87,7 +87,7 @@ defmodule Binscope.Leaks do
   defp ranked(node, mode, limit, k, opts) do
     pool = if mode == :dry_run, do: pool_size(limit), else: pool_size(k)
     # One more than the pool: the caller is in a local scan's list and is dropped.
-    select = fn packed -> Binscope.Native.scan_top_uss(packed, pool + 1) end
+    select = fn packed -> Binscope.Native.leaks_top_uss(packed, pool + 1) end
 
     snap_opts =
       opts
@@ -324,7 +324,7 @@ defmodule Binscope.Leaks do
   # NIF reads the round's records in place (their layout is checked in `Binscope.Collector`).
   defp rank_round(round, w, limit) do
     results = round.results
-    rows = Binscope.Native.scan_full_rank(results, round.live_store_keys, w, limit)
+    rows = Binscope.Native.leaks_full_rank(results, round.live_store_keys, w, limit)
     picked = pick(results, 0, rows |> Enum.map(&elem(&1, 0)) |> :lists.usort(), %{})
 
     for {i, {refs, bytes, bins}, [_refs, distinct, _uss, pss | _], uss} <- rows,

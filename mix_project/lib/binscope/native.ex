@@ -157,14 +157,10 @@ defmodule Binscope.Native do
   def accounting_attribute(_lists, _slot, _top_shared), do: err()
 
   # leaks.rs
-  def leaks_reclaimed(_before, _after, _live_store_keys), do: err()
   def leaks_suggest(_facts), do: err()
-  def leaks_waste(_figures), do: err()
   def leaks_rank(_candidates), do: err()
-
-  # scan.rs
-  def scan_top_uss(_packed, _k), do: err()
-  def scan_full_rank(_results, _live_store_keys, _word_size, _limit), do: err()
+  def leaks_top_uss(_packed, _k), do: err()
+  def leaks_full_rank(_results, _live_store_keys, _word_size, _limit), do: err()
 
   # gc_pressure.rs
   def gc_pressure_probe(_len, _charged), do: err()

@@ -41,7 +41,7 @@ fn binaries<'a>(item: Term<'a>, slot: Option<usize>) -> NifResult<rustler::ListI
 /// Attribution of `snap`, on several threads for large nodes: binaries split among threads by
 /// key (identical result; criterion: 1M references in 199 ms on one thread, 87 ms on two, on
 /// this project's 2-core machine).
-pub(crate) fn attribute_snapshot(snap: &Snapshot, top_shared: usize) -> Attribution {
+fn attribute_snapshot(snap: &Snapshot, top_shared: usize) -> Attribution {
     if snap.total_refs() >= PARALLEL_REFS {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         attribute_parallel(snap, top_shared, threads)

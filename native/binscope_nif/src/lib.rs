@@ -7,7 +7,6 @@
 //! - `accounting` <-> `Binscope.Accounting`, on the calling node (NIFs prefixed `accounting_`)
 //! - `leaks` <-> `Binscope.Leaks`, on the calling node (NIFs prefixed `leaks_`)
 //! - `render` <-> `Binscope.Render.JSON` (NIFs prefixed `render_`)
-//! - `scan` <-> `Binscope.Leaks` whole-node selections (NIFs prefixed `scan_`)
 //! - `allocator` <-> `Binscope.Store.allocator/0` (NIFs prefixed `allocator_`)
 //! - `gc_pressure` <-> `Binscope.Store.GcPressure` (NIFs prefixed `gc_pressure_`)
 //!
@@ -45,7 +44,6 @@ mod gc_pressure;
 mod label;
 mod leaks;
 mod render;
-mod scan;
 mod space;
 mod store;
 mod timeslice;
