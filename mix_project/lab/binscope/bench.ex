@@ -119,6 +119,18 @@ defmodule Binscope.Bench do
     do: raise(ArgumentError, "record/2 takes a number, got: #{inspect(value)}")
 
   @doc """
+  Kills a benchmark's population and waits until every process is gone, so the binaries they
+  held are freed before whatever runs next measures memory.
+  """
+  @spec kill_all([pid()]) :: :ok
+  def kill_all(pids) do
+    refs = Enum.map(pids, &Process.monitor/1)
+    Enum.each(pids, &Process.exit(&1, :kill))
+    for ref <- refs, do: receive(do: ({:DOWN, ^ref, :process, _, _} -> :ok))
+    :ok
+  end
+
+  @doc """
   Builds a comparison from results (pure; `compare/2` uses it): ratios of every result against
   the one named `baseline`.
   """

@@ -34,13 +34,8 @@ impl BarChart {
         let labels: Vec<&str> = self.bars.iter().map(|b| b.0.as_str()).collect();
         let mut svg = String::new();
         {
-            let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-            root.fill(&WHITE).map_err(draw_err)?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(&self.title, ("sans-serif", 26))
-                .margin(15)
-                .x_label_area_size(45)
-                .y_label_area_size(80)
+            let root = canvas(&mut svg)?;
+            let mut chart = titled(&root, &self.title)
                 // A discrete range includes its end: 0..n - 1 makes n slots, one per bar (0..n
                 // left an empty slot at the right).
                 .build_cartesian_2d((0..n - 1).into_segmented(), y0..y1)

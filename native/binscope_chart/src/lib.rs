@@ -13,6 +13,7 @@ use std::fmt;
 use std::fs;
 use std::path::Path;
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 /// Chart size in pixels.
@@ -122,6 +123,27 @@ pub(crate) fn check_text(texts: &[&str]) -> Result<(), ChartError> {
     } else {
         Ok(())
     }
+}
+
+/// A blank white canvas of the chart size, drawing into `svg`.
+pub(crate) fn canvas(svg: &mut String) -> Result<DrawingArea<SVGBackend<'_>, Shift>, ChartError> {
+    let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err)?;
+    Ok(root)
+}
+
+/// Every chart's frame: its title, margins and axis areas.
+pub(crate) fn titled<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, ("sans-serif", 26))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(80);
+    builder
 }
 
 pub(crate) fn write_file(path: &Path, svg: &str) -> Result<(), ChartError> {

@@ -89,13 +89,8 @@ impl LineChart {
         let ((x0, x1), (y0, y1)) = self.ranges(band);
         let mut svg = String::new();
         {
-            let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-            root.fill(&WHITE).map_err(draw_err)?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(&self.title, ("sans-serif", 26))
-                .margin(15)
-                .x_label_area_size(45)
-                .y_label_area_size(80)
+            let root = canvas(&mut svg)?;
+            let mut chart = titled(&root, &self.title)
                 .build_cartesian_2d(x0..x1, y0..y1)
                 .map_err(draw_err)?;
             chart

@@ -1,7 +1,9 @@
 //! NIFs of `Binscope.Accounting` (prefixed `accounting_`): term conversion around
 //! `binscope_core::accounting`, on the calling node (the collector's records come from any node).
 
-use binscope_core::accounting::{attribute, attribute_parallel, Attribution, BinRef, Snapshot};
+use binscope_core::accounting::{
+    attribute, attribute_parallel, Attribution, BinRef, ProcessShare, Snapshot,
+};
 use rustler::{Env, NifMap, NifResult, Term};
 
 /// From this many references on, attribution runs on several threads.
@@ -82,6 +84,20 @@ pub const SHARE_FIELDS: [&str; 8] = [
     "bytes",
 ];
 
+/// A process's figures in the order of [`SHARE_FIELDS`].
+pub(crate) fn share_fields(p: &ProcessShare) -> [u64; SHARE_FIELDS.len()] {
+    [
+        p.refs,
+        p.distinct,
+        p.uss,
+        p.pss,
+        p.shared,
+        p.store_bytes,
+        p.unresolved,
+        p.bytes,
+    ]
+}
+
 /// `{shares, summary, [{key, size, holders, refc}]}` for `lists` (one binary list, or one
 /// collector record with its binary list at index `slot`, per process): `shares` packs
 /// [`SHARE_FIELDS`] per process, in `lists` order.
@@ -109,17 +125,7 @@ fn accounting_attribute<'a>(
         .iter()
         .zip(shares.as_mut_slice().chunks_exact_mut(width))
     {
-        let fields = [
-            p.refs,
-            p.distinct,
-            p.uss,
-            p.pss,
-            p.shared,
-            p.store_bytes,
-            p.unresolved,
-            p.bytes,
-        ];
-        for (v, o) in fields.iter().zip(out.chunks_exact_mut(8)) {
+        for (v, o) in share_fields(p).iter().zip(out.chunks_exact_mut(8)) {
             o.copy_from_slice(&v.to_ne_bytes());
         }
     }

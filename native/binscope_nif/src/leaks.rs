@@ -11,7 +11,7 @@ use binscope_core::leaks::{
 };
 use rustler::{Binary, ListIterator, NifMap, NifResult, NifUnitEnum, Term};
 
-use crate::accounting::SHARE_FIELDS;
+use crate::accounting::{share_fields, SHARE_FIELDS};
 
 #[derive(NifMap)]
 struct FactsMap {
@@ -185,20 +185,10 @@ fn leaks_full_rank(
     Ok(rows
         .into_iter()
         .map(|r| {
-            let p = r.retained;
             (
                 r.index as u64,
                 (r.reclaim.refs, r.reclaim.bytes, r.reclaim.binaries),
-                vec![
-                    p.refs,
-                    p.distinct,
-                    p.uss,
-                    p.pss,
-                    p.shared,
-                    p.store_bytes,
-                    p.unresolved,
-                    p.bytes,
-                ],
+                share_fields(&r.retained).to_vec(),
                 r.uss_before,
             )
         })

@@ -33,6 +33,7 @@ defmodule Binscope.Bench.Suite.Scale do
   during the run, above their values before it. Each row also carries the load average.
   """
 
+  alias Binscope.Bench
   alias Binscope.Bench.{ReconAnchor, Report}
 
   @defaults [
@@ -71,14 +72,7 @@ defmodule Binscope.Bench.Suite.Scale do
   defp small_rows(n, leakers, o) do
     [
       floor_row(n),
-      pair(
-        "leaks() targeted",
-        n,
-        {"leaks()", fn -> leaks_summary(Binscope.leaks!(), leakers) end},
-        {"bin_leak(10)", fn -> recon_summary(ReconAnchor.bin_leak(10), leakers) end},
-        leakers,
-        o
-      ),
+      targeted_row(n, leakers, o),
       pair(
         "snapshot() with USS/PSS",
         n,
@@ -90,17 +84,21 @@ defmodule Binscope.Bench.Suite.Scale do
     ]
   end
 
+  defp targeted_row(n, leakers, o) do
+    pair(
+      "leaks() targeted",
+      n,
+      {"leaks()", fn -> leaks_summary(Binscope.leaks!(), leakers) end},
+      {"bin_leak(10)", fn -> recon_summary(ReconAnchor.bin_leak(10), leakers) end},
+      leakers,
+      o
+    )
+  end
+
   defp large_rows(n, leakers, o) do
     [
       floor_row(n),
-      pair(
-        "leaks() targeted",
-        n,
-        {"leaks()", fn -> leaks_summary(Binscope.leaks!(), leakers) end},
-        {"bin_leak(10)", fn -> recon_summary(ReconAnchor.bin_leak(10), leakers) end},
-        leakers,
-        o
-      ),
+      targeted_row(n, leakers, o),
       pair(
         "leaks(mode: :full)",
         n,
@@ -158,7 +156,7 @@ defmodule Binscope.Bench.Suite.Scale do
     try do
       fun.(n, leakers)
     after
-      kill_all(idle ++ leakers)
+      Bench.kill_all(idle ++ leakers)
     end
   end
 
@@ -188,13 +186,6 @@ defmodule Binscope.Bench.Suite.Scale do
   defp plant(leakers) do
     for p <- leakers, do: send(p, {:plant, self()})
     for p <- leakers, do: receive(do: ({:planted, ^p, _} -> :ok))
-    :ok
-  end
-
-  defp kill_all(pids) do
-    refs = Enum.map(pids, &Process.monitor/1)
-    Enum.each(pids, &Process.exit(&1, :kill))
-    for ref <- refs, do: receive(do: ({:DOWN, ^ref, :process, _, _} -> :ok))
     :ok
   end
 

@@ -70,17 +70,8 @@ defmodule Binscope.Bench.Suite.Scan do
       cmp = Bench.compare!(alts, runs: o[:runs], warmup: o[:warmup], trace_gc: false)
       {n, cmp, idle}
     after
-      kill_all(pids)
+      Bench.kill_all(pids)
     end
-  end
-
-  # Kills the population and waits until every process is gone, so the binaries they held are
-  # freed before whatever runs next measures memory.
-  defp kill_all(pids) do
-    refs = Enum.map(pids, &Process.monitor/1)
-    Enum.each(pids, &Process.exit(&1, :kill))
-    for ref <- refs, do: receive(do: ({:DOWN, ^ref, :process, _, _} -> :ok))
-    :ok
   end
 
   defp record_probe([]), do: Bench.record(:probe_wakeups, 0)
