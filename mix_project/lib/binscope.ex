@@ -172,7 +172,8 @@ defmodule Binscope do
   @doc """
   The `n` processes with the largest `by:` metric; any numeric field of
   `processes/1` works (with `detail: :basic`, one of the fields it collects). Same cost as
-  `processes/1`.
+  `processes/1`. The scan's own process is left out (as is any process running Binscope's
+  collector when it was read: another scan); the caller, waiting for the scan, is not.
 
   `window: ms` ranks by growth instead: two snapshots `ms` apart, processes ordered by how much
   `by:` grew between them (as recon's `proc_window`), each record with `growth`,
@@ -199,7 +200,7 @@ defmodule Binscope do
       else
         Binscope.Scanner.run(fn ->
           with {:ok, s} <- Accounting.snapshot(node, o),
-               do: {:ok, Accounting.top(s.processes, n, by)}
+               do: {:ok, Accounting.top_except(s.processes, n, by, self())}
         end)
       end
     end)

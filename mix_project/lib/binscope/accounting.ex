@@ -368,6 +368,34 @@ defmodule Binscope.Accounting do
   @spec top([process_record()], pos_integer(), atom()) :: [process_record()]
   def top(records, n, metric), do: top(records, n, metric, [])
 
+  # Scans running beside this one that top_except/4 may have to drop (its ranking keeps this
+  # many more than asked).
+  @top_slack 8
+
+  @doc """
+  `top/3` without the scan's own processes: `pid` (the scanning process, on a local scan)
+  and any process running the collector's code at the time it was read (a scan on a remote
+  node, or another caller's scan). They are Binscope, not the application: a scan's heap is at
+  its largest while it runs.
+  """
+  @spec top_except([process_record()], pos_integer(), atom(), pid()) :: [process_record()]
+  def top_except(records, n, metric, pid) do
+    scan = :binscope_collector.modules()
+
+    own? = fn r ->
+      r.pid == pid or
+        case r.current_function do
+          {m, _, _} -> m in scan
+          _ -> false
+        end
+    end
+
+    records
+    |> top(n + @top_slack, metric, [])
+    |> Enum.reject(own?)
+    |> Enum.take(n)
+  end
+
   # A chunk of records at a time, merged into the best `n` so far: :lists.sort/1 on
   # {value, pid, record} (pids are unique, records never compared), reversed. No sort of the
   # whole node: at a million records one sorted a list of a million tuples and its merge
