@@ -173,7 +173,8 @@ defmodule Binscope do
   The `n` processes with the largest `by:` metric; any numeric field of
   `processes/1` works (with `detail: :basic`, one of the fields it collects). Same cost as
   `processes/1`. The scan's own process is left out (as is any process running Binscope's
-  collector when it was read: another scan); the caller, waiting for the scan, is not.
+  collector when it was read: a remote scan's, another scan), with or without `window:`; the
+  caller, waiting for the scan, is not.
 
   `window: ms` ranks by growth instead: two snapshots `ms` apart, processes ordered by how much
   `by:` grew between them (as recon's `proc_window`), each record with `growth`,
@@ -196,7 +197,7 @@ defmodule Binscope do
 
     on_target(o, fn o, node ->
       if Map.has_key?(o, :window) do
-        Binscope.Memory.Growth.top(node, n, o)
+        Binscope.Scanner.run(fn -> Binscope.Memory.Growth.top(node, n, o) end)
       else
         Binscope.Scanner.run(fn ->
           with {:ok, s} <- Accounting.snapshot(node, o),

@@ -373,27 +373,30 @@ defmodule Binscope.Accounting do
   @top_slack 8
 
   @doc """
-  `top/3` without the scan's own processes: `pid` (the scanning process, on a local scan)
-  and any process running the collector's code at the time it was read (a scan on a remote
-  node, or another caller's scan). They are Binscope, not the application: a scan's heap is at
-  its largest while it runs.
+  `top/3` without the scan's own processes (see `own_scan?/2`; `scanner` is the scanning
+  process).
   """
   @spec top_except([process_record()], pos_integer(), atom(), pid()) :: [process_record()]
-  def top_except(records, n, metric, pid) do
-    scan = :binscope_collector.modules()
-
-    own? = fn r ->
-      r.pid == pid or
-        case r.current_function do
-          {m, _, _} -> m in scan
-          _ -> false
-        end
-    end
-
+  def top_except(records, n, metric, scanner) do
     records
     |> top(n + @top_slack, metric, [])
-    |> Enum.reject(own?)
+    |> Enum.reject(&own_scan?(&1, scanner))
     |> Enum.take(n)
+  end
+
+  @doc """
+  Whether `record` is a scan's own process: `scanner` (the scanning process, on a local scan) or
+  a process running the collector's code when it was read (a scan on a remote node, or another
+  caller's scan). They are Binscope, not the application, and their heaps are at their largest
+  while they run. A `detail: :basic` record has no current function: only `scanner` is known.
+  """
+  @spec own_scan?(process_record(), pid()) :: boolean()
+  def own_scan?(record, scanner) do
+    record.pid == scanner or
+      case record.current_function do
+        {m, _, _} -> m in :binscope_collector.modules()
+        _ -> false
+      end
   end
 
   # A chunk of records at a time, merged into the best `n` so far: :lists.sort/1 on

@@ -145,14 +145,17 @@ defmodule Binscope.AccountingTest do
     S.stop_all(pids)
   end
 
-  test "top/2 leaves out the scan's own process (it ran the collector while it was read)" do
+  test "top/2 leaves out the scan's own process (it ran the collector while it was read), with or without window:" do
     scan = :binscope_collector.modules()
-    {:ok, all} = Binscope.top(1_000_000)
-    assert length(all) > 10
-    own = for %{current_function: {m, _, _}} = r <- all, m in scan, do: r
-    assert own == [], inspect(own, limit: 4)
-    # The caller is an ordinary process and stays (it waits in Binscope.Scanner.run/1).
-    assert Enum.any?(all, &(&1.pid == self()))
+
+    for opts <- [[], [window: 20]] do
+      {:ok, all} = Binscope.top(1_000_000, opts)
+      assert length(all) > 10
+      own = for %{current_function: {m, _, _}} = r <- all, m in scan, do: r
+      assert own == [], "#{inspect(opts)}: #{inspect(own, limit: 4)}"
+      # The caller is an ordinary process and stays (it waits in Binscope.Scanner.run/1).
+      assert Enum.any?(all, &(&1.pid == self())), inspect(opts)
+    end
   end
 
   test "detail: :basic collects what attribution needs and leaves the rest nil" do

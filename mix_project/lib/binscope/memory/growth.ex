@@ -28,7 +28,9 @@ defmodule Binscope.Memory.Growth do
       Process.sleep(window)
 
       with {:ok, s2} <- Accounting.snapshot(node, o) do
-        {:ok, rank(before, s2.processes, by, window, n)}
+        me = self()
+        records = Enum.reject(s2.processes, &Accounting.own_scan?(&1, me))
+        {:ok, rank(before, records, by, window, n)}
       end
     end
   end
