@@ -289,8 +289,9 @@ defmodule Binscope.Store do
 
   @doc """
   jemalloc's view of the NIF's memory, in bytes: `allocated` (live allocations, store payloads and
-  bookkeeping), `active`, `resident`, `mapped`, `retained` and `metadata`. None of it appears in
-  `:erlang.memory/0`.
+  bookkeeping), `active`, `resident`, `mapped`, `retained`, `metadata` and `tcache_bytes` (freed
+  bytes the threads' caches keep for reuse, counted in `allocated`: `allocated - tcache_bytes` is
+  what is in use). None of it appears in `:erlang.memory/0`.
   """
   @spec allocator() :: %{
           allocated: non_neg_integer(),
@@ -298,7 +299,8 @@ defmodule Binscope.Store do
           resident: non_neg_integer(),
           mapped: non_neg_integer(),
           retained: non_neg_integer(),
-          metadata: non_neg_integer()
+          metadata: non_neg_integer(),
+          tcache_bytes: non_neg_integer()
         }
   def allocator do
     case Native.allocator_stats() do
