@@ -63,9 +63,25 @@ defmodule Binscope.Hardening.SoakTest do
     assert abs(jemalloc_final - jemalloc_base) <= @mib
   end
 
-  # What the NIF's allocations use: jemalloc's `allocated` counts the freed blocks that each
-  # thread's cache keeps too, and which threads ran the workers' calls decides how many.
+  # What the NIF's allocations use, read the same way before and after the churn: every process
+  # collected first (store binaries that earlier tests' processes dropped but still reference
+  # are released then, not during the soak), then read until two reads 50 ms apart agree within
+  # 64 KiB. jemalloc's `allocated` also counts the freed blocks each thread's cache keeps, and
+  # which threads ran the workers' calls decides how many: they are not in use.
   defp in_use do
+    Enum.each(Process.list(), &:erlang.garbage_collect/1)
+    stable_in_use(read_in_use(), 40)
+  end
+
+  defp stable_in_use(last, 0), do: last
+
+  defp stable_in_use(last, tries) do
+    Process.sleep(50)
+    now = read_in_use()
+    if abs(now - last) <= 64 * 1024, do: now, else: stable_in_use(now, tries - 1)
+  end
+
+  defp read_in_use do
     a = Binscope.Store.allocator()
     a.allocated - a.tcache_bytes
   end
