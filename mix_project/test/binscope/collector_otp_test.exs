@@ -269,13 +269,7 @@ defmodule Binscope.CollectorOtpTest do
       Cluster.distribute!()
       {peer, node} = Cluster.start_peer()
 
-      on_exit(fn ->
-        try do
-          :peer.stop(peer)
-        catch
-          :exit, _ -> :ok
-        end
-      end)
+      on_exit(fn -> Cluster.stop_peer(peer) end)
 
       %{node: node}
     end

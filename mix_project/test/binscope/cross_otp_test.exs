@@ -13,30 +13,6 @@ defmodule Binscope.CrossOtpTest do
   @moduletag :cross_otp
   @mib 1_048_576
 
-  @workload """
-  -module(binscope_cross_workload).
-  -export([burst/2, labelled/1]).
-  burst(N, Size) ->
-      Parent = self(),
-      Pid = spawn(fun() ->
-                      Bins = [binary:copy(<<I>>, Size) || I <- lists:seq(1, N)],
-                      Parent ! {burst_done, self(), length(Bins) * Size},
-                      receive stop -> ok end
-                  end),
-      receive {burst_done, Pid, Total} -> {Pid, Total} end.
-  labelled(Label) ->
-      Parent = self(),
-      Pid = spawn(fun() ->
-                      case erlang:function_exported(proc_lib, set_label, 1) of
-                          true -> proc_lib:set_label(Label);
-                          false -> ok
-                      end,
-                      Parent ! {labelled, self()},
-                      receive stop -> ok end
-                  end),
-      receive {labelled, Pid} -> Pid end.
-  """
-
   setup_all do
     target = String.to_atom(System.fetch_env!("BINSCOPE_CROSS_TARGET"))
     no_compiler = String.to_atom(System.fetch_env!("BINSCOPE_CROSS_NO_COMPILER_TARGET"))
@@ -53,7 +29,7 @@ defmodule Binscope.CrossOtpTest do
     there = List.to_integer(release.(target))
     assert there != here, "the target runs another OTP (#{there}) than the caller (#{here})"
     refute :erpc.call(target, :code, :is_loaded, [:elixir])
-    compile_workload!(target)
+    Cluster.peer_leaker!(target)
     IO.puts("cross-OTP: caller OTP #{here} -> target OTP #{there} (#{target})")
     %{target: target, no_compiler: no_compiler, here: here, there: there}
   end
@@ -67,14 +43,6 @@ defmodule Binscope.CrossOtpTest do
       Process.sleep(200)
       connect!(node, tries - 1)
     end
-  end
-
-  # Scanned and parsed here (forms are plain terms), compiled by the target's own compiler.
-  defp compile_workload!(node) do
-    forms = Cluster.forms(@workload)
-
-    {:ok, mod, bin} = :erpc.call(node, :compile, :forms, [forms, [:binary]])
-    {:module, ^mod} = :erpc.call(node, :code, :load_binary, [mod, ~c"workload.erl", bin])
   end
 
   test "the collector loads on the target, by the way its release needs", c do
@@ -95,7 +63,7 @@ defmodule Binscope.CrossOtpTest do
   end
 
   test "processes: every process of the target, with labels where its OTP has them", c do
-    labelled = :erpc.call(c.target, :binscope_cross_workload, :labelled, [{:cross, 1}])
+    labelled = :erpc.call(c.target, :binscope_peer_leaker, :labelled, [{:cross, 1}])
     label = if c.there >= 27, do: {:cross, 1}, else: nil
 
     for detail <- [:full, :basic] do
@@ -117,7 +85,7 @@ defmodule Binscope.CrossOtpTest do
   end
 
   test "leaks: the leaker is found with exact bytes", c do
-    {pid, dropped} = :erpc.call(c.target, :binscope_cross_workload, :burst, [4, @mib])
+    {pid, dropped} = :erpc.call(c.target, :binscope_peer_leaker, :burst, [4, @mib])
     {:ok, [r | _]} = Binscope.leaks(node: c.target, limit: 3)
     assert r.pid == pid and r.node == c.target
     assert r.reclaimed_bytes == dropped

@@ -58,7 +58,7 @@ defmodule Binscope.Cluster do
 
   @peer_leaker """
   -module(binscope_peer_leaker).
-  -export([burst/2, idle/1]).
+  -export([burst/2, idle/1, labelled/1]).
   burst(N, Size) ->
       Parent = self(),
       Pid = spawn(fun() ->
@@ -69,11 +69,26 @@ defmodule Binscope.Cluster do
       receive {burst_done, Pid, Total} -> {Pid, Total} end.
   idle(N) ->
       [spawn(fun() -> receive stop -> ok end end) || _ <- lists:seq(1, N)].
+  labelled(Label) ->
+      Parent = self(),
+      Pid = spawn(fun() ->
+                      case erlang:function_exported(proc_lib, set_label, 1) of
+                          true -> proc_lib:set_label(Label);
+                          false -> ok
+                      end,
+                      Parent ! {labelled, self()},
+                      receive stop -> ok end
+                  end),
+      receive {labelled, Pid} -> Pid end.
   """
 
-  @doc "Loads `binscope_peer_leaker` (burst/2, idle/1; OTP only) onto `node`."
+  @doc """
+  Loads `binscope_peer_leaker` (burst/2, idle/1, labelled/1; OTP only) onto `node`. Scanned
+  and parsed here (forms are plain terms), compiled by the node's own compiler, so a node of
+  another OTP release loads it too.
+  """
   def peer_leaker!(node) do
-    {:ok, mod, bin} = :compile.forms(forms(@peer_leaker), [:binary])
+    {:ok, mod, bin} = :erpc.call(node, :compile, :forms, [forms(@peer_leaker), [:binary]])
 
     {:module, ^mod} =
       :erpc.call(node, :code, :load_binary, [mod, ~c"binscope_peer_leaker.erl", bin])

@@ -19,11 +19,7 @@ defmodule Binscope.Hardening.TimeoutTest do
     on_exit(fn ->
       Enum.each(holders, &Process.exit(&1, :kill))
 
-      try do
-        :peer.stop(peer)
-      catch
-        :exit, _ -> :ok
-      end
+      Cluster.stop_peer(peer)
     end)
 
     %{node: node, holders: holders, remote: remote}
