@@ -43,6 +43,7 @@ mod error;
 mod gc_pressure;
 mod label;
 mod leaks;
+mod release_backlog;
 mod render;
 mod space;
 mod store;

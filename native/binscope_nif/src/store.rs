@@ -86,6 +86,7 @@ impl StoreBinary {
 
 impl Drop for StoreBinary {
     fn drop(&mut self) {
+        crate::release_backlog::released();
         HANDLES.remove(self.addr());
     }
 }
@@ -150,6 +151,7 @@ fn to_binary<'a>(env: Env<'a>, blob: Arc<Blob<Owner>>) -> Term<'a> {
     let resource = ResourceArc::new(StoreBinary(blob));
     crate::gc_pressure::charge(&resource, size as usize);
     HANDLES.insert(resource.addr(), id, size);
+    crate::release_backlog::made(size as usize);
     resource.make_binary(env, |r| r.0.bytes()).to_term(env)
 }
 
@@ -181,7 +183,9 @@ fn intern<'a>(env: Env<'a>, data: Binary, label: Term, owner: Term) -> StoreResu
 
 #[rustler::nif]
 fn store_put<'a>(env: Env<'a>, data: Binary, label: Term, owner: Term) -> StoreResult<'a> {
-    charged_estimate(env, data.len(), || put(env, data, label, owner))
+    let made = charged_estimate(env, data.len(), || put(env, data, label, owner));
+    crate::release_backlog::yield_if_backlogged(env);
+    made
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -198,7 +202,9 @@ fn store_alloc<'a>(
     owner: Term,
 ) -> StoreResult<'a> {
     let bytes = usize::try_from(size).unwrap_or(usize::MAX);
-    charged_estimate(env, bytes, || alloc(env, size, fill, label, owner))
+    let made = charged_estimate(env, bytes, || alloc(env, size, fill, label, owner));
+    crate::release_backlog::yield_if_backlogged(env);
+    made
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -214,7 +220,9 @@ fn store_alloc_dirty<'a>(
 
 #[rustler::nif]
 fn store_intern<'a>(env: Env<'a>, data: Binary, label: Term, owner: Term) -> StoreResult<'a> {
-    charged(env, || intern(env, data, label, owner))
+    let made = charged(env, || intern(env, data, label, owner));
+    crate::release_backlog::yield_if_backlogged(env);
+    made
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
