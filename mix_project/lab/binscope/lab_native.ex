@@ -19,6 +19,7 @@ defmodule Binscope.Lab.Native do
 
   # floor.rs
   def floor_memcpy(_size, _calls), do: err()
+  def floor_resource_put(_binary), do: err()
 
   defp err, do: :erlang.nif_error(:not_loaded)
 end

@@ -16,6 +16,7 @@ defmodule Binscope.Bench.Suite.StoreVm do
 
   @kib 1024
   @mib 1024 * 1024
+  @resource_floor "floor: resource binary (lab)"
 
   @defaults [
     sizes: [@kib, 64 * @kib, @mib, 16 * @mib],
@@ -86,6 +87,13 @@ defmodule Binscope.Bench.Suite.StoreVm do
       {"Store.alloc fill 0", step.(fn -> Store.alloc!(size, label: :bench) end)},
       {"Store.alloc fill 1", step.(fn -> Store.alloc!(size, fill: 1, label: :bench) end)}
     ]
+
+    # The floor of any zero-copy native put (lab NIF, normal scheduler, so small sizes only):
+    # what a resource binary over a fresh copy costs with no store around it.
+    alts =
+      if size < Store.dirty_thresholds().put,
+        do: alts ++ [{@resource_floor, step.(fn -> Binscope.Lab.Native.floor_resource_put(src) end)}],
+        else: alts
 
     Bench.compare!(alts,
       init: init,
@@ -172,6 +180,7 @@ defmodule Binscope.Bench.Suite.StoreVm do
         {warm, fresh} = floor[size]
         put = Enum.find(cmp.results, &(&1.name == "Store.put"))
         copy = Enum.find(cmp.results, &(&1.name == ":binary.copy"))
+        resource = Enum.find(cmp.results, &(&1.name == @resource_floor))
 
         [
           size_label(size),
@@ -182,7 +191,7 @@ defmodule Binscope.Bench.Suite.StoreVm do
           Report.ratio(cmp.ratios["Store.put"].speed),
           Report.ratio(warm / put.time_ns.median),
           Report.duration(put.time_ns.median - warm)
-        ]
+        ] ++ resource_floor(resource, cmp, put)
       end
 
     cycle_rows =
@@ -245,7 +254,7 @@ defmodule Binscope.Bench.Suite.StoreVm do
           rows: cycle_rows
         },
         %{
-          title: "physical floor: memcpy in the same cycle",
+          title: "physical floor: memcpy, and a bare resource binary, in the same cycle",
           headers: [
             "size",
             "memcpy warm GiB/s",
@@ -254,7 +263,9 @@ defmodule Binscope.Bench.Suite.StoreVm do
             "Store.put GiB/s",
             "put vs :binary.copy",
             "put vs memcpy warm",
-            "put beyond the copy"
+            "put beyond the copy",
+            "resource floor vs :binary.copy",
+            "put vs resource floor"
           ],
           rows: floor_rows
         },
@@ -273,6 +284,17 @@ defmodule Binscope.Bench.Suite.StoreVm do
       ],
       chart: %{title: "Store speed vs :binary.copy (steady cycle)", y_label: "x", bars: bars}
     }
+  end
+
+  # The resource floor's two columns: the best ratio to :binary.copy any resource-binary put
+  # can reach, and how close Store.put comes to it.
+  defp resource_floor(nil, _cmp, _put), do: ["-", "-"]
+
+  defp resource_floor(resource, cmp, put) do
+    [
+      Report.ratio(cmp.ratios[@resource_floor].speed),
+      Report.ratio(resource.time_ns.median / put.time_ns.median)
+    ]
   end
 
   @doc false
