@@ -26,8 +26,16 @@ defmodule Binscope.Store do
   a dirty CPU scheduler, so no call holds a normal scheduler long: the thresholds are chosen by
   the worst time of a copy into fresh pages on a normal scheduler, and `mix test` checks sizes
   just under them with a `long_schedule` monitor. The bookkeeping of a small put takes the
-  store's lock once and starts an owner monitor only the first time it sees an owner. `stats/0`, `by_label/0` and `set_capacity/1` are O(1)/O(labels) and
-  safe on a busy node; `live/1` and `by_owner/0` walk every live entry on a dirty scheduler.
+  store's lock once and starts an owner monitor only the first time it sees an owner.
+  `stats/0`, `by_label/0` and `set_capacity/1` are O(1)/O(labels) and safe on a busy node;
+  `live/1` and `by_owner/0` walk every live entry on a dirty scheduler.
+
+  A binary is released when the VM runs its destructor, which is not in the collection that
+  drops its last reference but at that scheduler's next process switch. A process putting in a
+  tight loop would keep a whole time slice of its garbage allocated (about 9 MiB of 64 KiB puts
+  measured) and copy each new put into memory gone cold. So a small put, alloc or intern ends
+  the caller's time slice once 512 KiB were made on its scheduler with no store release in
+  between: the caller yields, the garbage is released, and the next puts reuse warm memory.
   """
 
   import Binscope.Store.Options
