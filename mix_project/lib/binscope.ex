@@ -140,8 +140,8 @@ defmodule Binscope do
   records hold those fields only: `pid`, `node`, `registered_name`, `label`, `memory`,
   `binary_refs`, `binary_bytes`, `binary_distinct`, `binary_uss`, `binary_pss`,
   `binary_shared`, `native_store_bytes` and `unresolved_store_binaries`
-  (`Binscope.Accounting.basic_fields/0`), 13 fields in 144 bytes a process at a million
-  processes, where a record of every field takes 256. The others (`initial_call`,
+  (`Binscope.Accounting.basic_fields/0`): 144 bytes a process with its list cell (a local
+  process without name or label), where a record of every field took 256. The others (`initial_call`,
   `current_function`, the heap, stack, queue, reduction and GC figures, `native_bytes` and
   `native_estimated_bytes`, which need the virtual binary heap) are in `:full` records only;
   read them with `Map.get/2` or `record[:field]` where a record may be either. `:full`, the
