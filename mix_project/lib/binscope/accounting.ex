@@ -75,7 +75,7 @@ defmodule Binscope.Accounting do
   the most shared binaries to list, default 10). `{:error, :timeout}` once the deadline passes.
 
   Two options serve whole-node leak scans: `:reductions` (with `detail: :basic`, each record
-  also carries the process's reductions, a `reductions` field) and `:select`, a function given the attribution's
+  also carries the process's reductions, in a `reductions` field) and `:select`, a function given the attribution's
   packed figures (see `shares/1`) that returns the indexes of the processes to make records for,
   in the order wanted: every binary is still attributed over the whole node, but `processes`
   then holds those records only (a scan of a million processes builds a few maps, not a million).
@@ -200,20 +200,10 @@ defmodule Binscope.Accounting do
     records(procs, shares, w, node, acc, deadline, @check_every)
   end
 
-  # A basic record straight from the packed figures (no tuple of them in between: a million
-  # records are a million fewer garbage tuples for the collections to sweep past).
+  # A basic record straight from the packed figures, with no tuple of them in between (at a
+  # million processes, 9 words a record less to allocate between collections).
   defp records(
-         [
-           Collector.basic(
-             pid: pid,
-             listed_bytes: listed,
-             registered_name: name,
-             label: label,
-             memory: mem,
-             reductions: reds
-           )
-           | procs
-         ],
+         [Collector.basic() = proc | procs],
          <<refs::64-native, distinct::64-native, uss::64-native, pss::64-native,
            shared::64-native, store::64-native, unresolved::64-native, _resolved::64-native,
            rest::binary>>,
@@ -223,24 +213,7 @@ defmodule Binscope.Accounting do
          deadline,
          k
        ) do
-    r =
-      basic(
-        pid,
-        listed,
-        name,
-        label,
-        mem,
-        reds,
-        refs,
-        distinct,
-        uss,
-        pss,
-        shared,
-        store,
-        unresolved,
-        node
-      )
-
+    r = basic(proc, refs, distinct, uss, pss, shared, store, unresolved, node)
     records(procs, rest, w, node, [r | acc], deadline, k - 1)
   end
 
@@ -287,35 +260,12 @@ defmodule Binscope.Accounting do
 
   # `detail: :basic` records hold only what basic detail collects (see `basic_fields/0`).
   defp record(
-         Collector.basic(
-           pid: pid,
-           listed_bytes: listed,
-           registered_name: name,
-           label: label,
-           memory: mem,
-           reductions: reds
-         ),
+         Collector.basic() = proc,
          {refs, distinct, uss, pss, shared, store, unresolved, _resolved},
          _w,
          node
        ),
-       do:
-         basic(
-           pid,
-           listed,
-           name,
-           label,
-           mem,
-           reds,
-           refs,
-           distinct,
-           uss,
-           pss,
-           shared,
-           store,
-           unresolved,
-           node
-         )
+       do: basic(proc, refs, distinct, uss, pss, shared, store, unresolved, node)
 
   defp record(
          Collector.process(
@@ -390,12 +340,14 @@ defmodule Binscope.Accounting do
   # (144 bytes), against 30 and 32 for the 27-field map of every field with the uncollected ones
   # nil. With `reductions: true` (a leak scan's first activity sample) the record carries them.
   defp basic(
-         pid,
-         listed,
-         name,
-         label,
-         mem,
-         :undefined,
+         Collector.basic(
+           pid: pid,
+           listed_bytes: listed,
+           registered_name: name,
+           label: label,
+           memory: mem,
+           reductions: :undefined
+         ),
          refs,
          distinct,
          uss,
@@ -423,12 +375,14 @@ defmodule Binscope.Accounting do
   end
 
   defp basic(
-         pid,
-         listed,
-         name,
-         label,
-         mem,
-         reds,
+         Collector.basic(
+           pid: pid,
+           listed_bytes: listed,
+           registered_name: name,
+           label: label,
+           memory: mem,
+           reductions: reds
+         ),
          refs,
          distinct,
          uss,
