@@ -136,8 +136,15 @@ defmodule Binscope do
 
   `detail: :basic` collects only memory and the binary list (everything attribution needs, the
   same two `process_info/2` items as a plain `process_info(pid, [:binary, :memory])` sweep, plus
-  `:label` on OTP 27+), registered names (from one `Process.registered/0`) and labels; the other
-  fields are `nil`. `:full`, the
+  `:label` on OTP 27+), registered names (from one `Process.registered/0`) and labels. Its
+  records hold those fields only: `pid`, `node`, `registered_name`, `label`, `memory`,
+  `binary_refs`, `binary_bytes`, `binary_distinct`, `binary_uss`, `binary_pss`,
+  `binary_shared`, `native_store_bytes` and `unresolved_store_binaries`
+  (`Binscope.Accounting.basic_fields/0`): 144 bytes a process with its list cell (a local
+  process without name or label), where a record of every field took 256. The others (`initial_call`,
+  `current_function`, the heap, stack, queue, reduction and GC figures, `native_bytes` and
+  `native_estimated_bytes`, which need the virtual binary heap) are in `:full` records only;
+  read them with `Map.get/2` or `record[:field]` where a record may be either. `:full`, the
   default, costs about 2-3x more: its GC items cost the most (see README, Performance).
 
       iex> {:ok, procs} = Binscope.processes()

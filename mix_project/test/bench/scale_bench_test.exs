@@ -1,6 +1,7 @@
 defmodule Binscope.Bench.ScaleBenchTest do
   # The scale suite (report, not a timed test): `make bench-scale` runs it at 50k and 1M
-  # processes (BINSCOPE_SCALE_SMALL / BINSCOPE_SCALE_LARGE / BINSCOPE_SCALE_ROUNDS override).
+  # processes (BINSCOPE_SCALE_SMALL / BINSCOPE_SCALE_LARGE / BINSCOPE_SCALE_ROUNDS override;
+  # BINSCOPE_SCALE_ONLY=basic,full runs only those rows, see Scale.rows/0).
   # The VM needs a process limit above the large size: the Makefile passes +P.
   use ExUnit.Case, async: false
 
@@ -19,6 +20,17 @@ defmodule Binscope.Bench.ScaleBenchTest do
           ],
           v = System.get_env(var),
           do: {key, String.to_integer(v)}
+
+    opts =
+      case System.get_env("BINSCOPE_SCALE_ONLY") do
+        nil ->
+          opts
+
+        names ->
+          known = Map.new(Scale.rows(), &{Atom.to_string(&1), &1})
+          only = for n <- String.split(names, ",", trim: true), do: Map.fetch!(known, n)
+          [{:only, only} | opts]
+      end
 
     r = Scale.run(opts)
     Enum.each(r.report.tables, &IO.write(Report.render(&1)))

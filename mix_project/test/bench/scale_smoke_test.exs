@@ -55,4 +55,19 @@ defmodule Binscope.Bench.ScaleSmokeTest do
     assert length(paths) == 4
     File.rm_rf!(dir)
   end
+
+  @tag timeout: 300_000
+  test "only: runs the rows it names, at the sizes they use" do
+    r = Scale.run(Keyword.put(Scale.smoke_opts(), :only, [:basic]))
+    large = Scale.smoke_opts()[:large]
+
+    assert Enum.map(r.rows, &(&1[:name] || &1[:proof])) == [
+             "floor: process_info(pid, [:binary]) per process",
+             "processes(detail: :basic)",
+             "processes(detail: :basic)"
+           ]
+
+    assert Enum.all?(r.rows, &(&1.n == large))
+    assert_raise ArgumentError, ~r/unknown rows \[:nope\]/, fn -> Scale.run(only: [:nope]) end
+  end
 end

@@ -26,14 +26,14 @@ defmodule Binscope.Accounting.Options do
     :bin_old_vheap_size
   ]
   @modes [:targeted, :full, :dry_run]
-  # What `detail: :basic` collects (the others are nil there).
+  # The metrics of `detail: :basic` records (they have no other fields; `native_bytes` needs
+  # the virtual binary heap, a full-detail figure).
   @basic_metrics [
     :memory,
     :binary_refs,
     :binary_bytes,
     :binary_uss,
     :binary_pss,
-    :native_bytes,
     :native_store_bytes
   ]
 
@@ -85,9 +85,9 @@ defmodule Binscope.Accounting.Options do
     pids: {:pids, :none, "only these processes"},
     detail:
       {{:one_of, [:full, :basic]}, :full,
-       "basic: only name, memory and binaries, at about the cost of a plain " <>
-         "process_info(pid, [:binary, :memory]) sweep (full detail's GC items cost about " <>
-         "2.5x more)"},
+       "basic: only name, label, memory and binaries (records of those fields alone), at " <>
+         "about the cost of a plain process_info(pid, [:binary, :memory]) sweep (full " <>
+         "detail's GC items cost about 2.5x more)"},
     workers:
       {{:auto_or_int, 1, 1024}, :auto,
        "scan with this many processes (auto: one per scheduler of the target but one; " <>

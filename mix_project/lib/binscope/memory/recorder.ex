@@ -102,7 +102,8 @@ defmodule Binscope.Memory.Recorder do
           rows
           |> Enum.with_index(1)
           |> Enum.map(fn {r, i} ->
-            name = r.registered_name || r.label || r.initial_call || ""
+            # Basic records (the scan here) name a process by these two.
+            name = r.registered_name || r.label || ""
             cell = name |> inspect() |> String.replace(~r/[,\n"]/, " ")
 
             [

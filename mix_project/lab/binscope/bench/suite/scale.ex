@@ -43,8 +43,17 @@ defmodule Binscope.Bench.Suite.Scale do
     leak_bins: 8,
     bin_size: 65_536,
     rounds: 3,
-    long_gc_ms: 10
+    long_gc_ms: 10,
+    only: nil
   ]
+
+  # The rows `only:` picks from: a pair (and the scheduler proof of the same scan), or a proof
+  # alone (`:dry_run`, `:top`). The floor runs at every size that has a row.
+  @rows [:targeted, :snapshot, :full, :basic, :dry_run, :top]
+
+  @doc "The row names `only:` takes."
+  @spec rows() :: [atom()]
+  def rows, do: @rows
 
   @doc """
   Options for a run of a few seconds that checks the code paths, not the speed. Leakers drop
@@ -55,7 +64,8 @@ defmodule Binscope.Bench.Suite.Scale do
   def smoke_opts, do: [small: 1_500, large: 3_000, rounds: 1, leakers: 10, leak_bins: 2, bin_size: 1_048_576]
 
   @doc """
-  Runs every row. Returns `%{rows: [row], report: report}`; a row is a map with `:name`, `:n`,
+  Runs every row, or with `only: [row]` (see `rows/0`) those rows only: a size none of them
+  uses is not populated. Returns `%{rows: [row], report: report}`; a row is a map with `:name`, `:n`,
   `:ours`, `:anchor` (names), `:ours_ns`, `:anchor_ns` (each run's time), `:ratio`, `:found`,
   `:anchor_found`, `:ours_peak`, `:anchor_peak` (bytes), `:result_bytes_per_process`,
   `:long_schedule_ms` and `:long_gc_ms` (the worst the scanner saw), `:load`.
@@ -63,25 +73,41 @@ defmodule Binscope.Bench.Suite.Scale do
   @spec run(keyword()) :: %{rows: [map()], report: map()}
   def run(opts \\ []) do
     o = Keyword.merge(@defaults, opts)
-    small = with_population(o[:small], o, &small_rows(&1, &2, o))
-    large = with_population(o[:large], o, &large_rows(&1, &2, o))
+
+    case (o[:only] || []) -- @rows do
+      [] -> :ok
+      bad -> raise ArgumentError, "only: unknown rows #{inspect(bad)}, expected some of #{inspect(@rows)}"
+    end
+
+    small = if any?(o, [:targeted, :snapshot]), do: with_population(o[:small], o, &small_rows(&1, &2, o)), else: []
+    large = if any?(o, [:targeted, :full, :basic, :dry_run, :top]), do: with_population(o[:large], o, &large_rows(&1, &2, o)), else: []
     rows = small ++ large
     %{rows: rows, report: report(rows, o)}
   end
 
+  defp any?(o, rows), do: o[:only] == nil or Enum.any?(rows, &(&1 in o[:only]))
+
+  # Each `{row, fun}` whose row `only:` picks, run in this order.
+  defp pick(specs, o), do: for({row, fun} <- specs, any?(o, [row]), do: fun.())
+
   defp small_rows(n, leakers, o) do
-    [
-      floor_row(n),
-      targeted_row(n, leakers, o),
-      pair(
-        "snapshot() with USS/PSS",
-        n,
-        {"snapshot(detail: :basic)", fn -> snapshot_summary() end},
-        {"process_info(pid, [:binary, :memory]) sweep", fn -> sweep_summary() end},
-        [],
+    [floor_row(n)] ++
+      pick(
+        [
+          targeted: fn -> targeted_row(n, leakers, o) end,
+          snapshot: fn ->
+            pair(
+              "snapshot() with USS/PSS",
+              n,
+              {"snapshot(detail: :basic)", fn -> snapshot_summary() end},
+              {"process_info(pid, [:binary, :memory]) sweep", fn -> sweep_summary() end},
+              [],
+              o
+            )
+          end
+        ],
         o
       )
-    ]
   end
 
   defp targeted_row(n, leakers, o) do
@@ -96,40 +122,47 @@ defmodule Binscope.Bench.Suite.Scale do
   end
 
   defp large_rows(n, leakers, o) do
-    [
-      floor_row(n),
-      targeted_row(n, leakers, o),
-      pair(
-        "leaks(mode: :full)",
-        n,
-        {"leaks(mode: :full)", fn -> leaks_summary(Binscope.leaks!(mode: :full), leakers) end},
-        {"bin_leak(10)", fn -> recon_summary(ReconAnchor.bin_leak(10), leakers) end},
-        leakers,
+    [floor_row(n)] ++
+      pick(
+        [
+          targeted: fn -> targeted_row(n, leakers, o) end,
+          full: fn ->
+            pair(
+              "leaks(mode: :full)",
+              n,
+              {"leaks(mode: :full)", fn -> leaks_summary(Binscope.leaks!(mode: :full), leakers) end},
+              {"bin_leak(10)", fn -> recon_summary(ReconAnchor.bin_leak(10), leakers) end},
+              leakers,
+              o
+            )
+          end,
+          basic: fn ->
+            pair(
+              "processes(detail: :basic)",
+              n,
+              {"processes(detail: :basic)", fn -> processes_summary() end},
+              {"proc_count(:memory, 10)", fn -> length(ReconAnchor.proc_count(:memory, 10)) end},
+              [],
+              o
+            )
+          end
+        ],
         o
-      ),
-      pair(
-        "processes(detail: :basic)",
-        n,
-        {"processes(detail: :basic)", fn -> processes_summary() end},
-        {"proc_count(:memory, 10)", fn -> length(ReconAnchor.proc_count(:memory, 10)) end},
-        [],
-        o
-      )
-    ] ++ proof_rows(n, leakers, o)
+      ) ++ proof_rows(n, leakers, o)
   end
 
   # Each of Binscope's scans once more, beside a control process spinning plain Erlang code:
   # the scan's worst long_schedule against the control's (the OS's share on a loaded machine).
   defp proof_rows(n, leakers, o) do
     ops = [
-      {"leaks()", fn -> length(Binscope.leaks!()) end},
-      {"leaks(mode: :dry_run)", fn -> length(Binscope.leaks!(mode: :dry_run)) end},
-      {"leaks(mode: :full)", fn -> length(Binscope.leaks!(mode: :full)) end},
-      {"top(10, by: :binary_pss)", fn -> length(Binscope.top!(10, by: :binary_pss)) end},
-      {"processes(detail: :basic)", fn -> length(Binscope.processes!(detail: :basic)) end}
+      {:targeted, "leaks()", fn -> length(Binscope.leaks!()) end},
+      {:dry_run, "leaks(mode: :dry_run)", fn -> length(Binscope.leaks!(mode: :dry_run)) end},
+      {:full, "leaks(mode: :full)", fn -> length(Binscope.leaks!(mode: :full)) end},
+      {:top, "top(10, by: :binary_pss)", fn -> length(Binscope.top!(10, by: :binary_pss)) end},
+      {:basic, "processes(detail: :basic)", fn -> length(Binscope.processes!(detail: :basic)) end}
     ]
 
-    for {name, fun} <- ops do
+    for {row, name, fun} <- ops, any?(o, [row]) do
       plant(leakers)
       r = run_one(fun, o, true)
 
