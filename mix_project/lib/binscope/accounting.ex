@@ -180,13 +180,10 @@ defmodule Binscope.Accounting do
   defp in_time!(:infinity), do: :ok
   defp in_time!(deadline), do: Remote.check!(deadline)
 
-  # Walks the records and the packed figures in step: no tuple per process in between; the
-  # clock is read every @check_every records.
-  defp records(procs, shares, w, node, acc, deadline, 0) do
-    in_time!(deadline)
-    records(procs, shares, w, node, acc, deadline, @check_every)
-  end
-
+  # Walks the records and the packed figures in step; the clock is read every @check_every
+  # records. Every clause matches the packed figures first, so one match context walks the
+  # binary (no sub-binary per record), and a basic record gets its figures as arguments (no
+  # tuple of them per record): 15 words a process fewer on the caller's heap.
   defp records(
          [proc | procs],
          <<refs::64-native, distinct::64-native, uss::64-native, pss::64-native,
@@ -198,11 +195,47 @@ defmodule Binscope.Accounting do
          deadline,
          k
        ) do
-    r = record(proc, {refs, distinct, uss, pss, shared, store, unresolved, resolved}, w, node)
-    records(procs, rest, w, node, [r | acc], deadline, k - 1)
+    r =
+      case proc do
+        Collector.basic(
+          pid: pid,
+          listed_bytes: listed,
+          registered_name: name,
+          label: label,
+          memory: mem,
+          reductions: reds
+        ) ->
+          basic(
+            pid,
+            listed,
+            name,
+            label,
+            mem,
+            reds,
+            node,
+            refs,
+            distinct,
+            uss,
+            pss,
+            shared,
+            store,
+            unresolved
+          )
+
+        _ ->
+          record(proc, {refs, distinct, uss, pss, shared, store, unresolved, resolved}, w, node)
+      end
+
+    k = if k == 0, do: checked(deadline), else: k - 1
+    records(procs, rest, w, node, [r | acc], deadline, k)
   end
 
   defp records([], <<>>, _w, _node, acc, _deadline, _k), do: rev(acc, [])
+
+  defp checked(deadline) do
+    in_time!(deadline)
+    @check_every
+  end
 
   # :lists.reverse/1 in plain code: it yields like any code, where the BIF builds a reversed
   # million-element list in one call.
@@ -245,7 +278,7 @@ defmodule Binscope.Accounting do
          _w,
          node
        ),
-       do: basic(pid, listed, name, label, mem, reds, shares, node)
+       do: basic(pid, listed, name, label, mem, reds, node, shares)
 
   defp record(
          Collector.process(
@@ -314,9 +347,43 @@ defmodule Binscope.Accounting do
     }
   end
 
-  defp basic(pid, listed, name, label, mem, reds, shares, node) do
+  defp basic(pid, listed, name, label, mem, reds, node, shares) do
     {refs, distinct, uss, pss, shared, store, unresolved, _resolved} = shares
 
+    basic(
+      pid,
+      listed,
+      name,
+      label,
+      mem,
+      reds,
+      node,
+      refs,
+      distinct,
+      uss,
+      pss,
+      shared,
+      store,
+      unresolved
+    )
+  end
+
+  defp basic(
+         pid,
+         listed,
+         name,
+         label,
+         mem,
+         reds,
+         node,
+         refs,
+         distinct,
+         uss,
+         pss,
+         shared,
+         store,
+         unresolved
+       ) do
     %{
       pid: pid,
       node: node,
