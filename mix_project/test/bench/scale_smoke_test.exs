@@ -40,7 +40,7 @@ defmodule Binscope.Bench.ScaleSmokeTest do
     assert basic.result_bytes_per_process > 0
 
     proofs = Enum.filter(r.rows, &Map.has_key?(&1, :proof))
-    assert length(proofs) == 5
+    assert length(proofs) == 6
     assert Enum.all?(proofs, &(is_integer(&1.long_schedule_ms) and &1.n == o[:large]))
 
     floors = Enum.filter(r.rows, &Map.has_key?(&1, :floor_ns))
@@ -54,5 +54,12 @@ defmodule Binscope.Bench.ScaleSmokeTest do
     assert File.read!(Path.join(dir, "scale.csv")) =~ "leaks(mode: :full)"
     assert length(paths) == 4
     File.rm_rf!(dir)
+  end
+
+  test "only: runs the rows it names, and makes no population for a size without one" do
+    o = Keyword.merge(Scale.smoke_opts(), only: [:snapshot], large: 10_000_000)
+    r = Scale.run(o)
+    assert [%{name: "snapshot() with USS/PSS", n: n, results: results}] = r.rows
+    assert n == o[:small] and results >= o[:small]
   end
 end

@@ -43,7 +43,8 @@ defmodule Binscope.Bench.Suite.Scale do
     leak_bins: 8,
     bin_size: 65_536,
     rounds: 3,
-    long_gc_ms: 10
+    long_gc_ms: 10,
+    only: :all
   ]
 
   @doc """
@@ -52,10 +53,12 @@ defmodule Binscope.Bench.Suite.Scale do
   the whole suite) cannot outrank them.
   """
   @spec smoke_opts() :: keyword()
-  def smoke_opts, do: [small: 1_500, large: 3_000, rounds: 1, leakers: 10, leak_bins: 2, bin_size: 1_048_576]
+  def smoke_opts,
+    do: [small: 1_500, large: 3_000, rounds: 1, leakers: 10, leak_bins: 2, bin_size: 1_048_576]
 
   @doc """
-  Runs every row. Returns `%{rows: [row], report: report}`; a row is a map with `:name`, `:n`,
+  Runs every row, or with `only: [name]` those named (`:floor`, `:targeted`, `:snapshot`, `:full`,
+  `:basic`, `:proof`; a size with none of them gets no population). Returns `%{rows: [row], report: report}`; a row is a map with `:name`, `:n`,
   `:ours`, `:anchor` (names), `:ours_ns`, `:anchor_ns` (each run's time), `:ratio`, `:found`,
   `:anchor_found`, `:ours_peak`, `:anchor_peak` (bytes), `:result_bytes_per_process`,
   `:long_schedule_ms` and `:long_gc_ms` (the worst the scanner saw), `:load`.
@@ -63,25 +66,40 @@ defmodule Binscope.Bench.Suite.Scale do
   @spec run(keyword()) :: %{rows: [map()], report: map()}
   def run(opts \\ []) do
     o = Keyword.merge(@defaults, opts)
-    small = with_population(o[:small], o, &small_rows(&1, &2, o))
-    large = with_population(o[:large], o, &large_rows(&1, &2, o))
+
+    small =
+      if want?(o, [:floor, :targeted, :snapshot]),
+        do: with_population(o[:small], o, &small_rows(&1, &2, o)),
+        else: []
+
+    large =
+      if want?(o, [:floor, :targeted, :full, :basic, :proof]),
+        do: with_population(o[:large], o, &large_rows(&1, &2, o)),
+        else: []
+
     rows = small ++ large
     %{rows: rows, report: report(rows, o)}
   end
 
+  # `only: [name]` runs those rows alone (default `:all`): `:floor`, `:targeted` (both sizes),
+  # `:snapshot` (at `small`), `:full`, `:basic`, `:proof` (at `large`). A size none of whose
+  # rows is wanted gets no population.
+  defp want?(o, names), do: o[:only] == :all or Enum.any?(names, &(&1 in o[:only]))
+  defp want(o, name, fun), do: if(want?(o, [name]), do: List.wrap(fun.()), else: [])
+
   defp small_rows(n, leakers, o) do
-    [
-      floor_row(n),
-      targeted_row(n, leakers, o),
-      pair(
-        "snapshot() with USS/PSS",
-        n,
-        {"snapshot(detail: :basic)", fn -> snapshot_summary() end},
-        {"process_info(pid, [:binary, :memory]) sweep", fn -> sweep_summary() end},
-        [],
-        o
-      )
-    ]
+    want(o, :floor, fn -> floor_row(n) end) ++
+      want(o, :targeted, fn -> targeted_row(n, leakers, o) end) ++
+      want(o, :snapshot, fn ->
+        pair(
+          "snapshot() with USS/PSS",
+          n,
+          {"snapshot(detail: :basic)", fn -> snapshot_summary() end},
+          {"process_info(pid, [:binary, :memory]) sweep", fn -> sweep_summary() end},
+          [],
+          o
+        )
+      end)
   end
 
   defp targeted_row(n, leakers, o) do
@@ -96,26 +114,28 @@ defmodule Binscope.Bench.Suite.Scale do
   end
 
   defp large_rows(n, leakers, o) do
-    [
-      floor_row(n),
-      targeted_row(n, leakers, o),
-      pair(
-        "leaks(mode: :full)",
-        n,
-        {"leaks(mode: :full)", fn -> leaks_summary(Binscope.leaks!(mode: :full), leakers) end},
-        {"bin_leak(10)", fn -> recon_summary(ReconAnchor.bin_leak(10), leakers) end},
-        leakers,
-        o
-      ),
-      pair(
-        "processes(detail: :basic)",
-        n,
-        {"processes(detail: :basic)", fn -> processes_summary() end},
-        {"proc_count(:memory, 10)", fn -> length(ReconAnchor.proc_count(:memory, 10)) end},
-        [],
-        o
-      )
-    ] ++ proof_rows(n, leakers, o)
+    want(o, :floor, fn -> floor_row(n) end) ++
+      want(o, :targeted, fn -> targeted_row(n, leakers, o) end) ++
+      want(o, :full, fn ->
+        pair(
+          "leaks(mode: :full)",
+          n,
+          {"leaks(mode: :full)", fn -> leaks_summary(Binscope.leaks!(mode: :full), leakers) end},
+          {"bin_leak(10)", fn -> recon_summary(ReconAnchor.bin_leak(10), leakers) end},
+          leakers,
+          o
+        )
+      end) ++
+      want(o, :basic, fn ->
+        pair(
+          "processes(detail: :basic)",
+          n,
+          {"processes(detail: :basic)", fn -> processes_summary() end},
+          {"proc_count(:memory, 10)", fn -> length(ReconAnchor.proc_count(:memory, 10)) end},
+          [],
+          o
+        )
+      end) ++ want(o, :proof, fn -> proof_rows(n, leakers, o) end)
   end
 
   # Each of Binscope's scans once more, beside a control process spinning plain Erlang code:
@@ -126,7 +146,8 @@ defmodule Binscope.Bench.Suite.Scale do
       {"leaks(mode: :dry_run)", fn -> length(Binscope.leaks!(mode: :dry_run)) end},
       {"leaks(mode: :full)", fn -> length(Binscope.leaks!(mode: :full)) end},
       {"top(10, by: :binary_pss)", fn -> length(Binscope.top!(10, by: :binary_pss)) end},
-      {"processes(detail: :basic)", fn -> length(Binscope.processes!(detail: :basic)) end}
+      {"processes(detail: :basic)", fn -> length(Binscope.processes!(detail: :basic)) end},
+      {"snapshot(detail: :basic)", fn -> snapshot_summary().results end}
     ]
 
     for {name, fun} <- ops do
@@ -237,7 +258,13 @@ defmodule Binscope.Bench.Suite.Scale do
     end)
 
     ns = receive do: ({:floor, ns} -> ns)
-    %{name: "floor: process_info(pid, [:binary]) per process", n: n, floor_ns: ns / count, load: load()}
+
+    %{
+      name: "floor: process_info(pid, [:binary]) per process",
+      n: n,
+      floor_ns: ns / count,
+      load: load()
+    }
   end
 
   defp pair(name, n, {ours, our_fun}, {anchor, anchor_fun}, leakers, o) do
@@ -305,7 +332,10 @@ defmodule Binscope.Bench.Suite.Scale do
     sampler = spawn(fn -> sample(base, base) end)
     control = if control?, do: spawn(fn -> spin(0) end)
     ignore = [me, sampler]
-    watcher = spawn(fn -> watch(control, ignore, %{scan: 0, scan_gc: 0, control: 0, reports: 0}) end)
+
+    watcher =
+      spawn(fn -> watch(control, ignore, %{scan: 0, scan_gc: 0, control: 0, reports: 0}) end)
+
     previous = :erlang.system_monitor(watcher, [{:long_schedule, 1}, {:long_gc, o[:long_gc_ms]}])
 
     {scanner, ref} =
@@ -417,7 +447,10 @@ defmodule Binscope.Bench.Suite.Scale do
   defp median(l) do
     s = Enum.sort(l)
     n = length(s)
-    if rem(n, 2) == 1, do: Enum.at(s, div(n, 2)), else: (Enum.at(s, div(n, 2) - 1) + Enum.at(s, div(n, 2))) / 2
+
+    if rem(n, 2) == 1,
+      do: Enum.at(s, div(n, 2)),
+      else: (Enum.at(s, div(n, 2) - 1) + Enum.at(s, div(n, 2))) / 2
   end
 
   defp load do
@@ -453,12 +486,19 @@ defmodule Binscope.Bench.Suite.Scale do
         ]
       end
 
-    floor_rows =
-      for %{floor_ns: f, n: n, load: l} <- rows, do: [n, Report.duration(f), l]
+    floor_rows = for %{floor_ns: f, n: n, load: l} <- rows, do: [n, Report.duration(f), l]
 
     proof_rows =
       for %{proof: name} = r <- rows do
-        [r.n, name, r.long_schedule_ms, r.reports, r.control_long_schedule_ms, r.long_gc_ms, r.load]
+        [
+          r.n,
+          name,
+          r.long_schedule_ms,
+          r.reports,
+          r.control_long_schedule_ms,
+          r.long_gc_ms,
+          r.load
+        ]
       end
 
     %{
