@@ -57,11 +57,12 @@ defmodule Binscope.Bench.Suite.Scale do
     do: [small: 1_500, large: 3_000, rounds: 1, leakers: 10, leak_bins: 2, bin_size: 1_048_576]
 
   @doc """
-  Runs every row, or with `only: [name]` those named (`:floor`, `:targeted`, `:snapshot`, `:full`,
-  `:basic`, `:proof`; a size with none of them gets no population). Returns `%{rows: [row], report: report}`; a row is a map with `:name`, `:n`,
-  `:ours`, `:anchor` (names), `:ours_ns`, `:anchor_ns` (each run's time), `:ratio`, `:found`,
-  `:anchor_found`, `:ours_peak`, `:anchor_peak` (bytes), `:result_bytes_per_process`,
-  `:long_schedule_ms` and `:long_gc_ms` (the worst the scanner saw), `:load`.
+  Runs every row, or with `only: [name]` those named (`:floor`, `:targeted`, `:snapshot`,
+  `:full`, `:basic`, `:proof`; a size with none of them gets no population). Returns
+  `%{rows: [row], report: report}`; a row is a map with `:name`, `:n`, `:ours`, `:anchor`
+  (names), `:ours_ns`, `:anchor_ns` (each run's time), `:ratio`, `:found`, `:anchor_found`,
+  `:ours_peak`, `:anchor_peak` (bytes), `:result_bytes_per_process`, `:long_schedule_ms` and
+  `:long_gc_ms` (the worst the scanner saw), `:load`.
   """
   @spec run(keyword()) :: %{rows: [map()], report: map()}
   def run(opts \\ []) do
