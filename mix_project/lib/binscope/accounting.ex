@@ -26,11 +26,11 @@ defmodule Binscope.Accounting do
   # Words a snapshot allocates on the caller's heap per process (see Heap): the scan at basic or
   # full detail plus the records, or the records alone for a remote scan. The process_info
   # replies count too: they arrive in heap fragments, which count towards the next collection.
-  # Measured at 30k-50k processes holding one binary each (OTP 25): basic, 22 words of replies
-  # plus 51 of collector records and result records; full, 132 plus 79. Each further binary a
-  # process lists adds 6 words of reply; the margin covers about two a process.
-  @basic_words 88
-  @full_words 224
+  # Measured at the end of a snapshot of 30k processes holding one binary each (heap words in
+  # use plus fragments): basic 56 + 22 on OTP 25, 97 + 27 on OTP 29; full 91 + 155 on OTP 25,
+  # 143 + 162 on OTP 29. Each further binary a process lists adds 6 words of reply.
+  @basic_words 136
+  @full_words 320
   @record_words 40
   # Virtual binary heap words per process: the NIF's packed figures (8 words each).
   @share_words 8
