@@ -306,18 +306,25 @@ scan(Source, #{calibration := C} = Scan) ->
             #{detail := basic, items := Items, names := Names} ->
                 fun(P, Acc) -> basic(P, Items, Names, Probe, Acc) end
         end,
-    {Records, _N, Candidates} =
-        fold(Source, F, maps:get(deadline, Scan, infinity), ?CHECK_EVERY, {[], 0, []}),
-    binscope_collector_store:resolve_store(rev(Records, []), rev(Candidates, []), C, Mark).
+    Reversed = fold(Source, F, maps:get(deadline, Scan, infinity), ?CHECK_EVERY, []),
+    {Records, Candidates} = unwrap(Reversed, [], 0, []),
+    binscope_collector_store:resolve_store(Records, Candidates, C, Mark).
 
-%% Adds record R of a process that listed Bins to the scan's {Records, Count, Candidates}
-%% (reversed; a candidate is {Index, Bins}, Index its 1-based place among the records).
-add(R, Bins, Probe, {Acc, N, Candidates}) ->
-    I = N + 1,
+%% Adds record R of a process that listed Bins to the scan's (reversed) records, as
+%% {store, R, Bins} when Bins may hold store binaries: nothing more per process in the common
+%% case (no count or candidate list carried through the scan).
+add(R, Bins, Probe, Acc) ->
     case binscope_collector_store:may_hold_store(Bins, Probe) of
-        true -> {[R | Acc], I, [{I, Bins} | Candidates]};
-        false -> {[R | Acc], I, Candidates}
+        true -> [{store, R, Bins} | Acc];
+        false -> [R | Acc]
     end.
+
+%% The scan's reversal (as rev/2), unwrapping candidates: {Records, [{Index, Bins}]}, Index the
+%% record's 1-based place. J counts from the end, so Index is Count - J + 1 once the count is
+%% known.
+unwrap([{store, R, Bins} | T], Acc, J, Cs) -> unwrap(T, [R | Acc], J + 1, [{J + 1, Bins} | Cs]);
+unwrap([R | T], Acc, J, Cs) -> unwrap(T, [R | Acc], J + 1, Cs);
+unwrap([], Acc, Count, Cs) -> {Acc, [{Count - J + 1, Bins} || {J, Bins} <- Cs]}.
 
 mark(undefined) -> undefined;
 mark(_Calibration) -> ?NATIVE:collector_mark().
