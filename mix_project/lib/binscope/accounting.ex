@@ -90,10 +90,14 @@ defmodule Binscope.Accounting do
 
       per = if Map.get(opts, :detail, :full) == :basic, do: @basic_words, else: @full_words
 
-      Heap.reserve(n * per, n * @share_words, fn ->
-        with {:ok, raw} <- Remote.call(node, :snapshot, args, deadline),
-             do: {:ok, attribute(raw, top, deadline, opts[:select])}
-      end)
+      result =
+        Heap.reserve(n * per, n * @share_words, fn ->
+          with {:ok, raw} <- Remote.call(node, :snapshot, args, deadline),
+               do: {:ok, attribute(raw, top, deadline, opts[:select])}
+        end)
+
+      Heap.release_fragments()
+      result
     else
       with {:ok, raw} <- Remote.call(node, :snapshot, args, deadline) do
         n = length(raw.procs)

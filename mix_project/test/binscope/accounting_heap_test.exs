@@ -176,6 +176,8 @@ defmodule Binscope.AccountingHeapTest do
         {count, blocks} =
           in_process([], fn ->
             {{:ok, s}, blocks} = collections_during(fn -> Binscope.snapshot(detail: detail) end)
+            {:garbage_collection_info, info} = Process.info(self(), :garbage_collection_info)
+            assert info[:mbuf_size] <= Heap.fragment_words(), "#{detail}: #{inspect(info)}"
             {length(s.processes), blocks}
           end)
 
@@ -184,8 +186,10 @@ defmodule Binscope.AccountingHeapTest do
         # applies the reservation (tens of words a process). Any collection of a heap that
         # large copies the whole scan: the process_info replies, the collector's records, the
         # records built.
+        # One, after the call's flags are restored, frees the replies' heap fragments (one a
+        # process: freed at the caller's exit instead, they held its scheduler).
         large = Enum.filter(blocks, &(&1 > 10 * @procs))
-        assert large == [], "#{detail}: collections of the grown heap: #{inspect(blocks)}"
+        assert length(large) == 1, "#{detail}: collections of the grown heap: #{inspect(blocks)}"
       end
     after
       Enum.each(idle, &Process.exit(&1, :kill))
