@@ -21,7 +21,10 @@ defmodule Binscope.Bench.ScaleBenchTest do
           v = System.get_env(var),
           do: {key, String.to_integer(v)}
 
-    # BINSCOPE_SCALE_ONLY=snapshot,floor: those rows alone (Scale.run/1's only:).
+    # BINSCOPE_SCALE_ONLY=snapshot,floor: those rows alone (Scale.run/1's only:; its module
+    # loaded first, which makes the row names' atoms).
+    Code.ensure_loaded!(Scale)
+
     opts =
       case System.get_env("BINSCOPE_SCALE_ONLY") do
         nil ->
