@@ -294,32 +294,55 @@ take([H | T], N, Acc) -> take(T, N - 1, [H | Acc]).
 %% listed: resolution then trusts only store resources that lived through the whole listing (an
 %% address freed and reused meanwhile is never credited to the process that listed the old
 %% binary; it comes back as unresolved).
-scan(Source, #{detail := full, items := Items, calibration := C} = Scan) ->
+%% Whether a list may hold store binaries is decided as its reply arrives, while the list is in
+%% the cache: a second pass over every record's list after the scan read each one from memory
+%% again (at 50k processes, one cache miss a process).
+scan(Source, #{calibration := C} = Scan) ->
     Mark = mark(C),
-    F = fun(P, Acc) -> full(P, Items, Acc) end,
-    binscope_collector_store:resolve_store(fold(Source, F, maps:get(deadline, Scan, infinity), ?CHECK_EVERY, []), C, Mark);
-scan(Source, #{detail := basic, items := Items, names := Names, calibration := C} = Scan) ->
-    Mark = mark(C),
-    F = fun(P, Acc) -> basic(P, Items, Names, Acc) end,
-    binscope_collector_store:resolve_store(fold(Source, F, maps:get(deadline, Scan, infinity), ?CHECK_EVERY, []), C, Mark).
+    Probe = binscope_collector_store:probe(C),
+    F = case Scan of
+            #{detail := full, items := Items} ->
+                fun(P, Acc) -> full(P, Items, Probe, Acc) end;
+            #{detail := basic, items := Items, names := Names} ->
+                fun(P, Acc) -> basic(P, Items, Names, Probe, Acc) end
+        end,
+    Reversed = fold(Source, F, maps:get(deadline, Scan, infinity), ?CHECK_EVERY, []),
+    {Records, Candidates} = unwrap(Reversed, [], 0, []),
+    binscope_collector_store:resolve_store(Records, Candidates, C, Mark).
+
+%% Adds record R of a process that listed Bins to the scan's (reversed) records, as
+%% {store, R, Bins} when Bins may hold store binaries: nothing more per process in the common
+%% case (no count or candidate list carried through the scan).
+add(R, Bins, Probe, Acc) ->
+    case binscope_collector_store:may_hold_store(Bins, Probe) of
+        true -> [{store, R, Bins} | Acc];
+        false -> [R | Acc]
+    end.
+
+%% The scan's reversal (as rev/2), unwrapping candidates: {Records, [{Index, Bins}]}, Index the
+%% record's 1-based place. J counts from the end, so Index is Count - J + 1 once the count is
+%% known.
+unwrap([{store, R, Bins} | T], Acc, J, Cs) -> unwrap(T, [R | Acc], J + 1, [{J + 1, Bins} | Cs]);
+unwrap([R | T], Acc, J, Cs) -> unwrap(T, [R | Acc], J + 1, Cs);
+unwrap([], Acc, Count, Cs) -> {Acc, [{Count - J + 1, Bins} || {J, Bins} <- Cs]}.
 
 mark(undefined) -> undefined;
 mark(_Calibration) -> ?NATIVE:collector_mark().
 
-%% The records of every pid of Source, in its order.
+%% F(P, Acc) over every pid of Source, in its order.
 fold(Source, F, Deadline, 0, Acc) ->
     check(Deadline),
     fold(Source, F, Deadline, ?CHECK_EVERY, Acc);
 fold([], _F, _Deadline, _K, Acc) ->
-    rev(Acc, []);
+    Acc;
 fold([P | Rest], F, Deadline, K, Acc) ->
     fold(Rest, F, Deadline, K - 1, F(P, Acc));
 fold({iter, none}, _F, _Deadline, _K, Acc) ->
-    rev(Acc, []);
+    Acc;
 fold({iter, Iter}, F, Deadline, K, Acc) ->
     case erlang:processes_next(Iter) of
         {P, Next} -> fold({iter, Next}, F, Deadline, K - 1, F(P, Acc));
-        none -> rev(Acc, [])
+        none -> Acc
     end.
 
 %% lists:reverse/2 and lists:append/1 as plain Erlang: they yield like any code. Over a
@@ -348,26 +371,29 @@ check(Deadline) ->
 registered_names() ->
     maps:from_list([{P, N} || N <- erlang:registered(), P <- [erlang:whereis(N)], is_pid(P)]).
 
-basic(P, Items, Names, Acc) ->
+basic(P, Items, Names, Probe, Acc) ->
     case erlang:process_info(P, Items) of
         undefined ->
             Acc;
         [{memory, Mem}, {binary, Bins}, {reductions, Reds} | Label] ->
-            [#binscope_basic{pid = P, binaries = Bins, listed_bytes = listed_bytes(Bins, 0),
-                             registered_name = maps:get(P, Names, undefined),
-                             label = label(Label), memory = Mem, reductions = Reds}
-             | Acc];
+            add(#binscope_basic{pid = P, binaries = Bins, listed_bytes = listed_bytes(Bins, 0),
+                                registered_name = maps:get(P, Names, undefined),
+                                label = label(Label), memory = Mem, reductions = Reds},
+                Bins, Probe, Acc);
         [{memory, Mem}, {binary, Bins} | Label] ->
-            [#binscope_basic{pid = P, binaries = Bins, listed_bytes = listed_bytes(Bins, 0),
-                             registered_name = maps:get(P, Names, undefined),
-                             label = label(Label), memory = Mem}
-             | Acc]
+            add(#binscope_basic{pid = P, binaries = Bins, listed_bytes = listed_bytes(Bins, 0),
+                                registered_name = maps:get(P, Names, undefined),
+                                label = label(Label), memory = Mem},
+                Bins, Probe, Acc)
     end.
 
-full(P, Items, Acc) ->
+full(P, Items, Probe, Acc) ->
     case erlang:process_info(P, Items) of
-        undefined -> Acc;
-        Info -> [record(P, Info) | Acc]
+        undefined ->
+            Acc;
+        Info ->
+            #binscope_process{binaries = Bins} = R = record(P, Info),
+            add(R, Bins, Probe, Acc)
     end.
 
 label([]) -> undefined;

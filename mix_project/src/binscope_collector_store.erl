@@ -3,7 +3,8 @@
 %% binaries a process lists to store entries. OTP only, like every collector module.
 -module(binscope_collector_store).
 
--export([resolve_store/3, may_hold_store/3, store_sizes_patched/0, store_loaded/0]).
+-export([probe/1, resolve_store/4, may_hold_store/2, may_hold_store/3, store_sizes_patched/0,
+         store_loaded/0]).
 -export([calibration/0, calibration_status/0, check_calibration/2]).
 
 -include("binscope_collector.hrl").
@@ -11,30 +12,25 @@
 %% Bytes behind the calibration probe's resource binary (PROBE_BYTES in the NIF's collector.rs).
 -define(PROBE_PAYLOAD, 1).
 
-%% Store binaries: when Binscope's NIF is loaded here, rewrite their listed (magic binary)
-%% address and 72-byte size into the store entry's key and real size.
-resolve_store(Records, {Offset, MagicSize}, Mark) ->
-    %% Only lists holding an entry of the probe's size can hold store binaries, unless store
-    %% binaries list at their real size (GC pressure patch, OTP 27+).
-    Any = store_sizes_patched(),
-    case candidates(Records, MagicSize, Any, 1, [], []) of
-        {[], []} -> Records;
-        {Idx, Lists} ->
-            Resolved = ?NATIVE:collector_resolve(Lists, Offset, MagicSize, Mark),
-            replace(Records, 1, maps:from_list(lists:zip(Idx, Resolved)), [])
-    end;
-resolve_store(Records, undefined, _Mark) ->
-    Records.
+%% What a scan needs to tell the lists that may hold store binaries (may_hold_store/2), read
+%% once before it: {MagicSize, Any} from the calibration, or undefined (none can).
+probe({_Offset, MagicSize}) -> {MagicSize, store_sizes_patched()};
+probe(undefined) -> undefined.
 
-%% Reversals in plain code (binscope_collector:rev/2): the records may be a whole node's.
-candidates([], _Size, _Any, _I, Idx, Lists) ->
-    {binscope_collector:rev(Idx, []), binscope_collector:rev(Lists, [])};
-candidates([R | Rest], Size, Any, I, Idx, Lists) ->
-    Bins = binaries(R),
-    case may_hold_store(Bins, Size, Any) of
-        true -> candidates(Rest, Size, Any, I + 1, [I | Idx], [Bins | Lists]);
-        false -> candidates(Rest, Size, Any, I + 1, Idx, Lists)
-    end.
+%% Store binaries: when Binscope's NIF is loaded here, rewrite their listed (magic binary)
+%% address and 72-byte size into the store entry's key and real size. Candidates: [{Index,
+%% Bins}] of the records (1-based) whose lists may hold one, in order, found by the scan as each
+%% list arrived (may_hold_store/2).
+resolve_store(Records, [], _Calibration, _Mark) ->
+    Records;
+resolve_store(Records, Candidates, {Offset, MagicSize}, Mark) ->
+    Idx = [I || {I, _} <- Candidates],
+    Lists = [Bins || {_, Bins} <- Candidates],
+    Resolved = ?NATIVE:collector_resolve(Lists, Offset, MagicSize, Mark),
+    replace(Records, 1, maps:from_list(lists:zip(Idx, Resolved)), []).
+
+may_hold_store(_Bins, undefined) -> false;
+may_hold_store(Bins, {Size, Any}) -> may_hold_store(Bins, Size, Any).
 
 %% Only lists holding an entry of the probe's listed size (its magic binary's: 56 bytes on the
 %% project's OTP 25, 27 and 29 builds) can hold store binaries, unless they may be listed at
@@ -60,9 +56,6 @@ replace([R | Rest], I, Resolved, Acc) ->
         #{I := Bins} -> replace(Rest, I + 1, Resolved, [binaries(R, Bins) | Acc]);
         _ -> replace(Rest, I + 1, Resolved, [R | Acc])
     end.
-
-binaries(#binscope_basic{binaries = Bins}) -> Bins;
-binaries(#binscope_process{binaries = Bins}) -> Bins.
 
 binaries(#binscope_basic{} = R, Bins) -> R#binscope_basic{binaries = Bins};
 binaries(#binscope_process{} = R, Bins) -> R#binscope_process{binaries = Bins}.

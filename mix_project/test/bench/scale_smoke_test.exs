@@ -40,7 +40,7 @@ defmodule Binscope.Bench.ScaleSmokeTest do
     assert basic.result_bytes_per_process > 0
 
     proofs = Enum.filter(r.rows, &Map.has_key?(&1, :proof))
-    assert length(proofs) == 5
+    assert length(proofs) == 6
     assert Enum.all?(proofs, &(is_integer(&1.long_schedule_ms) and &1.n == o[:large]))
 
     floors = Enum.filter(r.rows, &Map.has_key?(&1, :floor_ns))

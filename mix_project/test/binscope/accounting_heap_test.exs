@@ -119,4 +119,80 @@ defmodule Binscope.AccountingHeapTest do
 
     assert capped == rounded
   end
+
+  # {result, [heap_block_size at the start of each collection of the calling process]}.
+  defp collections_during(fun) do
+    me = self()
+    counter = spawn(fn -> blocks([]) end)
+    1 = :erlang.trace(me, true, [:garbage_collection, {:tracer, counter}])
+    result = fun.()
+    1 = :erlang.trace(me, false, [:garbage_collection])
+    delivered = :erlang.trace_delivered(me)
+    receive do: ({:trace_delivered, ^me, ^delivered} -> :ok)
+    ref = make_ref()
+    send(counter, {:blocks, me, ref})
+    receive do: ({^ref, blocks} -> {result, blocks})
+  end
+
+  defp blocks(acc) do
+    receive do
+      {:trace, _, ev, info} when ev in [:gc_minor_start, :gc_major_start] ->
+        blocks([info[:heap_block_size] | acc])
+
+      {:trace, _, _, _} ->
+        blocks(acc)
+
+      {:blocks, from, ref} ->
+        send(from, {ref, Enum.reverse(acc)})
+    end
+  end
+
+  @procs 30_000
+
+  test "a local snapshot runs in its reservation: no collection once the heap has grown to it" do
+    me = self()
+
+    idle =
+      for i <- 1..@procs do
+        spawn(fn ->
+          own = :binary.copy(<<i::32>>, 25)
+          send(me, :ready)
+
+          receive do
+            :stop -> byte_size(own)
+          end
+        end)
+      end
+
+    for _ <- idle, do: assert_receive(:ready, 5_000)
+    # Binscope's modules loaded first: on OTP 29 the first use of a module in interactive mode
+    # (as under mix) collected the caller three times during that call, whatever its
+    # reservation (measured with 400 words a process).
+    {:ok, modules} = :application.get_key(:binscope, :modules)
+    Enum.each(modules, &Code.ensure_loaded!/1)
+
+    try do
+      for detail <- [:basic, :full] do
+        {count, blocks} =
+          in_process([], fn ->
+            {{:ok, s}, blocks} = collections_during(fn -> Binscope.snapshot(detail: detail) end)
+            {:garbage_collection_info, info} = Process.info(self(), :garbage_collection_info)
+            assert info[:mbuf_size] <= Heap.fragment_words(), "#{detail}: #{inspect(info)}"
+            {length(s.processes), blocks}
+          end)
+
+        assert count >= @procs
+        # The first collections are of the fresh process's small heap: the first of them
+        # applies the reservation (tens of words a process). Any collection of a heap that
+        # large copies the whole scan: the process_info replies, the collector's records, the
+        # records built.
+        # One, after the call's flags are restored, frees the replies' heap fragments (one a
+        # process: freed at the caller's exit instead, they held its scheduler).
+        large = Enum.filter(blocks, &(&1 > 10 * @procs))
+        assert length(large) == 1, "#{detail}: collections of the grown heap: #{inspect(blocks)}"
+      end
+    after
+      Enum.each(idle, &Process.exit(&1, :kill))
+    end
+  end
 end

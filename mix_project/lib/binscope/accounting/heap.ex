@@ -60,6 +60,29 @@ defmodule Binscope.Accounting.Heap do
     end
   end
 
+  # Heap fragments (words) a process may keep after a scan: freeing one costs about 80 ns, and a
+  # process frees its fragments at its next collection or, on a normal scheduler, at its exit.
+  @fragment_words 128 * 1024
+
+  @doc "The most heap fragment words `release_fragments/0` leaves to the caller."
+  @spec fragment_words() :: pos_integer()
+  def fragment_words, do: @fragment_words
+
+  @doc """
+  Collects the calling process when it holds more than `fragment_words/0` words of heap
+  fragments. A local scan's process_info replies arrive in one fragment each and, in its
+  reservation, no collection frees them: a caller that exited after a basic snapshot of 50k
+  processes freed 50k fragments there, holding its (normal) scheduler 3-6 ms. A collection of a
+  heap that large runs on a dirty scheduler and copies only what is live: the result (6-7 ms
+  at 50k processes, basic detail).
+  """
+  @spec release_fragments() :: :ok
+  def release_fragments do
+    {:garbage_collection_info, info} = Process.info(self(), :garbage_collection_info)
+    if Keyword.get(info, :mbuf_size, 0) > @fragment_words, do: :erlang.garbage_collect()
+    :ok
+  end
+
   # A process with a max_heap_size must not be pushed towards it by us.
   defp limited? do
     case Process.info(self(), :max_heap_size) do

@@ -61,7 +61,8 @@ defmodule Binscope.Bench.Suite.Scale do
   the whole suite) cannot outrank them.
   """
   @spec smoke_opts() :: keyword()
-  def smoke_opts, do: [small: 1_500, large: 3_000, rounds: 1, leakers: 10, leak_bins: 2, bin_size: 1_048_576]
+  def smoke_opts,
+    do: [small: 1_500, large: 3_000, rounds: 1, leakers: 10, leak_bins: 2, bin_size: 1_048_576]
 
   @doc """
   Runs every row, or with `only: [row]` (see `rows/0`) those rows only: a size none of them
@@ -159,7 +160,8 @@ defmodule Binscope.Bench.Suite.Scale do
       {:dry_run, "leaks(mode: :dry_run)", fn -> length(Binscope.leaks!(mode: :dry_run)) end},
       {:full, "leaks(mode: :full)", fn -> length(Binscope.leaks!(mode: :full)) end},
       {:top, "top(10, by: :binary_pss)", fn -> length(Binscope.top!(10, by: :binary_pss)) end},
-      {:basic, "processes(detail: :basic)", fn -> length(Binscope.processes!(detail: :basic)) end}
+      {:basic, "processes(detail: :basic)", fn -> length(Binscope.processes!(detail: :basic)) end},
+      {:snapshot, "snapshot(detail: :basic)", fn -> snapshot_summary().results end}
     ]
 
     for {row, name, fun} <- ops, any?(o, [row]) do
@@ -250,6 +252,9 @@ defmodule Binscope.Bench.Suite.Scale do
     %{results: length(s.processes), pss: s.summary.unique_bytes}
   end
 
+  # The comprehension's value is unused, so Elixir compiles it to a reduce that keeps nothing:
+  # every reply is garbage as soon as it arrives (the sweep's heap stays small). The snapshot
+  # keeps every list until attribution, as it must.
   defp sweep_summary do
     for p <- :erlang.processes(), do: :erlang.process_info(p, [:binary, :memory])
     :ok
@@ -270,7 +275,13 @@ defmodule Binscope.Bench.Suite.Scale do
     end)
 
     ns = receive do: ({:floor, ns} -> ns)
-    %{name: "floor: process_info(pid, [:binary]) per process", n: n, floor_ns: ns / count, load: load()}
+
+    %{
+      name: "floor: process_info(pid, [:binary]) per process",
+      n: n,
+      floor_ns: ns / count,
+      load: load()
+    }
   end
 
   defp pair(name, n, {ours, our_fun}, {anchor, anchor_fun}, leakers, o) do
@@ -338,7 +349,10 @@ defmodule Binscope.Bench.Suite.Scale do
     sampler = spawn(fn -> sample(base, base) end)
     control = if control?, do: spawn(fn -> spin(0) end)
     ignore = [me, sampler]
-    watcher = spawn(fn -> watch(control, ignore, %{scan: 0, scan_gc: 0, control: 0, reports: 0}) end)
+
+    watcher =
+      spawn(fn -> watch(control, ignore, %{scan: 0, scan_gc: 0, control: 0, reports: 0}) end)
+
     previous = :erlang.system_monitor(watcher, [{:long_schedule, 1}, {:long_gc, o[:long_gc_ms]}])
 
     {scanner, ref} =
@@ -450,7 +464,10 @@ defmodule Binscope.Bench.Suite.Scale do
   defp median(l) do
     s = Enum.sort(l)
     n = length(s)
-    if rem(n, 2) == 1, do: Enum.at(s, div(n, 2)), else: (Enum.at(s, div(n, 2) - 1) + Enum.at(s, div(n, 2))) / 2
+
+    if rem(n, 2) == 1,
+      do: Enum.at(s, div(n, 2)),
+      else: (Enum.at(s, div(n, 2) - 1) + Enum.at(s, div(n, 2))) / 2
   end
 
   defp load do
@@ -486,12 +503,19 @@ defmodule Binscope.Bench.Suite.Scale do
         ]
       end
 
-    floor_rows =
-      for %{floor_ns: f, n: n, load: l} <- rows, do: [n, Report.duration(f), l]
+    floor_rows = for %{floor_ns: f, n: n, load: l} <- rows, do: [n, Report.duration(f), l]
 
     proof_rows =
       for %{proof: name} = r <- rows do
-        [r.n, name, r.long_schedule_ms, r.reports, r.control_long_schedule_ms, r.long_gc_ms, r.load]
+        [
+          r.n,
+          name,
+          r.long_schedule_ms,
+          r.reports,
+          r.control_long_schedule_ms,
+          r.long_gc_ms,
+          r.load
+        ]
       end
 
     %{
