@@ -1,6 +1,7 @@
 defmodule Binscope.Bench.ScaleBenchTest do
   # The scale suite (report, not a timed test): `make bench-scale` runs it at 50k and 1M
-  # processes (BINSCOPE_SCALE_SMALL / BINSCOPE_SCALE_LARGE / BINSCOPE_SCALE_ROUNDS override).
+  # processes (BINSCOPE_SCALE_SMALL / BINSCOPE_SCALE_LARGE / BINSCOPE_SCALE_ROUNDS override;
+  # BINSCOPE_SCALE_ONLY picks rows).
   # The VM needs a process limit above the large size: the Makefile passes +P.
   use ExUnit.Case, async: false
 
@@ -19,6 +20,13 @@ defmodule Binscope.Bench.ScaleBenchTest do
           ],
           v = System.get_env(var),
           do: {key, String.to_integer(v)}
+
+    # BINSCOPE_SCALE_ONLY=targeted_small,full: those rows alone (see Scale.run/1).
+    opts =
+      case System.get_env("BINSCOPE_SCALE_ONLY") do
+        nil -> opts
+        only -> [{:only, only |> String.split(",") |> Enum.map(&String.to_atom/1)} | opts]
+      end
 
     r = Scale.run(opts)
     Enum.each(r.report.tables, &IO.write(Report.render(&1)))

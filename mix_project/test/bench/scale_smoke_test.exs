@@ -55,4 +55,13 @@ defmodule Binscope.Bench.ScaleSmokeTest do
     assert length(paths) == 4
     File.rm_rf!(dir)
   end
+
+  @tag timeout: 120_000
+  test "only: runs the rows asked for, and the floor of their size alone" do
+    o = Keyword.put(Scale.smoke_opts(), :only, [:targeted_small])
+    r = Scale.run(o)
+    assert [%{floor_ns: _, n: n}, %{name: "leaks() targeted", n: n} = row] = r.rows
+    assert n == o[:small]
+    assert row.found == o[:leakers]
+  end
 end

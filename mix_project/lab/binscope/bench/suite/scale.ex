@@ -54,8 +54,14 @@ defmodule Binscope.Bench.Suite.Scale do
   @spec smoke_opts() :: keyword()
   def smoke_opts, do: [small: 1_500, large: 3_000, rounds: 1, leakers: 10, leak_bins: 2, bin_size: 1_048_576]
 
+  @small_keys [:targeted_small, :snapshot]
+  @large_keys [:targeted_large, :full, :basic, :proof]
+
   @doc """
-  Runs every row. Returns `%{rows: [row], report: report}`; a row is a map with `:name`, `:n`,
+  Runs every row, or with `only: [key]` those alone (and the floor of each size they are at):
+  `:targeted_small`, `:snapshot` (at `small`), `:targeted_large`, `:full`, `:basic`, `:proof` (at
+  `large`); a size none of them is at is not populated.
+  Returns `%{rows: [row], report: report}`; a row is a map with `:name`, `:n`,
   `:ours`, `:anchor` (names), `:ours_ns`, `:anchor_ns` (each run's time), `:ratio`, `:found`,
   `:anchor_found`, `:ours_peak`, `:anchor_peak` (bytes), `:result_bytes_per_process`,
   `:long_schedule_ms` and `:long_gc_ms` (the worst the scanner saw), `:load`.
@@ -63,24 +69,38 @@ defmodule Binscope.Bench.Suite.Scale do
   @spec run(keyword()) :: %{rows: [map()], report: map()}
   def run(opts \\ []) do
     o = Keyword.merge(@defaults, opts)
-    small = with_population(o[:small], o, &small_rows(&1, &2, o))
-    large = with_population(o[:large], o, &large_rows(&1, &2, o))
+    only = Keyword.get(o, :only, @small_keys ++ @large_keys)
+    small = rows(o[:small], @small_keys, only, o, &small_rows/3)
+    large = rows(o[:large], @large_keys, only, o, &large_rows/3)
     rows = small ++ large
     %{rows: rows, report: report(rows, o)}
   end
 
+  # The rows at one size that `only` keeps (built only when kept), after that size's floor.
+  defp rows(n, keys, only, o, rows_fun) do
+    if Enum.any?(keys, &(&1 in only)) do
+      with_population(n, o, fn n, leakers ->
+        kept = for {key, row} <- rows_fun.(n, leakers, o), key in only, do: row.()
+        [floor_row(n) | List.flatten(kept)]
+      end)
+    else
+      []
+    end
+  end
+
   defp small_rows(n, leakers, o) do
     [
-      floor_row(n),
-      targeted_row(n, leakers, o),
-      pair(
+      targeted_small: fn -> targeted_row(n, leakers, o) end,
+      snapshot: fn ->
+        pair(
         "snapshot() with USS/PSS",
         n,
         {"snapshot(detail: :basic)", fn -> snapshot_summary() end},
-        {"process_info(pid, [:binary, :memory]) sweep", fn -> sweep_summary() end},
-        [],
-        o
-      )
+          {"process_info(pid, [:binary, :memory]) sweep", fn -> sweep_summary() end},
+          [],
+          o
+        )
+      end
     ]
   end
 
@@ -97,25 +117,29 @@ defmodule Binscope.Bench.Suite.Scale do
 
   defp large_rows(n, leakers, o) do
     [
-      floor_row(n),
-      targeted_row(n, leakers, o),
-      pair(
-        "leaks(mode: :full)",
-        n,
-        {"leaks(mode: :full)", fn -> leaks_summary(Binscope.leaks!(mode: :full), leakers) end},
-        {"bin_leak(10)", fn -> recon_summary(ReconAnchor.bin_leak(10), leakers) end},
-        leakers,
-        o
-      ),
-      pair(
-        "processes(detail: :basic)",
-        n,
-        {"processes(detail: :basic)", fn -> processes_summary() end},
-        {"proc_count(:memory, 10)", fn -> length(ReconAnchor.proc_count(:memory, 10)) end},
-        [],
-        o
-      )
-    ] ++ proof_rows(n, leakers, o)
+      targeted_large: fn -> targeted_row(n, leakers, o) end,
+      full: fn ->
+        pair(
+          "leaks(mode: :full)",
+          n,
+          {"leaks(mode: :full)", fn -> leaks_summary(Binscope.leaks!(mode: :full), leakers) end},
+          {"bin_leak(10)", fn -> recon_summary(ReconAnchor.bin_leak(10), leakers) end},
+          leakers,
+          o
+        )
+      end,
+      basic: fn ->
+        pair(
+          "processes(detail: :basic)",
+          n,
+          {"processes(detail: :basic)", fn -> processes_summary() end},
+          {"proc_count(:memory, 10)", fn -> length(ReconAnchor.proc_count(:memory, 10)) end},
+          [],
+          o
+        )
+      end,
+      proof: fn -> proof_rows(n, leakers, o) end
+    ]
   end
 
   # Each of Binscope's scans once more, beside a control process spinning plain Erlang code:
