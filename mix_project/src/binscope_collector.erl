@@ -238,7 +238,8 @@ collect_iter(Iter, Scan, K) ->
     {Started, Rest} = start_iter_workers(Parent, Iter, Size, Scan, K - 1, []),
     try
         Mine = scan({iter, Rest}, Scan),
-        append([gather(W, Scan, []) || W <- Started] ++ [Mine])
+        %% (Without a presample: gather/3's times are not needed.)
+        append([R || W <- Started, {R, _} <- [gather(W, Scan, [])]] ++ [Mine])
     catch
         throw:?TIMEOUT ->
             lists:foreach(fun stop_worker/1, Started),
