@@ -118,6 +118,29 @@ defmodule Binscope.LeaksWindowTest do
     end
   end
 
+  test "a whole-node scan split among workers presamples each share's end (the pid list, not the iterator)" do
+    pids = idle(12_500)
+
+    try do
+      opts = %{detail: :basic, reductions: true, window_ms: 1, workers: 3}
+      {snap, returned, calls} = traced(fn -> :binscope_collector.snapshot(opts) end)
+      assert snap.workers == 3
+      {first, pre} = samples(calls)
+      assert map_size(pre) == 3_000
+      sampled_at = returned - snap.sampled_age_us
+      found = MapSet.new(snap.procs, &Collector.basic(&1, :pid))
+      assert MapSet.subset?(MapSet.new(pids), found)
+
+      for rec <- snap.procs do
+        pid = Collector.basic(rec, :pid)
+        assert Map.fetch!(first, pid) <= sampled_at
+        if Map.has_key?(pre, pid), do: assert(Collector.basic(rec, :reductions) == pre[pid])
+      end
+    after
+      S.stop_all(pids)
+    end
+  end
+
   test "no window, no presample and no age; full detail never presamples" do
     pids = idle(100)
 
