@@ -336,13 +336,25 @@ sweep(Pids, Scan) ->
     scan({sampled, Skip, Pids, Sampled}, Scan).
 
 %% {Skip, [{Pid, Reductions}]}: the reductions of the pids after the first Skip (the last
-%% `presample` of them); a pid that is gone is left out. Read in plain code, chunk by chunk as
-%% any loop yields.
+%% `presample` of them); a pid that is gone is left out. Plain code (it yields as any loop does),
+%% the deadline read every ?CHECK_EVERY pids as in the sweep.
 presample(Pids, #{presample := 0}) ->
     {length(Pids), []};
-presample(Pids, #{presample := N}) ->
+presample(Pids, #{presample := N} = Scan) ->
     Skip = max(length(Pids) - N, 0),
-    {Skip, [{P, R} || P <- lists:nthtail(Skip, Pids), {reductions, R} <- [erlang:process_info(P, reductions)]]}.
+    Deadline = maps:get(deadline, Scan, infinity),
+    {Skip, rev(presample(lists:nthtail(Skip, Pids), Deadline, ?CHECK_EVERY, []), [])}.
+
+presample(Pids, Deadline, 0, Acc) ->
+    check(Deadline),
+    presample(Pids, Deadline, ?CHECK_EVERY, Acc);
+presample([], _Deadline, _K, Acc) ->
+    Acc;
+presample([P | Rest], Deadline, K, Acc) ->
+    case erlang:process_info(P, reductions) of
+        {reductions, R} -> presample(Rest, Deadline, K - 1, [{P, R} | Acc]);
+        undefined -> presample(Rest, Deadline, K - 1, Acc)
+    end.
 
 %% One process's share of the scan (a list of pids, or {iter, Iterator} for the rest of a
 %% processes iterator): its records, store binaries resolved. With a deadline, the clock is

@@ -141,6 +141,21 @@ defmodule Binscope.LeaksWindowTest do
     end
   end
 
+  test "the presample honours the scan's deadline" do
+    pids = idle(5_000)
+
+    try do
+      # A window of a minute presamples every pid; a budget of 0 ms is spent at once: the scan
+      # gives up at its first look at the clock, 256 pids in, not after reading all of them.
+      opts = %{pids: pids, detail: :basic, reductions: true, window_ms: 60_000, budget_ms: 0}
+      {thrown, _, calls} = traced(fn -> catch_throw(:binscope_collector.snapshot(opts)) end)
+      assert thrown == {:binscope_collector, :timeout}
+      assert length(for {_, _, :reductions, _, _} <- calls, do: 1) <= 256
+    after
+      S.stop_all(pids)
+    end
+  end
+
   test "no window, no presample and no age; full detail never presamples" do
     pids = idle(100)
 
