@@ -78,15 +78,20 @@ defmodule Binscope.Accounting do
   `:deadline` (see `Binscope.Remote`; or `:timeout` in ms from now), `:top_shared` (how many of
   the most shared binaries to list, default 10). `{:error, :timeout}` once the deadline passes.
 
-  Two options serve whole-node leak scans: `:reductions` (with `detail: :basic`, each record
-  also carries the process's reductions, in a `reductions` field) and `:select`, a function given the attribution's
-  packed figures (see `shares/1`) that returns the indexes of the processes to make records for,
-  in the order wanted: every binary is still attributed over the whole node, but `processes`
-  then holds those records only (a scan of a million processes builds a few maps, not a million).
+  Three options serve whole-node leak scans: `:reductions` (with `detail: :basic`, each record
+  also carries the process's reductions), `:window_ms` (with `:reductions`: the caller samples
+  activity again that long after each record's reductions were read; the collector then reads
+  the reductions of the pids it sweeps last before its sweep, and the snapshot carries
+  `:sampled_at`, the monotonic time in microseconds by which every record's reductions were read,
+  on this node's clock: a remote node's reply time less the age it reports) and `:select`, a
+  function given the attribution's packed figures (see `shares/1`) that returns the indexes of
+  the processes to make records for, in the order wanted: every binary is still attributed over
+  the whole node, but `processes` then holds those records only (a scan of a million processes
+  builds a few maps, not a million).
   """
   @spec snapshot(node(), map()) :: {:ok, snapshot()} | {:error, term()}
   def snapshot(node, opts) do
-    args = [Map.take(opts, [:pids, :detail, :workers, :reductions])]
+    args = [Map.take(opts, [:pids, :detail, :workers, :reductions, :window_ms])]
     top = Map.get(opts, :top_shared, 10)
     deadline = deadline(opts)
     Remote.bounded(fn -> snapshot(node, opts, args, top, deadline) end)
@@ -106,13 +111,14 @@ defmodule Binscope.Accounting do
       result =
         Heap.reserve(n * per, n * @share_words, fn ->
           with {:ok, raw} <- Remote.call(node, :snapshot, args, deadline),
-               do: {:ok, attribute(raw, top, deadline, opts[:select])}
+               do: {:ok, attribute(sampled_at(raw), top, deadline, opts[:select])}
         end)
 
       Heap.release_fragments()
       result
     else
       with {:ok, raw} <- Remote.call(node, :snapshot, args, deadline) do
+        raw = sampled_at(raw)
         n = length(raw.procs)
 
         Heap.reserve(n * @record_words, n * @share_words, fn ->
@@ -121,6 +127,13 @@ defmodule Binscope.Accounting do
       end
     end
   end
+
+  # When the records' reductions were read, on this node's clock: the collector reports how long
+  # before its reply (the reply's way here only makes the estimate later, never earlier).
+  defp sampled_at(%{sampled_age_us: age} = raw),
+    do: Map.put(raw, :sampled_at, System.monotonic_time(:microsecond) - age)
+
+  defp sampled_at(raw), do: raw
 
   defp deadline(%{deadline: d}), do: d
   defp deadline(%{timeout: t}), do: Remote.deadline(t)
@@ -172,6 +185,8 @@ defmodule Binscope.Accounting do
       summary: summary,
       top_shared: Enum.map(top, &shared/1)
     }
+
+    snapshot = Map.merge(snapshot, Map.take(raw, [:sampled_at]))
 
     node = raw.node
 

@@ -9,8 +9,11 @@ defmodule Binscope.Leaks do
     and reductions) ranks them by the bytes of binaries only they reference (`binary_uss`: a
     GC can free at most that; every binary attributed over the whole node, in Rust, which then
     picks the top `4 * candidates` from the packed figures: records are built for those only).
-    They get full details (old and young binary heaps) and, `idle_ms` after the sweep (default
-    #{Binscope.Accounting.Options.default_text(:leaks, :idle_ms)}), a second look at their reductions and mailbox. They are then ranked by
+    They get full details (old and young binary heaps) and, `idle_ms` after their first look
+    (default #{Binscope.Accounting.Options.default_text(:leaks, :idle_ms)}), a second look at their reductions and mailbox. The first look
+    is the sweep's, or, for the processes the sweep reads in its last `idle_ms`, a read of
+    their reductions just before the sweep (a direct read, without the round trip the binary
+    list costs): the window runs during the sweep, not after it. They are then ranked by
     `likely_garbage_bytes`: all of their `binary_uss` when idle over that window (an idle
     process runs no GC), only what their old binary heap holds when running (young garbage goes
     at their next minor GC anyway; old-heap binaries wait for a major one; the old binary heap
@@ -89,12 +92,16 @@ defmodule Binscope.Leaks do
     # One more than the pool: the caller is in a local scan's list and is dropped.
     select = fn packed -> Binscope.Native.leaks_top_uss(packed, pool + 1) end
 
+    # window_ms: the collector reads the reductions of the pids it sweeps last before its
+    # sweep (a direct read, without the round trip of the binary list), so the activity window
+    # runs during the sweep; `sampled_at` is when every record's first sample was in.
     snap_opts =
       opts
       |> Map.merge(%{top_shared: 0, detail: :basic, reductions: true, select: select})
+      |> Map.put(:window_ms, opts.idle_ms)
 
     with {:ok, snap} <- Accounting.snapshot(node, snap_opts) do
-      swept = System.monotonic_time(:millisecond)
+      swept = Map.get_lazy(snap, :sampled_at, fn -> System.monotonic_time(:microsecond) end)
       me = self()
       by_uss = snap.processes |> Enum.reject(&(&1.pid == me)) |> Enum.take(pool)
       Remote.check!(opts.deadline)
@@ -124,9 +131,10 @@ defmodule Binscope.Leaks do
   # shortlist a few times `k` long. Their full details (old and young binary heaps) and a second
   # activity sample `idle_ms` later rank them by what is likely garbage that only a forced GC
   # frees soon (`binscope_core::leaks::rank`).
-  # The window runs from the sweep (each record's reductions were read then) to the second
-  # sample: at least `idle_ms` for every candidate, however long attribution and the details
-  # took meanwhile.
+  # The window runs from each record's first sample (the sweep's, or the collector's read of
+  # the reductions before the sweep for the pids it sweeps last; `swept` is when the last of
+  # them was in) to the second sample: at least `idle_ms` for every candidate, however long the
+  # sweep, attribution and the details took meanwhile.
   defp shortlist(_node, [], _swept, _opts), do: {:ok, []}
 
   defp shortlist(node, pool, swept, opts) do
@@ -167,11 +175,15 @@ defmodule Binscope.Leaks do
     end
   end
 
-  # The activity window, unless it would end past the deadline: then the scan gives up now.
+  # The activity window (from `swept`, in microseconds), unless it would end past the deadline:
+  # then the scan gives up now.
   defp idle(ms, swept, deadline) do
-    wait = max(swept + ms - System.monotonic_time(:millisecond), 0)
+    wait = max(ceil_div(swept + ms * 1000 - System.monotonic_time(:microsecond), 1000), 0)
     if Remote.left(deadline) > wait, do: Process.sleep(wait), else: {:error, :timeout}
   end
+
+  defp ceil_div(a, b) when a > 0, do: div(a + b - 1, b)
+  defp ceil_div(_a, _b), do: 0
 
   @detail_fields [
     :registered_name,

@@ -7,7 +7,7 @@ defmodule Binscope.LeakScenario do
   @doc """
   A burst-then-idle worker: creates `count` refc binaries of `size` bytes (store binaries when
   `store: true`), drops them and goes idle without collecting. Only a major GC frees them.
-  Returns `{pid, bytes_dropped}` once the binaries are garbage.
+  Returns `{pid, bytes_dropped}` once the binaries are garbage and the worker waits, idle.
   """
   def burst_then_idle(count, size, opts \\ []) do
     parent = self()
@@ -34,9 +34,23 @@ defmodule Binscope.LeakScenario do
       end)
 
     receive do
-      {:burst_done, ^pid, total} -> {pid, total}
+      {:burst_done, ^pid, total} -> waiting(pid, total)
     after
       5_000 -> raise "burst worker did not start"
+    end
+  end
+
+  # Once the worker waits in its receive: idle from here on (on its way there it still runs a
+  # few reductions, which a leak scan's activity window would see).
+  defp waiting(pid, total) do
+    case Process.info(pid, :status) do
+      # Waiting, or gone (the test then finds it missing).
+      s when s in [{:status, :waiting}, nil] ->
+        {pid, total}
+
+      _ ->
+        :erlang.yield()
+        waiting(pid, total)
     end
   end
 

@@ -218,10 +218,25 @@ defmodule Binscope.Bench.Suite.Scale do
   # The bytes leaker `i` plants before every run.
   def planted(i, o), do: (o[:leak_bins] + i) * o[:bin_size]
 
+  # Every leaker has planted and is back in its receive, idle: a run starts from idle leakers
+  # (one still on its way to the receive runs a few reductions within a scan's activity window
+  # and counts as running).
   defp plant(leakers) do
     for p <- leakers, do: send(p, {:plant, self()})
     for p <- leakers, do: receive(do: ({:planted, ^p, _} -> :ok))
-    :ok
+    Enum.each(leakers, &waiting/1)
+  end
+
+  defp waiting(pid) do
+    case Process.info(pid, :status) do
+      # Waiting, or gone (the run then finds it missing).
+      s when s in [{:status, :waiting}, nil] ->
+        :ok
+
+      _ ->
+        :erlang.yield()
+        waiting(pid)
+    end
   end
 
   # --- what each side returns (computed in the scanner: never the records themselves) ------
