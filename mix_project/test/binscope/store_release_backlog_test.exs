@@ -29,8 +29,8 @@ defmodule Binscope.StoreReleaseBacklogTest do
         cycle.(k - 1, :queue.in(Store.put!(src, label: label), ring), cycle, samples)
     end
 
-    task =
-      Task.async(fn -> cycle.(@puts, :queue.from_list(List.duplicate(<<>>, @ring)), cycle, []) end)
+    ring = :queue.from_list(List.duplicate(<<>>, @ring))
+    task = Task.async(fn -> cycle.(@puts, ring, cycle, []) end)
 
     Enum.sort(Task.await(task, 60_000))
   end
