@@ -6,6 +6,8 @@ defmodule Binscope.Bench.SmokeTest do
   alias Binscope.Bench.Report
   alias Binscope.Bench.Suite.{GcStrategies, Scan, StoreVm}
 
+  defp otp_release, do: :erlang.system_info(:otp_release) |> List.to_integer()
+
   test "store vs VM suite" do
     base = settle()
     dir = tmp_dir("store_vm")
@@ -15,8 +17,12 @@ defmodule Binscope.Bench.SmokeTest do
     assert Enum.map(r.cycle, &elem(&1, 0)) == o[:sizes]
 
     for {size, cmp} <- r.cycle, res <- cmp.results do
-      # Every call made one binary of `size` bytes (charged in full to the virtual binary heap).
-      assert_in_delta res.binary_bytes, size, size * 0.02, "#{res.name} @ #{size}"
+      # Every call made one binary of `size` bytes (charged in full to the virtual binary heap),
+      # except the lab's bare resource binary on OTP 27+, which the VM charges at its small
+      # wrapper (the store corrects that for its own binaries: Binscope.Store.GcPressure).
+      unless res.name == "floor: resource binary (lab)" and otp_release() >= 27,
+        do: assert_in_delta(res.binary_bytes, size, size * 0.02, "#{res.name} @ #{size}")
+
       store? = String.starts_with?(res.name, "Store.")
       assert res.store_allocs == if(store?, do: 1.0, else: 0.0), res.name
       assert res.throughput > 0
