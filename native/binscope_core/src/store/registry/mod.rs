@@ -66,8 +66,9 @@ pub enum OwnerState {
 pub(super) struct Shared<O: Owner> {
     state: Mutex<State<O>>,
     /// Ids of blobs whose last holder is gone but whose entries are not yet removed. A `Blob` drop
-    /// runs inside the VM's garbage collection, where waiting for the registry lock would stretch
-    /// the collecting process's time slice; it queues its id here instead (an O(1) hold of a lock
+    /// runs in a resource destructor on a scheduler thread (the VM runs it as that scheduler's aux
+    /// work), where waiting for the registry lock would hold the scheduler; it queues its id here
+    /// instead (an O(1) hold of a lock
     /// nobody holds for long), and whoever takes the registry lock next applies the queue first.
     /// Every reader goes through [`Shared::lock`], so what anyone observes is always exact.
     released: Mutex<Vec<u64>>,
