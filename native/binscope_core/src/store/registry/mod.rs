@@ -5,9 +5,9 @@
 //! a long walk or a burst of releases cannot starve a caller on a normal scheduler, which std's
 //! mutex allowed (measured: 47 ms waits while `live/1` walked 300k entries).
 //!
-//! Releases never wait for the lock: a `Blob` drop (which runs inside the VM's GC) queues its id
-//! and applies the queue only if the lock is free; the next lock holder applies it otherwise (see
-//! `Shared::released`). Still, code that upgrades weak references under the lock hands the strong
+//! Releases never wait for the lock: a `Blob` drop (in a resource destructor, which a scheduler
+//! runs) queues its id and applies the queue only if the lock is free; the next lock holder
+//! applies it otherwise (see `Shared::released`). Still, code that upgrades weak references under the lock hands the strong
 //! ones out and drops them after unlocking, so releases are applied promptly.
 
 use std::collections::{BTreeMap, HashMap};
