@@ -311,8 +311,14 @@ gather({Tag, Pid, MRef, Chunk} = W, Scan, Acc) ->
             throw(?TIMEOUT)
     end.
 
+%% Drops every message tagged Tag: a worker's pieces and results ({Tag, _}) and its last word
+%% ({Tag, done, Start}), which it may have sent just before it was stopped.
 flush(Tag) ->
-    receive {Tag, _} -> flush(Tag) after 0 -> ok end.
+    receive
+        {Tag, _} -> flush(Tag);
+        {Tag, _, _} -> flush(Tag)
+    after 0 -> ok
+    end.
 
 split([], _Size, Acc) ->
     lists:reverse(Acc);
