@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::Instant;
 
+use binscope_core::store::release_backlog;
+
 const WINDOW: usize = 8;
 
 /// `{warm_ns, fresh_ns}` per copy of `size` bytes over `calls` copies: `warm` copies into the 8
@@ -46,31 +48,21 @@ impl rustler::Resource for FloorBinary {}
 
 impl Drop for FloorBinary {
     fn drop(&mut self) {
-        MADE.with(|m| m.set(0));
+        release_backlog::released();
     }
 }
 
-std::thread_local! {
-    /// Bytes made on this thread since a floor destructor last ran on it.
-    static MADE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// The store's release backlog bound (binscope_nif's `release_backlog.rs`), so the floor's
-/// garbage is released as promptly as the store's: the VM runs destructors only when the
-/// scheduler switches processes.
-const BACKLOG_MAX: usize = 512 << 10;
-
 /// The floor of any zero-copy native put: the NIF call, a copy into a fresh native buffer, a
 /// resource wrapping it handed out as a refc binary, and (when the VM drops the binary) the
-/// resource's destructor freeing the buffer, released as promptly as the store's. No registry,
+/// resource's destructor freeing the buffer, released as promptly as the store's (the same
+/// backlog rule, `binscope_core::store::release_backlog`). No registry,
 /// no accounting, no limits: what `Binscope.Store.put/2` pays beyond this is the store's own.
 /// Normal scheduler: for the bench's sizes under the store's dirty threshold only.
 #[rustler::nif]
 fn floor_resource_put<'a>(env: rustler::Env<'a>, data: rustler::Binary) -> rustler::Term<'a> {
     let resource = rustler::ResourceArc::new(FloorBinary(data.as_slice().into()));
-    let made = MADE.with(|m| m.get() + data.len());
-    MADE.with(|m| m.set(if made >= BACKLOG_MAX { 0 } else { made }));
-    if made >= BACKLOG_MAX {
+    release_backlog::made(data.len());
+    if release_backlog::should_yield() {
         rustler::schedule::consume_timeslice(env, 100);
     }
     resource.make_binary(env, |r| &r.0).to_term(env)

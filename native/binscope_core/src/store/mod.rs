@@ -13,6 +13,7 @@ pub mod buffer;
 mod hash;
 mod label;
 mod registry;
+pub mod release_backlog;
 pub mod space;
 mod stats;
 
