@@ -467,32 +467,31 @@ check(Deadline) ->
 registered_names() ->
     maps:from_list([{P, N} || N <- erlang:registered(), P <- [erlang:whereis(N)], is_pid(P)]).
 
-%% {Pid, Reductions}: a presampled pid (see sweep/2), its record carrying that first sample.
+%% A pid, or {Pid, Reductions} for a presampled one (see sweep/2): its record then carries that
+%% first sample instead of the reply's.
 basic({P, First}, Items, Names, Probe, Acc) ->
-    case erlang:process_info(P, Items) of
-        undefined ->
-            Acc;
-        [{memory, Mem}, {binary, Bins}, {reductions, _} | Label] ->
-            add(#binscope_basic{pid = P, binaries = Bins, listed_bytes = listed_bytes(Bins, 0),
-                                registered_name = maps:get(P, Names, undefined),
-                                label = label(Label), memory = Mem, reductions = First},
-                Bins, Probe, Acc)
-    end;
+    basic(P, First, Items, Names, Probe, Acc);
 basic(P, Items, Names, Probe, Acc) ->
+    basic(P, reply, Items, Names, Probe, Acc).
+
+basic(P, First, Items, Names, Probe, Acc) ->
     case erlang:process_info(P, Items) of
         undefined ->
             Acc;
         [{memory, Mem}, {binary, Bins}, {reductions, Reds} | Label] ->
-            add(#binscope_basic{pid = P, binaries = Bins, listed_bytes = listed_bytes(Bins, 0),
-                                registered_name = maps:get(P, Names, undefined),
-                                label = label(Label), memory = Mem, reductions = Reds},
-                Bins, Probe, Acc);
+            basic_record(P, Mem, Bins, first(First, Reds), Label, Names, Probe, Acc);
         [{memory, Mem}, {binary, Bins} | Label] ->
-            add(#binscope_basic{pid = P, binaries = Bins, listed_bytes = listed_bytes(Bins, 0),
-                                registered_name = maps:get(P, Names, undefined),
-                                label = label(Label), memory = Mem},
-                Bins, Probe, Acc)
+            basic_record(P, Mem, Bins, undefined, Label, Names, Probe, Acc)
     end.
+
+first(reply, Reds) -> Reds;
+first(First, _Reds) -> First.
+
+basic_record(P, Mem, Bins, Reds, Label, Names, Probe, Acc) ->
+    add(#binscope_basic{pid = P, binaries = Bins, listed_bytes = listed_bytes(Bins, 0),
+                        registered_name = maps:get(P, Names, undefined),
+                        label = label(Label), memory = Mem, reductions = Reds},
+        Bins, Probe, Acc).
 
 full(P, Items, Probe, Acc) ->
     case erlang:process_info(P, Items) of
