@@ -21,10 +21,13 @@
 //!
 //! Sharded so that puts and releases on different schedulers rarely meet on one lock.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+
+// Addresses are the VM's, not a caller's choice: the registry's cheap hasher is safe for them
+// (std's SipHash was a tenth of the index's cost per put).
+use crate::store::hash::FastMap;
 
 const SHARDS: usize = 16;
 /// A shard is never shrunk below this many slots: small tables are not worth rehashing.
@@ -60,7 +63,7 @@ pub enum Resolution {
 
 /// Live resource address -> [`Handle`].
 pub struct HandleIndex {
-    shards: [Mutex<HashMap<usize, Handle>>; SHARDS],
+    shards: [Mutex<FastMap<usize, Handle>>; SHARDS],
     /// The next creation (or release) number.
     seq: AtomicU64,
     /// Per bucket of addresses: 1 + the number taken by the latest release there (0: none).
@@ -76,13 +79,13 @@ impl Default for HandleIndex {
 impl HandleIndex {
     pub fn new() -> Self {
         HandleIndex {
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            shards: std::array::from_fn(|_| Mutex::new(FastMap::default())),
             seq: AtomicU64::new(0),
             removed: (0..REMOVAL_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    fn shard(&self, addr: usize) -> &Mutex<HashMap<usize, Handle>> {
+    fn shard(&self, addr: usize) -> &Mutex<FastMap<usize, Handle>> {
         // Resource objects are at least 16-byte aligned: drop the always-zero bits first.
         &self.shards[(addr >> 4) % SHARDS]
     }

@@ -5,7 +5,8 @@
 //!
 //! [`Prehashed`] mixes the words a key writes with one multiply per word. It is only used for keys
 //! whose words nobody can aim: labels write their own hash (seeded xxh3 of the text, see
-//! `label`), owners are pids (assigned by the VM) or test integers.
+//! `label`), owners are pids (assigned by the VM) or test integers, resource addresses (the
+//! handle index's keys) are the VM's allocations.
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;

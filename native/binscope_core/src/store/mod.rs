@@ -10,7 +10,8 @@
 
 mod blob;
 pub mod buffer;
-mod hash;
+pub mod clock;
+pub(crate) mod hash;
 mod label;
 mod registry;
 pub mod release_backlog;

@@ -13,11 +13,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
 
 use parking_lot::{Mutex, MutexGuard};
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::clock::{self, Stamp};
 use super::hash::FastMap;
 use super::space::{self, Space, SpaceProbe};
 use super::stats::{LabelStats, LiveEntry, LiveFilter, OwnerStats, Stats};
@@ -83,7 +83,7 @@ struct Entry<O> {
     size: u64,
     label: Label,
     owner: O,
-    created: Instant,
+    created: Stamp,
     dedup_key: Option<u128>,
 }
 
@@ -365,7 +365,7 @@ impl<O: Owner> Registry<O> {
         let mut chunk: Vec<LiveEntry<O>> = Vec::with_capacity(LIVE_CHUNK);
         while out.len() < limit {
             let wanted = limit - out.len();
-            let now = Instant::now();
+            let now = clock::now();
             let state = self.shared.lock();
             let mut last = None;
             for (id, e) in state.entries.range(next_id..).take(LIVE_CHUNK) {
@@ -380,7 +380,7 @@ impl<O: Owner> Registry<O> {
                     owner: e.owner.clone(),
                     owner_alive: state.owners.get(&e.owner).is_some_and(|o| o.alive),
                     interned: e.dedup_key.is_some(),
-                    age: now.saturating_duration_since(e.created),
+                    age: e.created.until(now),
                 });
             }
             // Hand the lock straight to a waiter, if any, before taking the next chunk.
@@ -525,12 +525,10 @@ pub const COPY_FIRST_MAX: u64 = 64 << 10;
 /// Entries read per lock acquisition in [`Registry::live`].
 pub const LIVE_CHUNK: usize = 512;
 
-fn filter_matches<O: Owner>(filter: &LiveFilter<O>, e: &Entry<O>, now: Instant) -> bool {
+fn filter_matches<O: Owner>(filter: &LiveFilter<O>, e: &Entry<O>, now: Stamp) -> bool {
     filter.label.as_ref().is_none_or(|l| *l == e.label)
         && filter.owner.as_ref().is_none_or(|o| *o == e.owner)
-        && filter
-            .older_than
-            .is_none_or(|d| now.saturating_duration_since(e.created) > d)
+        && filter.older_than.is_none_or(|d| e.created.until(now) > d)
 }
 
 fn check_request(size: u64, label: &Label) -> Result<(), StoreError> {

@@ -20,7 +20,7 @@ impl<O: Owner> Shared<O> {
         let mut state = match self.state.try_lock() {
             Some(state) => state,
             None => {
-                let start = Instant::now();
+                let start = std::time::Instant::now();
                 let state = self.state.lock();
                 let waited = start.elapsed().as_nanos() as u64;
                 LOCK_WAIT.with(|w| w.set(w.get().saturating_add(waited)));
@@ -263,7 +263,7 @@ impl<O: Owner> State<O> {
                 size,
                 label,
                 owner,
-                created: Instant::now(),
+                created: clock::now(),
                 dedup_key,
             },
         );
