@@ -36,6 +36,11 @@ defmodule Binscope.Store do
   measured) and copy each new put into memory gone cold. So a small put, alloc or intern ends
   the caller's time slice once 512 KiB were made on its scheduler with no store release in
   between: the caller yields, the garbage is released, and the next puts reuse warm memory.
+
+  Freed payload blocks of 32 to 256 KiB do not go straight back to jemalloc, whose own thread
+  cache stops at 32 KiB (every larger block took its slower extent path): they wait in a cache
+  per scheduler thread for the next put of their size class there (at most 2 MiB a thread,
+  32 MiB in all). `allocator/0` reports what they hold as `payload_cache_bytes`.
   """
 
   import Binscope.Store.Options
@@ -241,6 +246,10 @@ defmodule Binscope.Store do
 
   Options: `label:`, `owner:` (pid), `older_than:` (milliseconds) and `limit:`.
 
+  Ages come from the kernel's coarse monotonic clock, read at each put for its low cost: an
+  `age_ms` (and the age `older_than:` compares) may be short of the real age by up to one
+  kernel tick (1-4 ms; 4 ms on this project's machines).
+
   Walks every live entry (on a dirty scheduler): O(live entries).
   """
   @spec live(keyword()) :: [entry()]
@@ -298,8 +307,10 @@ defmodule Binscope.Store do
   @doc """
   jemalloc's view of the NIF's memory, in bytes: `allocated` (live allocations, store payloads and
   bookkeeping), `active`, `resident`, `mapped`, `retained`, `metadata` and `tcache_bytes` (freed
-  bytes the threads' caches keep for reuse, counted in `allocated`: `allocated - tcache_bytes` is
-  what is in use). None of it appears in `:erlang.memory/0`.
+  bytes the threads' caches keep for reuse, counted in `allocated`), plus `payload_cache_bytes`:
+  freed payload blocks of 32 to 256 KiB the store keeps for its next puts (see "Costs" in the
+  module docs), also counted in `allocated`. `allocated - tcache_bytes - payload_cache_bytes` is
+  what is in use. None of it appears in `:erlang.memory/0`.
   """
   @spec allocator() :: %{
           allocated: non_neg_integer(),
@@ -308,7 +319,8 @@ defmodule Binscope.Store do
           mapped: non_neg_integer(),
           retained: non_neg_integer(),
           metadata: non_neg_integer(),
-          tcache_bytes: non_neg_integer()
+          tcache_bytes: non_neg_integer(),
+          payload_cache_bytes: non_neg_integer()
         }
   def allocator do
     case Native.allocator_stats() do

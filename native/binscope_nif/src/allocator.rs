@@ -16,6 +16,9 @@ pub struct AllocatorStats {
     /// arenas see them as handed out) though no one uses them. `allocated - tcache_bytes` is
     /// what is in use.
     tcache_bytes: u64,
+    /// Freed payload blocks the store keeps for its next payloads (`binscope_core::store::
+    /// buffer_pool`): also counted in `allocated`, and also not in use.
+    payload_cache_bytes: u64,
 }
 
 /// `stats.arenas.<MALLCTL_ARENAS_ALL>.tcache_bytes`: the thread caches of every arena.
@@ -35,6 +38,7 @@ fn allocator_stats() -> Result<AllocatorStats, String> {
             metadata: stats::metadata::read()? as u64,
             // SAFETY: the name is NUL-terminated and the value is a size_t.
             tcache_bytes: unsafe { tikv_jemalloc_ctl::raw::read::<usize>(TCACHE_BYTES)? } as u64,
+            payload_cache_bytes: binscope_core::store::buffer_pool::cached_bytes() as u64,
         })
     };
     read().map_err(|e| e.to_string())

@@ -4,6 +4,9 @@
 
 use std::alloc::{alloc_zeroed, Layout};
 use std::ops::Deref;
+use std::ptr::NonNull;
+
+use super::buffer_pool::{self, Block};
 
 /// Bytes kept readable before and after every payload. The VM reads a binary's bytes with
 /// word-sized loads that may reach a few bytes outside the binary (its own binaries have headers
@@ -16,35 +19,86 @@ use std::ops::Deref;
 /// them apart on the loaded machine (3.4-4.2 µs against 4.0-4.4 µs), so no speed is claimed.
 pub const GUARD: usize = 64;
 
-/// A native payload: `GUARD` zero bytes, the payload, `GUARD` zero bytes. Derefs to the payload.
-#[derive(Debug)]
+/// A native payload: `GUARD` zero bytes, the payload, `GUARD` zero bytes, in one block (which may
+/// be larger: mid-sized blocks come in the size classes of `buffer_pool`). Derefs to the payload.
+/// Dropping it gives the block back to `buffer_pool`.
 pub struct Payload {
-    buf: Box<[u8]>,
+    /// `None` only while the block is given back.
+    block: Option<Block>,
+    len: usize,
+}
+
+// SAFETY: the bytes are written once, before the payload exists, and only read after.
+unsafe impl Send for Payload {}
+unsafe impl Sync for Payload {}
+
+impl Payload {
+    fn ptr(&self) -> NonNull<u8> {
+        self.block
+            .as_ref()
+            .expect("a live payload has its block")
+            .ptr
+    }
 }
 
 impl Deref for Payload {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.buf[GUARD..self.buf.len() - GUARD]
+        // SAFETY: the block holds GUARD + len + GUARD initialised bytes (see `write`).
+        unsafe { std::slice::from_raw_parts(self.ptr().as_ptr().add(GUARD), self.len) }
     }
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        if let Some(block) = self.block.take() {
+            buffer_pool::give(block);
+        }
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payload").field("len", &self.len).finish()
+    }
+}
+
+/// A block for a payload of `len` bytes with its guards zeroed and the payload written by
+/// `write` (which must initialise all `len` bytes), or `None` when the allocator refuses.
+fn make(len: usize, write: impl FnOnce(&mut [std::mem::MaybeUninit<u8>])) -> Option<Payload> {
+    let total = len.checked_add(2 * GUARD)?;
+    Layout::array::<u8>(total).ok()?;
+    let block = buffer_pool::take(total)?;
+    let base = block.ptr.as_ptr();
+    // SAFETY: the block has at least `total` bytes; the slices below cover disjoint parts of it.
+    unsafe {
+        base.write_bytes(0, GUARD);
+        base.add(GUARD + len).write_bytes(0, GUARD);
+        write(std::slice::from_raw_parts_mut(
+            base.add(GUARD).cast::<std::mem::MaybeUninit<u8>>(),
+            len,
+        ));
+    }
+    Some(Payload {
+        block: Some(block),
+        len,
+    })
 }
 
 /// A copy of `src`, or `None` when the allocator refuses.
 pub fn try_copy(src: &[u8]) -> Option<Payload> {
-    let mut v: Vec<u8> = Vec::new();
-    v.try_reserve_exact(src.len().checked_add(2 * GUARD)?)
-        .ok()?;
-    v.extend_from_slice(&[0; GUARD]);
-    v.extend_from_slice(src);
-    v.extend_from_slice(&[0; GUARD]);
-    Some(Payload {
-        buf: v.into_boxed_slice(),
+    make(src.len(), |dst| {
+        // SAFETY: `dst` has exactly `src.len()` bytes and does not overlap `src`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), src.len())
+        }
     })
 }
 
-/// `size` bytes set to `fill`, or `None` when the allocator refuses. A zero fill asks the allocator
-/// for zeroed memory, which for large sizes is fresh pages that are never touched here.
+/// `size` bytes set to `fill`, or `None` when the allocator refuses. A zero fill above the
+/// per-thread cache's blocks asks the allocator for zeroed memory, which for large sizes is fresh
+/// pages that are never touched here.
 pub fn try_filled(size: usize, fill: u8) -> Option<Payload> {
     try_filled_until(size, fill, || true).ok()
 }
@@ -69,41 +123,39 @@ pub fn try_filled_until(
     fill: u8,
     mut keep_going: impl FnMut() -> bool,
 ) -> Result<Payload, FillError> {
-    if fill == 0 {
+    if fill == 0 && size > buffer_pool::MAX_BLOCK {
         return try_zeroed(size).ok_or(FillError::Refused);
     }
-    let total = size.checked_add(2 * GUARD).ok_or(FillError::Refused)?;
-    let mut v: Vec<u8> = Vec::new();
-    v.try_reserve_exact(total).map_err(|_| FillError::Refused)?;
-    v.extend_from_slice(&[0; GUARD]);
-    while v.len() < GUARD + size {
-        if v.len() > GUARD && !keep_going() {
-            return Err(FillError::Stopped);
+    let mut stopped = false;
+    let made = make(size, |dst| {
+        for (i, chunk) in dst.chunks_mut(FILL_CHUNK).enumerate() {
+            if i > 0 && !keep_going() {
+                // The payload is dropped below, unread: the rest may stay uninitialised.
+                stopped = true;
+                return;
+            }
+            chunk.fill(std::mem::MaybeUninit::new(fill));
         }
-        let n = (GUARD + size - v.len()).min(FILL_CHUNK);
-        v.resize(v.len() + n, fill);
+    });
+    match made {
+        None => Err(FillError::Refused),
+        Some(_) if stopped => Err(FillError::Stopped),
+        Some(p) => Ok(p),
     }
-    v.extend_from_slice(&[0; GUARD]);
-    Ok(Payload {
-        buf: v.into_boxed_slice(),
-    })
 }
 
+/// Large zeroed payloads come from `alloc_zeroed`, which maps fresh pages it never has to write.
 fn try_zeroed(size: usize) -> Option<Payload> {
-    let size = size.checked_add(2 * GUARD)?;
-    let layout = Layout::array::<u8>(size).ok()?;
-    // SAFETY: the layout has a non-zero size (at least the guards). A non-null result points at `size` zeroed bytes
-    // allocated with the global allocator and exactly this layout, which is what `Box<[u8]>` of
-    // length `size` frees with.
-    unsafe {
-        let ptr = alloc_zeroed(layout);
-        if ptr.is_null() {
-            return None;
-        }
-        Some(Payload {
-            buf: Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, size)),
-        })
-    }
+    let total = size.checked_add(2 * GUARD)?;
+    let layout = Layout::array::<u8>(total).ok()?;
+    // SAFETY: the layout has a non-zero size (at least the guards). A non-null result points at
+    // `total` zeroed bytes allocated with the global allocator and exactly this layout, which is
+    // what `buffer_pool` frees a block of a size outside its classes with.
+    let ptr = NonNull::new(unsafe { alloc_zeroed(layout) })?;
+    Some(Payload {
+        block: Some(Block { ptr, layout }),
+        len: size,
+    })
 }
 
 #[cfg(test)]

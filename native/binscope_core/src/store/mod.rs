@@ -10,6 +10,7 @@
 
 mod blob;
 pub mod buffer;
+pub mod buffer_pool;
 pub mod clock;
 pub(crate) mod hash;
 mod label;
