@@ -317,4 +317,17 @@ defmodule Binscope.StoreTest do
       assert grown.resident >= grown.allocated
     end)
   end
+
+  test "allocator/0 reports the payload blocks the store keeps for reuse, within their bounds" do
+    # 64 puts of 64 KiB, dropped: their blocks are released once the process is gone (in_process
+    # waits for that) and kept by the releasing scheduler threads, 2 MiB a thread at most.
+    in_process(fn ->
+      for _ <- 1..64, do: byte_size(Store.put!(:binary.copy(<<1>>, 64 * 1024)))
+    end)
+
+    cached = Store.allocator().payload_cache_bytes
+    assert cached > 0
+    assert cached <= 32 * @mib
+    assert rem(cached, 8 * 1024) == 0, "blocks come in size classes"
+  end
 end
