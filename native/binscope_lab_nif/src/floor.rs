@@ -40,8 +40,10 @@ fn floor_memcpy(size: usize, calls: usize) -> (u64, u64) {
     (warm, fresh)
 }
 
-/// The resource behind a [`floor_resource_put`] binary: the copied bytes, nothing else.
-struct FloorBinary(Box<[u8]>);
+/// The resource behind a [`floor_resource_put`] binary: the copied bytes, nothing else. They are
+/// a store payload (`binscope_core::store::buffer`: the same guards, size classes and payload
+/// cache as the store's), so what the store pays beyond this floor is its bookkeeping alone.
+struct FloorBinary(binscope_core::store::buffer::Payload);
 
 #[rustler::resource_impl]
 impl rustler::Resource for FloorBinary {}
@@ -52,18 +54,23 @@ impl Drop for FloorBinary {
     }
 }
 
-/// The floor of any zero-copy native put: the NIF call, a copy into a fresh native buffer, a
-/// resource wrapping it handed out as a refc binary, and (when the VM drops the binary) the
-/// resource's destructor freeing the buffer, released as promptly as the store's (the same
-/// backlog rule, `binscope_core::store::release_backlog`). No registry,
-/// no accounting, no limits: what `Binscope.Store.put/2` pays beyond this is the store's own.
+/// The floor of any zero-copy native put: the NIF call, a copy into a native payload made as the
+/// store makes its own, a resource wrapping it handed out as a refc binary, and (when the VM
+/// drops the binary) the resource's destructor freeing the payload, released as promptly as the
+/// store's (the same backlog rule, `binscope_core::store::release_backlog`). No registry, no
+/// accounting, no limits: what `Binscope.Store.put/2` pays beyond this is the store's own.
 /// Normal scheduler: for the bench's sizes under the store's dirty threshold only.
 #[rustler::nif]
-fn floor_resource_put<'a>(env: rustler::Env<'a>, data: rustler::Binary) -> rustler::Term<'a> {
-    let resource = rustler::ResourceArc::new(FloorBinary(data.as_slice().into()));
+fn floor_resource_put<'a>(
+    env: rustler::Env<'a>,
+    data: rustler::Binary,
+) -> rustler::NifResult<rustler::Term<'a>> {
+    let payload = binscope_core::store::buffer::try_copy(data.as_slice())
+        .ok_or(rustler::Error::RaiseAtom("alloc_failed"))?;
+    let resource = rustler::ResourceArc::new(FloorBinary(payload));
     release_backlog::made(data.len());
     if release_backlog::should_yield() {
         rustler::schedule::consume_timeslice(env, 100);
     }
-    resource.make_binary(env, |r| &r.0).to_term(env)
+    Ok(resource.make_binary(env, |r| &r.0).to_term(env))
 }
