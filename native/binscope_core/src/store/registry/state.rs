@@ -259,13 +259,13 @@ impl<O: Owner> State<O> {
 
         self.entries.insert(
             id,
-            Entry {
+            Box::new(Entry {
                 size,
                 label,
                 owner,
                 created: clock::now(),
                 dedup_key,
-            },
+            }),
         );
         let blob = Arc::new(Blob {
             id,
