@@ -42,7 +42,9 @@ fn floor_memcpy(size: usize, calls: usize) -> (u64, u64) {
 
 /// The resource behind a [`floor_resource_put`] binary: the copied bytes, nothing else. They are
 /// a store payload (`binscope_core::store::buffer`: the same guards, size classes and payload
-/// cache as the store's), so what the store pays beyond this floor is its bookkeeping alone.
+/// cache as the store's), so what the store pays beyond this floor is its bookkeeping alone. One
+/// difference: a block the cache cannot supply comes from this library's allocator, glibc's
+/// malloc (a second jemalloc in the VM would export the same symbols as the store's).
 struct FloorBinary(binscope_core::store::buffer::Payload);
 
 #[rustler::resource_impl]

@@ -21,11 +21,20 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc options, read once at start-up. `oversize_threshold:0` keeps large buffers (>= 8 MiB)
-/// in the normal arenas: by default they go to a dedicated arena that returns their pages to the
-/// OS at once, so every 16 MiB put faulted in 4096 fresh pages (measured: 0.39x the speed of
-/// `:binary.copy` in a steady put/drop cycle). Freed pages now stay for jemalloc's usual decay
-/// (10 s) and show in `allocator().resident` meanwhile.
+/// jemalloc options, read once at start-up.
+///
+/// `oversize_threshold:1099511627776` (1 TiB, the store's largest binary) keeps every buffer in
+/// the normal arenas, freed pages kept for jemalloc's usual decay (10 s, shown in
+/// `allocator().resident` meanwhile). By default buffers of 8 MiB and more go to a dedicated
+/// arena that returns their pages to the OS at every free, so each 16 MiB put faulted in 4096
+/// fresh pages. `oversize_threshold:0`, which was here before, does not do what it seems: it
+/// disables the dedicated arena, but arena 0 was created before the options were read and keeps
+/// the 8 MiB threshold, under which it purges every freed extent of 8 MiB or more at once. Seen
+/// in a put/drop loop of 16 MiB in one thread (arena 0): 4096 page faults a put and 25-44 ms
+/// a put with `0`, 270 faults a put with 1 TiB (jemalloc 5.3.1, `src/arena.c`
+/// `arena_init_huge` and `src/extent.c` `extent_record`). In the VM it hits the threads jemalloc
+/// puts on arena 0 (a 16 MiB put loop on OTP 25 measured about 290 faults a put either way, so
+/// its dirty schedulers were elsewhere there).
 ///
 /// `retain:false`: purged pages are unmapped rather than kept as "retained" address space, and
 /// jemalloc maps what an extent needs instead of growing its mappings geometrically (by default
@@ -34,7 +43,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[cfg(not(feature = "system_alloc"))]
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
-pub static malloc_conf: &[u8] = b"oversize_threshold:0,retain:false\0";
+pub static malloc_conf: &[u8] = b"oversize_threshold:1099511627776,retain:false\0";
 
 mod accounting;
 mod allocator;
