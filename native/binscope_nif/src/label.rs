@@ -3,9 +3,11 @@
 //! Atom labels are cached by atom: an atom's term never changes while the VM runs (atoms are
 //! never collected), so a put whose atom label was seen recently reuses its `Label` (no text
 //! lookup, no allocation, no hashing of the text). The cache is direct-mapped with
-//! [`CACHE_SLOTS`] slots, so it stays small whatever labels callers use.
+//! [`CACHE_SLOTS`] slots, so it stays small whatever labels callers use, and there is one per
+//! scheduler thread, so a lookup takes no lock (a shared cache's lock cost two atomic operations
+//! on every put).
 
-use std::sync::Mutex;
+use std::cell::RefCell;
 
 use binscope_core::store::{Label, LabelKind};
 use rustler::types::atom::Atom;
@@ -14,12 +16,14 @@ use rustler::{Binary, Encoder, Env, Error, NifResult, Term, TermType};
 /// Slots of the atom label cache.
 pub const CACHE_SLOTS: usize = 256;
 
-static CACHE: [Mutex<Option<(usize, Label)>>; CACHE_SLOTS] =
-    [const { Mutex::new(None) }; CACHE_SLOTS];
+thread_local! {
+    static CACHE: RefCell<[Option<(usize, Label)>; CACHE_SLOTS]> =
+        const { RefCell::new([const { None }; CACHE_SLOTS]) };
+}
 
-fn slot(word: usize) -> &'static Mutex<Option<(usize, Label)>> {
+fn slot(word: usize) -> usize {
     // Atom terms are tagged indexes: drop the 6 tag bits, the index spreads over the slots.
-    &CACHE[(word >> 6) % CACHE_SLOTS]
+    (word >> 6) % CACHE_SLOTS
 }
 
 /// A term's word.
@@ -32,22 +36,19 @@ pub fn term_word(term: Term) -> usize {
 pub fn decode(term: Term) -> NifResult<Label> {
     match term.get_type() {
         TermType::Atom => {
-            let word = term_word(term);
-            let slot = slot(word);
-            let cached = match slot.lock() {
-                Ok(s) => s
-                    .as_ref()
-                    .filter(|(w, _)| *w == word)
-                    .map(|(_, l)| l.clone()),
-                Err(_) => None,
-            };
+            let (word, at) = (term_word(term), slot(term_word(term)));
+            let cached = CACHE
+                .try_with(|c| match &c.borrow()[at] {
+                    Some((w, l)) if *w == word => Some(l.clone()),
+                    _ => None,
+                })
+                .ok()
+                .flatten();
             if let Some(label) = cached {
                 return Ok(label);
             }
             let label = Label::atom(&term.atom_to_string()?);
-            if let Ok(mut s) = slot.lock() {
-                *s = Some((word, label.clone()));
-            }
+            let _ = CACHE.try_with(|c| c.borrow_mut()[at] = Some((word, label.clone())));
             Ok(label)
         }
         TermType::Binary => {
