@@ -39,6 +39,12 @@ impl Payload {
             .expect("a live payload has its block")
             .ptr
     }
+
+    /// The leading guard's first byte: `len() + 2 * GUARD` bytes from it are readable. (A
+    /// pointer taken from the payload slice may only read the payload itself.)
+    pub fn with_guards(&self) -> *const u8 {
+        self.ptr().as_ptr()
+    }
 }
 
 impl Deref for Payload {
@@ -215,10 +221,8 @@ mod tests {
         ] {
             let len = p.len();
             // SAFETY: the guards are part of the same allocation as the payload.
-            let around = unsafe {
-                let start = p.as_ptr().sub(GUARD);
-                std::slice::from_raw_parts(start, len + 2 * GUARD)
-            };
+            let around = unsafe { std::slice::from_raw_parts(p.with_guards(), len + 2 * GUARD) };
+            assert_eq!(around[GUARD..GUARD + len], *p);
             assert!(around[..GUARD].iter().all(|&b| b == 0));
             assert!(around[GUARD + len..].iter().all(|&b| b == 0));
         }
