@@ -22,8 +22,9 @@ defmodule Binscope.Memory.Breakdown do
     `mseg_alloc` for reuse. (`:erlang.memory(:total)` differs from `vm_blocks`: it counts the
     JIT's code, which lives in its own shared mapping, in `rss_shmem`, and a few
     allocations made outside these allocators.)
-  - `native_resident`: jemalloc's resident bytes (Binscope's store and the rest of the NIF's
-    heap). jemalloc documents this figure as a maximum: pages it has handed out but that
+  - `native_resident`: jemalloc's resident bytes (Binscope's store, the freed payload blocks it
+    keeps for reuse, `Binscope.Store.allocator/0`'s `payload_cache_bytes`, and the rest of the
+    NIF's heap). jemalloc documents this figure as a maximum: pages it has handed out but that
     nobody wrote are counted although the kernel has not backed them yet.
   - `vm_resident`: the VM's resident memory. No allocator knows it: the VM's figures are
     address space, and the VM hands free pages inside carriers back to the kernel
