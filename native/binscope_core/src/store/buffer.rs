@@ -51,7 +51,7 @@ impl Deref for Payload {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        // SAFETY: the block holds GUARD + len + GUARD initialised bytes (see `write`).
+        // SAFETY: the block holds GUARD + len + GUARD initialised bytes (see `make`).
         unsafe { std::slice::from_raw_parts(self.ptr().as_ptr().add(GUARD), self.len) }
     }
 }
