@@ -64,6 +64,13 @@ impl Snapshot {
         self.bounds.push(self.refs.len());
     }
 
+    /// Drops the references pushed since the last process was closed (a list that could not
+    /// be read whole): the snapshot is as it was before them.
+    pub fn discard_open(&mut self) {
+        let end = self.bounds.last().copied().unwrap_or(0);
+        self.refs.truncate(end);
+    }
+
     pub fn processes(&self) -> usize {
         self.bounds.len() - 1
     }
@@ -468,6 +475,21 @@ mod tests {
             assert_eq!((a.summary.unique_binaries, a.summary.refs), (1, 1));
             assert!(a.top_shared.is_empty());
         }
+    }
+
+    #[test]
+    fn discarded_references_leave_the_snapshot_as_before() {
+        let mut s = Snapshot::new();
+        s.push_process([r(1, 10, 1)]);
+        s.push_ref(r(2, 20, 1));
+        s.push_ref(r(3, 30, 1));
+        s.discard_open();
+        s.push_ref(r(4, 40, 1));
+        s.end_process();
+        assert_eq!(s.processes(), 2);
+        assert_eq!(s.process(0), &[r(1, 10, 1)]);
+        assert_eq!(s.process(1), &[r(4, 40, 1)]);
+        assert_eq!(s.total_refs(), 2);
     }
 
     #[test]
