@@ -90,7 +90,7 @@ first(reply, Reds) -> Reds;
 first(First, _Reds) -> First.
 
 keep(P, Mem, Bins, Reds, Label, Next, N, S, K, Pids, B, BR) ->
-    Len = length(Bins),
+    Len = refs(Bins),
     case Len =< ?LIST_REFS andalso
         not binscope_collector_store:may_hold_store(Bins, element(3, S)) of
         true ->
@@ -101,6 +101,12 @@ keep(P, Mem, Bins, Reds, Label, Next, N, S, K, Pids, B, BR) ->
             loop(Next, N - 1, S, K - 1, [{more, P, label(Label), Bins} | Pids],
                  [listed_bytes(Bins, 0), Mem, Reds | B], BR + 1)
     end.
+
+%% length/1 without a BIF call for the common lists (most processes list none, one or two).
+refs([]) -> 0;
+refs([_]) -> 1;
+refs([_, _]) -> 2;
+refs(Bins) -> length(Bins).
 
 labelled(P, [], Pids) -> [P | Pids];
 labelled(P, [{label, undefined}], Pids) -> [P | Pids];

@@ -227,6 +227,15 @@ impl Scan {
 }
 
 impl Collected {
+    /// Keeps the first `processes` processes.
+    fn truncate(&mut self, processes: usize) {
+        self.snap.truncate(processes);
+        self.memory.truncate(processes);
+        self.listed.truncate(processes);
+        self.reductions.truncate(processes);
+        self.pending.truncate(processes);
+    }
+
     fn add(&mut self, memory: u64, reductions: u64, listed: u64, pending: bool) {
         self.snap.end_process();
         self.memory.push(memory);
@@ -262,16 +271,6 @@ fn bin_ref(t: Term) -> NifResult<BinRef> {
     })
 }
 
-/// One process of a batch: its references (a range of the batch's), memory, reductions, listed
-/// bytes, and whether its list comes to the attribution instead.
-struct Row {
-    refs: std::ops::Range<usize>,
-    memory: u64,
-    reductions: u64,
-    listed: u64,
-    pending: bool,
-}
-
 /// Adds a batch of processes to `scan`, `[bins_or_listed, memory, reductions | ...]`, the newest
 /// first: `bins_or_listed` is a process's `process_info(pid, binary)` list (at most
 /// [`PUSH_REFS`] references) or, for a process whose list the attribution gets (store binaries
@@ -284,40 +283,37 @@ fn accounting_scan_batch(scan: ResourceArc<Scan>, batch: Term) -> NifResult<bool
     if !terms.len().is_multiple_of(3) {
         return Err(rustler::Error::BadArg);
     }
-    let mut refs = Vec::new();
-    let mut rows = Vec::with_capacity(terms.len() / 3);
-    for t in terms.chunks_exact(3).rev() {
-        let start = refs.len();
-        let (listed, pending) = if t[0].is_list() {
-            let mut listed = 0u64;
-            for (n, b) in t[0].into_list_iterator()?.enumerate() {
-                if n == PUSH_REFS {
-                    return Err(rustler::Error::BadArg);
-                }
-                let r = bin_ref(b)?;
-                listed = listed.checked_add(r.size).ok_or(rustler::Error::BadArg)?;
-                refs.push(r);
-            }
-            (listed, false)
-        } else {
-            (t[0].decode::<u64>()?, true)
-        };
-        rows.push(Row {
-            refs: start..refs.len(),
-            memory: t[1].decode()?,
-            reductions: t[2].decode()?,
-            listed,
-            pending,
-        });
-    }
     let mut c = scan.lock();
-    for row in rows {
-        for &r in &refs[row.refs] {
+    let before = c.memory.len();
+    let added = terms
+        .chunks_exact(3)
+        .rev()
+        .try_for_each(|t| add_process(&mut c, t[0], t[1], t[2]));
+    if added.is_err() {
+        c.truncate(before);
+    }
+    added.map(|()| true)
+}
+
+/// One process of a batch (see [`accounting_scan_batch`]); on an error the caller drops what
+/// was added.
+fn add_process(c: &mut Collected, bins: Term, memory: Term, reductions: Term) -> NifResult<()> {
+    let (listed, pending) = if bins.is_list() {
+        let mut listed = 0u64;
+        for (n, b) in bins.into_list_iterator()?.enumerate() {
+            if n == PUSH_REFS {
+                return Err(rustler::Error::BadArg);
+            }
+            let r = bin_ref(b)?;
+            listed = listed.checked_add(r.size).ok_or(rustler::Error::BadArg)?;
             c.snap.push_ref(r);
         }
-        c.add(row.memory, row.reductions, row.listed, row.pending);
-    }
-    Ok(true)
+        (listed, false)
+    } else {
+        (bins.decode::<u64>()?, true)
+    };
+    c.add(memory.decode()?, reductions.decode()?, listed, pending);
+    Ok(())
 }
 
 /// `{shares, extra, summary, top}` for `scans`, `[{scan, pending}]` in order (the processes of
