@@ -23,7 +23,10 @@
 %% - binscope_collector_gc: forced GC rounds of the leak finder (gc_round/1,2);
 %% - binscope_collector_memory: node memory, the VM's allocators, the kernel's figures,
 %%   applications;
-%% - binscope_collector_ets: ETS tables and the binaries they reference.
+%% - binscope_collector_ets: ETS tables and the binaries they reference;
+%% - binscope_collector_compact: a basic snapshot of the node that attributes it (compact =>
+%%   true, where Binscope's NIF is loaded), which keeps no reply: each batch of replies' figures
+%%   goes to the NIF as it arrives.
 -module(binscope_collector).
 
 -export([modules/0]).

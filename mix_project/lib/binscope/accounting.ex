@@ -14,8 +14,12 @@ defmodule Binscope.Accounting do
   attribution runs on a dirty scheduler; `workers:` splits the scan, see `Binscope.processes/1`).
 
   Memory: the records are built on the calling process's heap, and the room for them is reserved
-  up front (its `min_heap_size` and `min_bin_vheap_size` raised for the call, at most 128 MiB
-  each, and put back after) instead of growing the heap through a string of collections.
+  (its `min_heap_size` and `min_bin_vheap_size` raised for the call, at most 128 MiB each, and
+  put back after) instead of growing the heap through a string of collections. A basic snapshot
+  of this node keeps no `process_info/2` reply: the collector hands their figures to the NIF in
+  batches as they arrive and keeps only the pids, so the scan runs in a small heap, as a plain
+  sweep does, and the room is reserved after it, for the records alone. A full snapshot, or one
+  of another node, keeps the replies: its room is reserved up front, for the scan and the records.
   """
 
   alias Binscope.Accounting.Heap
