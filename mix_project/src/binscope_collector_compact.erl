@@ -8,8 +8,8 @@
 %% also copied the whole result), and the NIF reads each list while it is still in the cache.
 %%
 %% A scanning process's share becomes one #binscope_scan{} (binscope_collector.hrl) in the
-%% snapshot's procs: the NIF's scan, the pids in order, the lists the NIF did not take (store
-%% binaries to resolve, or lists longer than ?LIST_REFS) and the labels. Binscope.Accounting
+%% snapshot's procs: the NIF's scan, the pids in order, the lists the NIF did not take (longer
+%% than ?LIST_REFS: their store binaries are resolved at the end of the scan) and the labels. Binscope.Accounting
 %% turns them into the records a basic snapshot has always had. OTP only, like every collector
 %% module; used only where Binscope's NIF is loaded (available/0).
 -module(binscope_collector_compact).
@@ -24,6 +24,9 @@
 -define(BATCH_REFS, 4096).
 %% A longer list is not batched (the NIF reads a batch on a normal scheduler): it stays with the
 %% scan and the attribution, on a dirty scheduler, reads it (PUSH_REFS in accounting.rs).
+%% Store binaries of a batched list are resolved by the NIF as the batch is handed over, with
+%% the mark read before the first process was listed, as the records scan resolves them after
+%% its last process.
 -define(LIST_REFS, 4096).
 
 %% Whether this node's NIF has the scan (a node without Binscope, or with an older one, gets
@@ -37,7 +40,12 @@ available() ->
 %% {[#binscope_scan{}], When} for a presampled source.
 scan(Source, #{calibration := C, items := Items} = Scan) ->
     Mark = binscope_collector:mark(C),
-    S = {?NATIVE:accounting_scan_new(), Items, binscope_collector_store:probe(C),
+    %% The NIF resolves the store binaries of the lists that may hold them, batch by batch.
+    Resolve = case C of
+                  undefined -> nil;
+                  {Offset, MagicSize} -> {Offset, MagicSize, Mark}
+              end,
+    S = {?NATIVE:accounting_scan_new(Resolve), Items, binscope_collector_store:probe(C),
          maps:get(deadline, Scan, infinity)},
     Reds = lists:member(reductions, Items),
     case Source of
@@ -91,10 +99,15 @@ first(First, _Reds) -> First.
 
 keep(P, Mem, Bins, Reds, Label, Next, N, S, K, Pids, B, BR) ->
     Len = refs(Bins),
-    case Len =< ?LIST_REFS andalso
-        not binscope_collector_store:may_hold_store(Bins, element(3, S)) of
+    case Len =< ?LIST_REFS of
         true ->
-            loop(Next, N - 1, S, K - 1, labelled(P, Label, Pids), [Bins, Mem, Reds | B],
+            %% {Bins}: the NIF resolves its store binaries (binscope_collector_store:
+            %% may_hold_store/2 tells the lists that may hold one, as in the records scan).
+            Entry = case binscope_collector_store:may_hold_store(Bins, element(3, S)) of
+                        false -> Bins;
+                        true -> {Bins}
+                    end,
+            loop(Next, N - 1, S, K - 1, labelled(P, Label, Pids), [Entry, Mem, Reds | B],
                  BR + Len + 1);
         false ->
             %% The NIF gets its listed bytes; the list itself comes with the scan.

@@ -334,9 +334,8 @@ defmodule Binscope.Accounting do
     for i <- indexes do
       {pid, label, reds?} = Map.fetch!(picked, i)
 
-      <<refs::64-native, distinct::64-native, uss::64-native, pss::64-native, shared::64-native,
-        store::64-native, unresolved::64-native,
-        _resolved::64-native>> = binary_part(shares, i * @width, @width)
+      <<r::64-native, d::64-native, u::64-native, p::64-native, s::64-native, st::64-native,
+        un::64-native, _::64-native>> = binary_part(shares, i * @width, @width)
 
       <<mem::64-native, listed::64-native, reds::64-native>> =
         binary_part(extra, i * @extra_width, @extra_width)
@@ -350,14 +349,14 @@ defmodule Binscope.Accounting do
         label,
         mem,
         reds,
-        refs,
+        r,
         listed,
-        distinct,
-        uss,
-        pss,
-        shared,
-        store,
-        unresolved
+        d,
+        u,
+        p,
+        s,
+        st,
+        un
       )
     end
   end

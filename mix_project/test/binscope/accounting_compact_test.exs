@@ -102,10 +102,10 @@ defmodule Binscope.AccountingCompactTest do
     assert length(recs) == @procs
     assert Enum.map(recs, & &1.pid) == pids
 
-    # Every branch was taken: store binaries (resolved at their real size), long lists and the
-    # shared binary.
+    # Every branch was taken: store binaries (resolved at their real size, by the batches), long
+    # lists (left to the attribution) and the shared binary.
     pending = for Collector.scan(pending: p) <- raw.procs, {_i, _bins} <- p, do: 1
-    assert length(pending) == 6 + 3
+    assert length(pending) == 3
 
     assert summary.store_bytes ==
              Enum.sum(for i <- [1000, 2000, 4000, 5000, 7000, 8000], do: 10_000 + i)
@@ -174,7 +174,7 @@ defmodule Binscope.AccountingCompactTest do
 
   test "the NIF refuses a malformed batch and adds none of it" do
     n = Binscope.Native
-    scan = n.accounting_scan_new()
+    scan = n.accounting_scan_new(nil)
     bin = {0x1000, 100, 1}
 
     for bad <- [
@@ -184,6 +184,10 @@ defmodule Binscope.AccountingCompactTest do
           [:nope, 10, 0],
           [[bin], 10, 0, [bin], 10],
           [for(k <- 1..4097, do: {k, 1, 1}), 10, 0],
+          # Store binaries to resolve, in a scan that resolves none; a malformed marker.
+          [{[bin]}, 10, 0],
+          [{[bin], 1}, 10, 0],
+          [{7}, 10, 0],
           :not_a_list
         ] do
       assert_raise ArgumentError, fn -> n.accounting_scan_batch(scan, bad) end
@@ -208,7 +212,7 @@ defmodule Binscope.AccountingCompactTest do
       n.accounting_attribute_scans([{scan, [{0, [bin]}, {1, [bin]}]}], 10)
     end
 
-    fresh = n.accounting_scan_new()
+    fresh = n.accounting_scan_new(nil)
     assert_raise ArgumentError, fn -> n.accounting_attribute_scans([{fresh, [{0, []}]}], 10) end
   end
 end

@@ -8,6 +8,8 @@ use binscope_core::accounting::{
 };
 use rustler::{Env, NifMap, NifResult, Resource, ResourceArc, Term};
 
+use crate::collector::ResolveWith;
+
 /// From this many references on, attribution runs on several threads.
 const PARALLEL_REFS: usize = 200_000;
 
@@ -204,6 +206,9 @@ pub const PUSH_REFS: usize = 4096;
 
 /// What a scan gathered, one entry per process, in push order.
 struct Collected {
+    /// How the lists the caller marks as possible store holders are resolved (`None`: the
+    /// node's calibration failed, and the caller marks none).
+    resolve: Option<ResolveWith>,
     /// The references of every process; a pending one's list comes to the attribution.
     snap: Snapshot,
     memory: Vec<u64>,
@@ -245,10 +250,19 @@ impl Collected {
     }
 }
 
-/// A new, empty scan.
+/// A new, empty scan; `resolve` is `{offset, magic_size, mark}` (the store calibration and the
+/// mark read before the first process was listed), or nil when store binaries are not
+/// resolved.
 #[rustler::nif]
-fn accounting_scan_new() -> ResourceArc<Scan> {
+fn accounting_scan_new(resolve: Option<(i64, u64, u64)>) -> ResourceArc<Scan> {
+    let resolve = resolve.map(|(offset, magic_size, mark)| ResolveWith {
+        offset,
+        magic_size,
+        mark,
+        patched: crate::gc_pressure::calibrated(),
+    });
     ResourceArc::new(Scan(Mutex::new(Collected {
+        resolve,
         snap: Snapshot::new(),
         memory: Vec::new(),
         listed: Vec::new(),
@@ -273,8 +287,9 @@ fn bin_ref(t: Term) -> NifResult<BinRef> {
 
 /// Adds a batch of processes to `scan`, `[bins_or_listed, memory, reductions | ...]`, the newest
 /// first: `bins_or_listed` is a process's `process_info(pid, binary)` list (at most
-/// [`PUSH_REFS`] references) or, for a process whose list the attribution gets (store binaries
-/// to resolve, or a longer list), its listed bytes. The caller bounds a batch (a few hundred
+/// [`PUSH_REFS`] references), `{list}` for such a list that may hold store binaries (resolved
+/// as `collector_resolve` does, with the scan's calibration and mark), or, for a process whose
+/// list the attribution gets (a longer list), its listed bytes. The caller bounds a batch (a few hundred
 /// processes, a few thousand references: it runs on a normal scheduler). A batch that is not
 /// of this form raises ArgumentError and adds nothing.
 #[rustler::nif]
@@ -298,19 +313,37 @@ fn accounting_scan_batch(scan: ResourceArc<Scan>, batch: Term) -> NifResult<bool
 /// One process of a batch (see [`accounting_scan_batch`]); on an error the caller drops what
 /// was added.
 fn add_process(c: &mut Collected, bins: Term, memory: Term, reductions: Term) -> NifResult<()> {
-    let (listed, pending) = if bins.is_list() {
+    // `{bins}`: a list that may hold store binaries, resolved here (the caller's mark was read
+    // before the process was listed, and the list was read since).
+    let (list, resolve) = match tuple_elements(bins) {
+        Ok(mut one) if one.len() == 1 => {
+            let how = c.resolve.ok_or(rustler::Error::BadArg)?;
+            (one.next().ok_or(rustler::Error::BadArg)?, Some(how))
+        }
+        Ok(_) => return Err(rustler::Error::BadArg),
+        Err(_) => (bins, None),
+    };
+    let (listed, pending) = if list.is_list() {
         let mut listed = 0u64;
-        for (n, b) in bins.into_list_iterator()?.enumerate() {
+        for (n, b) in list.into_list_iterator()?.enumerate() {
             if n == PUSH_REFS {
                 return Err(rustler::Error::BadArg);
             }
             let r = bin_ref(b)?;
             listed = listed.checked_add(r.size).ok_or(rustler::Error::BadArg)?;
-            c.snap.push_ref(r);
+            c.snap.push_ref(match resolve {
+                Some(how) => {
+                    let (key, size, refc) = how.resolve(r.key, r.size, r.refc);
+                    BinRef { key, size, refc }
+                }
+                None => r,
+            });
         }
         (listed, false)
+    } else if resolve.is_none() {
+        (list.decode::<u64>()?, true)
     } else {
-        (bins.decode::<u64>()?, true)
+        return Err(rustler::Error::BadArg);
     };
     c.add(memory.decode()?, reductions.decode()?, listed, pending);
     Ok(())
