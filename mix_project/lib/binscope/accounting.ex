@@ -186,6 +186,8 @@ defmodule Binscope.Accounting do
   @doc """
   Turns a collector snapshot (from any node) into records, attributing binaries in Rust. With a
   `deadline`, throws the collector's timeout (see `Binscope.Remote.check!/1`) once it passes.
+  A compact snapshot (the collector's `compact => true`, whose figures the scan left with this
+  node's NIF) is attributed on the node that took it.
   """
   @spec attribute(
           map(),
