@@ -21,6 +21,13 @@
                            message_queue_len, reductions, minor_gcs, fullsweep_after,
                            bin_vheap_size, bin_old_vheap_size, old_heap_size}).
 
+%% A share of a snapshot with compact => true (binscope_collector_compact; basic detail, on the
+%% node that attributes it): acc, the NIF's scan (each process's memory, reductions, listed
+%% bytes and binary references); pids, in the scan's order; pending, [{Index, Bins}] (0-based,
+%% ascending) of the processes whose list the NIF did not take, store binaries resolved;
+%% labels, [{Index, Label}] of the processes that have one; reductions, whether they were read.
+-record(binscope_scan, {acc, pids, pending, labels, reductions}).
+
 %% One process of a GC round (binscope_collector:gc_round/2): its binary lists before and after
 %% a forced major collection (store binaries resolved, as in a snapshot), its reductions before
 %% it, and its total heap size, stack size (words) and message queue length after it.

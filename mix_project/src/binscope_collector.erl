@@ -23,7 +23,10 @@
 %% - binscope_collector_gc: forced GC rounds of the leak finder (gc_round/1,2);
 %% - binscope_collector_memory: node memory, the VM's allocators, the kernel's figures,
 %%   applications;
-%% - binscope_collector_ets: ETS tables and the binaries they reference.
+%% - binscope_collector_ets: ETS tables and the binaries they reference;
+%% - binscope_collector_compact: a basic snapshot of the node that attributes it (compact =>
+%%   true, where Binscope's NIF is loaded), which keeps no reply: each batch of replies' figures
+%%   goes to the NIF as it arrives.
 -module(binscope_collector).
 
 -export([modules/0]).
@@ -67,7 +70,7 @@
 %% them (this one last).
 modules() ->
     [binscope_collector_store, binscope_collector_gc, binscope_collector_memory,
-     binscope_collector_ets, binscope_collector].
+     binscope_collector_ets, binscope_collector_compact, binscope_collector].
 
 %% The calls other modules answer (see each one for what it does and costs).
 calibration() -> binscope_collector_store:calibration().
@@ -122,7 +125,8 @@ snapshot(Opts) ->
              calibration => binscope_collector_store:calibration(),
              %% How many pids at the end of each share are sampled before the sweep.
              presample => Window * ?SAMPLE_PER_MS,
-             deadline => Deadline},
+             deadline => Deadline,
+             compact => compact(Detail, Opts)},
     WorkersOpt = maps:get(workers, Opts, auto),
     {Workers, {Procs, Sampled}} =
         case maps:get(pids, Opts, all) of
@@ -137,7 +141,12 @@ snapshot(Opts) ->
               0 -> #{};
               _ -> #{sampled_age_us => erlang:monotonic_time(microsecond) - Sampled}
           end,
-    maps:merge(Age, #{node => node(),
+    %% A compact scan's records are built by the caller, which needs the names.
+    Names = case Scan of
+                #{compact := true, names := N} -> #{names => N};
+                _ -> #{}
+            end,
+    maps:merge(maps:merge(Age, Names), #{node => node(),
       time_ms => erlang:system_time(millisecond),
       word_size => erlang:system_info(wordsize),
       %% Whether the virtual binary heap charges NIF resource binaries their size: not from
@@ -150,6 +159,12 @@ snapshot(Opts) ->
                           end,
       workers => Workers,
       procs => Procs}).
+
+%% compact => true (basic detail, asked by the caller on the node whose NIF attributes the
+%% scan): the scan keeps no reply (binscope_collector_compact); procs is then a list of
+%% #binscope_scan{} and the result carries the registered names.
+compact(basic, #{compact := true}) -> binscope_collector_compact:available();
+compact(_Detail, _Opts) -> false.
 
 %% [label] where process_info/2 has the item (OTP 27+), [] where it raises badarg. Checked once
 %% per snapshot, on the collector itself, not per process.
@@ -371,6 +386,8 @@ presample([P | Rest], Deadline, K, Acc) ->
 %% Whether a list may hold store binaries is decided as its reply arrives, while the list is in
 %% the cache: a second pass over every record's list after the scan read each one from memory
 %% again (at 50k processes, one cache miss a process).
+scan(Source, #{compact := true} = Scan) ->
+    binscope_collector_compact:scan(Source, Scan);
 scan(Source, #{calibration := C} = Scan) ->
     Mark = mark(C),
     Probe = binscope_collector_store:probe(C),

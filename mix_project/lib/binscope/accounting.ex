@@ -14,8 +14,12 @@ defmodule Binscope.Accounting do
   attribution runs on a dirty scheduler; `workers:` splits the scan, see `Binscope.processes/1`).
 
   Memory: the records are built on the calling process's heap, and the room for them is reserved
-  up front (its `min_heap_size` and `min_bin_vheap_size` raised for the call, at most 128 MiB
-  each, and put back after) instead of growing the heap through a string of collections.
+  (its `min_heap_size` and `min_bin_vheap_size` raised for the call, at most 128 MiB each, and
+  put back after) instead of growing the heap through a string of collections. A basic snapshot
+  of this node keeps no `process_info/2` reply: the collector hands their figures to the NIF in
+  batches as they arrive and keeps only the pids, so the scan runs in a small heap, as a plain
+  sweep does, and the room is reserved after it, for the records alone. A full snapshot, or one
+  of another node, keeps the replies: its room is reserved up front, for the scan and the records.
   """
 
   alias Binscope.Accounting.Heap
@@ -32,8 +36,10 @@ defmodule Binscope.Accounting do
   @basic_words 136
   @full_words 320
   @record_words 40
-  # Virtual binary heap words per process: the NIF's packed figures (8 words each).
+  # Virtual binary heap words per process: the NIF's packed figures (8 words each), and for a
+  # compact scan its memory, listed bytes and reductions (3 more).
   @share_words 8
+  @extra_words 3
 
   # Every field of a process record, none collected.
   @uncollected Map.new(
@@ -98,33 +104,64 @@ defmodule Binscope.Accounting do
   end
 
   defp snapshot(node, opts, args, top, deadline) do
-    if node == node() do
-      # The scan runs here too: room for it and for the records.
-      n =
-        case opts do
-          %{pids: pids} -> length(pids)
-          _ -> :erlang.system_info(:process_count)
-        end
+    cond do
+      # The collector uses the NIF only where it is loaded (code loads lazily in interactive mode).
+      node == node() and Map.get(opts, :detail, :full) == :basic and
+          Code.ensure_loaded?(Binscope.Native) ->
+        compact_snapshot(node, opts, args, top, deadline)
 
-      per = if Map.get(opts, :detail, :full) == :basic, do: @basic_words, else: @full_words
+      node == node() ->
+        local_snapshot(node, opts, args, top, deadline)
+
+      true ->
+        remote_snapshot(node, opts, args, top, deadline)
+    end
+  end
+
+  # A basic scan here keeps no reply (the collector hands the replies' figures to the NIF in
+  # batches as they arrive, `:binscope_collector_compact`): the scan needs no room of its own,
+  # its collections copy little more than the pids and free the replies' heap fragments as they
+  # go. The room is reserved afterwards, for the records alone.
+  defp compact_snapshot(node, opts, [args], top, deadline) do
+    with {:ok, raw} <- Remote.call(node, :snapshot, [Map.put(args, :compact, true)], deadline) do
+      n = processes(opts)
 
       result =
-        Heap.reserve(n * per, n * @share_words, fn ->
-          with {:ok, raw} <- Remote.call(node, :snapshot, args, deadline),
-               do: {:ok, attribute(sampled_at(raw), top, deadline, opts[:select])}
+        Heap.reserve(n * @record_words, n * (@share_words + @extra_words), fn ->
+          {:ok, attribute(sampled_at(raw), top, deadline, opts[:select])}
         end)
 
       Heap.release_fragments()
       result
-    else
-      with {:ok, raw} <- Remote.call(node, :snapshot, args, deadline) do
-        raw = sampled_at(raw)
-        n = length(raw.procs)
+    end
+  end
 
-        Heap.reserve(n * @record_words, n * @share_words, fn ->
-          {:ok, attribute(raw, top, deadline, opts[:select])}
-        end)
-      end
+  defp processes(%{pids: pids}), do: length(pids)
+  defp processes(_opts), do: :erlang.system_info(:process_count)
+
+  defp local_snapshot(node, opts, args, top, deadline) do
+    # The scan runs here too: room for it and for the records.
+    n = processes(opts)
+    per = if Map.get(opts, :detail, :full) == :basic, do: @basic_words, else: @full_words
+
+    result =
+      Heap.reserve(n * per, n * @share_words, fn ->
+        with {:ok, raw} <- Remote.call(node, :snapshot, args, deadline),
+             do: {:ok, attribute(sampled_at(raw), top, deadline, opts[:select])}
+      end)
+
+    Heap.release_fragments()
+    result
+  end
+
+  defp remote_snapshot(node, opts, args, top, deadline) do
+    with {:ok, raw} <- Remote.call(node, :snapshot, args, deadline) do
+      raw = sampled_at(raw)
+      n = length(raw.procs)
+
+      Heap.reserve(n * @record_words, n * @share_words, fn ->
+        {:ok, attribute(raw, top, deadline, opts[:select])}
+      end)
     end
   end
 
@@ -141,9 +178,16 @@ defmodule Binscope.Accounting do
   # Records are built this many at a time between looks at the clock.
   @check_every 4096
 
+  # Bytes per process of the packed figures, and of a compact scan's memory, listed bytes and
+  # reductions.
+  @width 64
+  @extra_width 24
+
   @doc """
   Turns a collector snapshot (from any node) into records, attributing binaries in Rust. With a
   `deadline`, throws the collector's timeout (see `Binscope.Remote.check!/1`) once it passes.
+  A compact snapshot (the collector's `compact => true`, whose figures the scan left with this
+  node's NIF) is attributed on the node that took it.
   """
   @spec attribute(
           map(),
@@ -151,12 +195,31 @@ defmodule Binscope.Accounting do
           Remote.deadline() | :infinity,
           nil | (binary() -> [non_neg_integer()])
         ) :: snapshot()
-  def attribute(
-        %{procs: procs, word_size: w} = raw,
-        top_shared,
-        deadline \\ :infinity,
-        select \\ nil
-      ) do
+  def attribute(raw, top_shared, deadline \\ :infinity, select \\ nil)
+
+  def attribute(%{procs: [Collector.scan() | _] = scans} = raw, top_shared, deadline, select) do
+    in_time!(deadline)
+
+    {shares, extra, summary, top} =
+      Binscope.Native.accounting_attribute_scans(
+        for(Collector.scan(acc: acc, pending: pending) <- scans, do: {acc, pending}),
+        top_shared
+      )
+
+    in_time!(deadline)
+    node = raw.node
+    names = raw.names
+
+    records =
+      case select do
+        nil -> scan_records(scans, shares, extra, names, node, [], deadline, @check_every)
+        fun -> scan_selected(scans, shares, extra, fun.(shares), names, node)
+      end
+
+    %{head(raw, summary, top) | processes: records}
+  end
+
+  def attribute(%{procs: procs, word_size: w} = raw, top_shared, deadline, select) do
     # The NIF reads each record's binary list in place (its index is given) and packs the
     # figures of every process into one binary (read in step with the records, `records/7`).
     in_time!(deadline)
@@ -172,22 +235,7 @@ defmodule Binscope.Accounting do
     # Everything but the records first: `raw` is not used after, so the collector's records are
     # garbage as the walk consumes them (a collection meanwhile copies only what is left of
     # them, not all of them beside the new records: at a million processes, hundreds of MiB).
-    snapshot = %{
-      node: raw.node,
-      time_ms: raw.time_ms,
-      store_loaded: raw.store,
-      # Whether store binaries were resolved to their entries: `{:error, reason}` when the
-      # node's address calibration failed its self-check (they then count as VM binaries).
-      store_resolution: Map.get(raw, :store_resolution, :ok),
-      word_size: w,
-      workers: raw.workers,
-      processes: [],
-      summary: summary,
-      top_shared: Enum.map(top, &shared/1)
-    }
-
-    snapshot = Map.merge(snapshot, Map.take(raw, [:sampled_at]))
-
+    snapshot = head(raw, summary, top)
     node = raw.node
 
     records =
@@ -198,6 +246,149 @@ defmodule Binscope.Accounting do
 
     %{snapshot | processes: records}
   end
+
+  # The snapshot without its records.
+  defp head(raw, summary, top) do
+    snapshot = %{
+      node: raw.node,
+      time_ms: raw.time_ms,
+      store_loaded: raw.store,
+      # Whether store binaries were resolved to their entries: `{:error, reason}` when the
+      # node's address calibration failed its self-check (they then count as VM binaries).
+      store_resolution: Map.get(raw, :store_resolution, :ok),
+      word_size: raw.word_size,
+      workers: raw.workers,
+      processes: [],
+      summary: summary,
+      top_shared: Enum.map(top, &shared/1)
+    }
+
+    Map.merge(snapshot, Map.take(raw, [:sampled_at]))
+  end
+
+  # The records of a compact scan's shares (`Collector.scan`, in order) and the packed figures,
+  # walked in step: each share's pids and labels (sparse, by index in the share), the NIF's
+  # figures (`shares`) and each process's memory, listed bytes and reductions (`extra`).
+  defp scan_records([], <<>>, <<>>, _names, _node, acc, _deadline, _k), do: rev(acc, [])
+
+  defp scan_records([scan | scans], shares, extra, names, node, acc, deadline, k) do
+    Collector.scan(pids: pids, labels: labels, reductions: reds?) = scan
+
+    {shares, extra, acc, k} =
+      share_records(pids, 0, labels, reds?, shares, extra, names, node, acc, deadline, k)
+
+    scan_records(scans, shares, extra, names, node, acc, deadline, k)
+  end
+
+  defp share_records(
+         [pid | pids],
+         i,
+         labels,
+         reds?,
+         <<refs::64-native, distinct::64-native, uss::64-native, pss::64-native,
+           shared::64-native, store::64-native, unresolved::64-native, _resolved::64-native,
+           rest::binary>>,
+         <<mem::64-native, listed::64-native, reds::64-native, more::binary>>,
+         names,
+         node,
+         acc,
+         deadline,
+         k
+       ) do
+    {label, labels} =
+      case labels do
+        [{^i, label} | labels] -> {label, labels}
+        _ -> {nil, labels}
+      end
+
+    reds = if reds?, do: reds, else: :undefined
+    name = Map.get(names, pid)
+
+    r =
+      basic_map(
+        pid,
+        node,
+        name,
+        label,
+        mem,
+        reds,
+        refs,
+        listed,
+        distinct,
+        uss,
+        pss,
+        shared,
+        store,
+        unresolved
+      )
+
+    k = if k == 0, do: checked(deadline), else: k - 1
+    share_records(pids, i + 1, labels, reds?, rest, more, names, node, [r | acc], deadline, k)
+  end
+
+  defp share_records([], _i, [], _reds?, shares, extra, _names, _node, acc, _deadline, k),
+    do: {shares, extra, acc, k}
+
+  # The records at `indexes` only, in that order (see `selected/5`).
+  defp scan_selected(scans, shares, extra, indexes, names, node) do
+    picked = pick_scans(scans, 0, :lists.usort(indexes), %{})
+
+    for i <- indexes do
+      {pid, label, reds?} = Map.fetch!(picked, i)
+
+      <<r::64-native, d::64-native, u::64-native, p::64-native, s::64-native, st::64-native,
+        un::64-native, _::64-native>> = binary_part(shares, i * @width, @width)
+
+      <<mem::64-native, listed::64-native, reds::64-native>> =
+        binary_part(extra, i * @extra_width, @extra_width)
+
+      reds = if reds?, do: reds, else: :undefined
+
+      basic_map(
+        pid,
+        node,
+        Map.get(names, pid),
+        label,
+        mem,
+        reds,
+        r,
+        listed,
+        d,
+        u,
+        p,
+        s,
+        st,
+        un
+      )
+    end
+  end
+
+  defp pick_scans(_scans, _i, [], acc), do: acc
+  defp pick_scans([], _i, _want, acc), do: acc
+
+  defp pick_scans([scan | scans], i, want, acc) do
+    Collector.scan(pids: pids, labels: labels, reductions: reds?) = scan
+    {i, want, acc} = pick_pids(pids, i, i, labels, reds?, want, acc)
+    pick_scans(scans, i, want, acc)
+  end
+
+  # `base`: the index of the share's first pid (labels are indexed within the share).
+  defp pick_pids([], i, _base, _labels, _reds?, want, acc), do: {i, want, acc}
+  defp pick_pids(_pids, i, _base, _labels, _reds?, [], acc), do: {i, [], acc}
+
+  defp pick_pids([pid | pids], i, base, labels, reds?, [i | more], acc) do
+    label =
+      case List.keyfind(labels, i - base, 0) do
+        {_, label} -> label
+        nil -> nil
+      end
+
+    acc = Map.put(acc, i, {pid, label, reds?})
+    pick_pids(pids, i + 1, base, labels, reds?, more, acc)
+  end
+
+  defp pick_pids([_ | pids], i, base, labels, reds?, want, acc),
+    do: pick_pids(pids, i + 1, base, labels, reds?, want, acc)
 
   # Attribution figures of a record that was not attributed: unknown.
   @unattributed {nil, nil, nil, nil, nil, nil, nil, nil}
@@ -264,8 +455,6 @@ defmodule Binscope.Accounting do
   # million-element list in one call.
   defp rev([h | t], acc), do: rev(t, [h | acc])
   defp rev([], acc), do: acc
-
-  @width 64
 
   # The records at `indexes` only, in that order: one walk of the records to pick them (the
   # packed figures are read in place).
@@ -383,21 +572,22 @@ defmodule Binscope.Accounting do
          unresolved,
          node
        ) do
-    %{
-      pid: pid,
-      node: node,
-      registered_name: opt(name),
-      label: opt(label),
-      memory: mem,
-      binary_refs: refs,
-      binary_bytes: listed,
-      binary_distinct: distinct,
-      binary_uss: uss,
-      binary_pss: pss,
-      binary_shared: shared,
-      native_store_bytes: store,
-      unresolved_store_binaries: unresolved
-    }
+    basic_map(
+      pid,
+      node,
+      opt(name),
+      opt(label),
+      mem,
+      :undefined,
+      refs,
+      listed,
+      distinct,
+      uss,
+      pss,
+      shared,
+      store,
+      unresolved
+    )
   end
 
   defp basic(
@@ -418,11 +608,78 @@ defmodule Binscope.Accounting do
          unresolved,
          node
        ) do
+    basic_map(
+      pid,
+      node,
+      opt(name),
+      opt(label),
+      mem,
+      reds,
+      refs,
+      listed,
+      distinct,
+      uss,
+      pss,
+      shared,
+      store,
+      unresolved
+    )
+  end
+
+  defp basic_map(
+         pid,
+         node,
+         name,
+         label,
+         mem,
+         :undefined,
+         refs,
+         listed,
+         distinct,
+         uss,
+         pss,
+         shared,
+         store,
+         unresolved
+       ) do
     %{
       pid: pid,
       node: node,
-      registered_name: opt(name),
-      label: opt(label),
+      registered_name: name,
+      label: label,
+      memory: mem,
+      binary_refs: refs,
+      binary_bytes: listed,
+      binary_distinct: distinct,
+      binary_uss: uss,
+      binary_pss: pss,
+      binary_shared: shared,
+      native_store_bytes: store,
+      unresolved_store_binaries: unresolved
+    }
+  end
+
+  defp basic_map(
+         pid,
+         node,
+         name,
+         label,
+         mem,
+         reds,
+         refs,
+         listed,
+         distinct,
+         uss,
+         pss,
+         shared,
+         store,
+         unresolved
+       ) do
+    %{
+      pid: pid,
+      node: node,
+      registered_name: name,
+      label: label,
       memory: mem,
       reductions: reds,
       binary_refs: refs,

@@ -16,6 +16,7 @@ defmodule Binscope.Collector do
   Record.defrecord(:basic, :binscope_basic, @basic)
   Record.defrecord(:process, :binscope_process, @process)
   Record.defrecord(:gc, :binscope_gc, Record.extract(:binscope_gc, from: @hrl))
+  Record.defrecord(:scan, :binscope_scan, Record.extract(:binscope_scan, from: @hrl))
 
   # The tuple index (the tag at 0) of the binary list, the same in both kinds of snapshot record.
   @binaries_index 1 + Enum.find_index(@process, &match?({:binaries, _}, &1))

@@ -164,12 +164,20 @@ defmodule Binscope.LeaksTest do
     {leakers, _} = Enum.unzip(for n <- 1..2, do: S.burst_then_idle(4, n * @mib))
 
     try do
-      funs = [:accounting_attribute, :leaks_top_uss, :leaks_full_rank, :leaks_suggest]
+      funs = [
+        :accounting_attribute,
+        :accounting_attribute_scans,
+        :leaks_top_uss,
+        :leaks_full_rank,
+        :leaks_suggest
+      ]
 
       for mode <- [:targeted, :dry_run] do
         calls = nif_calls(funs, fn -> {:ok, _} = Binscope.leaks(mode: mode) end)
-        # The sweep attributed once; the shortlist picked from its figures once.
-        assert calls[:accounting_attribute] == 1, "#{mode}: #{inspect(calls)}"
+        # The sweep (a basic scan of this node, which keeps no reply) attributed once; the
+        # shortlist picked from its figures once.
+        assert calls[:accounting_attribute_scans] == 1, "#{mode}: #{inspect(calls)}"
+        assert calls[:accounting_attribute] == nil, "#{mode}: #{inspect(calls)}"
         assert calls[:leaks_top_uss] == 1, "#{mode}: #{inspect(calls)}"
 
         if mode == :targeted,
@@ -180,6 +188,7 @@ defmodule Binscope.LeaksTest do
       # call (no sweep first), the results advised in one.
       calls = nif_calls(funs, fn -> {:ok, _} = Binscope.leaks(mode: :full) end)
       assert calls[:accounting_attribute] == nil, inspect(calls)
+      assert calls[:accounting_attribute_scans] == nil, inspect(calls)
       assert calls[:leaks_full_rank] == 1 and calls[:leaks_suggest] == 1, inspect(calls)
     after
       S.stop_all(leakers)

@@ -1,10 +1,14 @@
 //! NIFs of `Binscope.Accounting` (prefixed `accounting_`): term conversion around
 //! `binscope_core::accounting`, on the calling node (the collector's records come from any node).
 
+use std::sync::{Mutex, MutexGuard};
+
 use binscope_core::accounting::{
     attribute, attribute_parallel, Attribution, BinRef, ProcessShare, Snapshot,
 };
-use rustler::{Env, NifMap, NifResult, Term};
+use rustler::{Env, NifMap, NifResult, Resource, ResourceArc, Term};
+
+use crate::collector::ResolveWith;
 
 /// From this many references on, attribution runs on several threads.
 const PARALLEL_REFS: usize = 200_000;
@@ -142,17 +146,28 @@ fn accounting_attribute<'a>(
         snap.end_process();
     }
     let a = attribute_snapshot(&snap, top_shared as usize);
-    let width = SHARE_FIELDS.len() * 8;
-    let mut shares = try_owned_binary(a.processes.len() * width).ok_or(rustler::Error::BadArg)?;
-    for (p, out) in a
-        .processes
-        .iter()
-        .zip(shares.as_mut_slice().chunks_exact_mut(width))
-    {
-        for (v, o) in share_fields(p).iter().zip(out.chunks_exact_mut(8)) {
+    let shares = packed(env, a.processes.iter().map(share_fields))?;
+    let (summary, top) = summary_and_top(&a);
+    Ok((shares, summary, top))
+}
+
+/// One binary of native-endian u64s: each row's fields in order, rows in order. A binary (not
+/// terms) so that a whole node's figures are one off-heap object.
+fn packed<'a, const N: usize>(
+    env: Env<'a>,
+    rows: impl ExactSizeIterator<Item = [u64; N]>,
+) -> NifResult<Term<'a>> {
+    let width = N * 8;
+    let mut out = try_owned_binary(rows.len() * width).ok_or(rustler::Error::BadArg)?;
+    for (row, chunk) in rows.zip(out.as_mut_slice().chunks_exact_mut(width)) {
+        for (v, o) in row.iter().zip(chunk.chunks_exact_mut(8)) {
             o.copy_from_slice(&v.to_ne_bytes());
         }
     }
+    Ok(out.release(env).to_term(env))
+}
+
+fn summary_and_top(a: &Attribution) -> (Summary, Vec<SharedTuple>) {
     let s = a.summary;
     let summary = Summary {
         processes: s.processes,
@@ -171,5 +186,264 @@ fn accounting_attribute<'a>(
         .iter()
         .map(|b| (b.key, b.size, b.holders, b.refc))
         .collect();
-    Ok((shares.release(env).to_term(env), summary, top))
+    (summary, top)
 }
+
+// --- Scans that keep no reply --------------------------------------------------------------
+//
+// A local scan (`binscope_collector_compact`, on the node that has this NIF) hands the figures
+// of its `process_info/2` replies to a `Scan` a batch at a time, while they are in the cache,
+// and keeps only the pids: the replies are garbage at once, as in a plain sweep, so the scanning
+// process's collections copy almost nothing and free the replies' heap fragments as they go
+// (kept, they were freed by one collection at the end that also copied the whole result), and
+// attribution reads the references from one flat vector instead of 50k lists scattered over as
+// many fragments.
+
+/// References of one process's list a batch may hold (`?LIST_REFS` in the collector): a batch
+/// is read on a normal scheduler. A longer list stays with the scan, which hands it to the
+/// (dirty) attribution as a pending list.
+pub const PUSH_REFS: usize = 4096;
+
+/// What a scan gathered, one entry per process, in push order.
+struct Collected {
+    /// How the lists the caller marks as possible store holders are resolved (`None`: the
+    /// node's calibration failed, and the caller marks none).
+    resolve: Option<ResolveWith>,
+    /// The references of every process; a pending one's list comes to the attribution.
+    snap: Snapshot,
+    memory: Vec<u64>,
+    listed: Vec<u64>,
+    reductions: Vec<u64>,
+    pending: Vec<bool>,
+}
+
+/// A scan's gathered figures (see above).
+pub struct Scan(Mutex<Collected>);
+
+#[rustler::resource_impl]
+impl Resource for Scan {}
+
+impl Scan {
+    /// A poisoned lock (a panic while it was held) leaves the data as complete pushes made it:
+    /// a push changes nothing until its list was read whole.
+    fn lock(&self) -> MutexGuard<'_, Collected> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Collected {
+    /// Keeps the first `processes` processes.
+    fn truncate(&mut self, processes: usize) {
+        self.snap.truncate(processes);
+        self.memory.truncate(processes);
+        self.listed.truncate(processes);
+        self.reductions.truncate(processes);
+        self.pending.truncate(processes);
+    }
+
+    fn add(&mut self, memory: u64, reductions: u64, listed: u64, pending: bool) {
+        self.snap.end_process();
+        self.memory.push(memory);
+        self.listed.push(listed);
+        self.reductions.push(reductions);
+        self.pending.push(pending);
+    }
+}
+
+/// A new, empty scan; `resolve` is `{offset, magic_size, mark}` (the store calibration and the
+/// mark read before the first process was listed), or nil when store binaries are not
+/// resolved.
+#[rustler::nif]
+fn accounting_scan_new(resolve: Option<(i64, u64, u64)>) -> ResourceArc<Scan> {
+    let resolve = resolve.map(|(offset, magic_size, mark)| ResolveWith {
+        offset,
+        magic_size,
+        mark,
+        patched: crate::gc_pressure::calibrated(),
+    });
+    ResourceArc::new(Scan(Mutex::new(Collected {
+        resolve,
+        snap: Snapshot::new(),
+        memory: Vec::new(),
+        listed: Vec::new(),
+        reductions: Vec::new(),
+        pending: Vec::new(),
+    })))
+}
+
+/// `{key, size, refc}`, read in place.
+fn bin_ref(t: Term) -> NifResult<BinRef> {
+    let mut e = tuple_elements(t)?;
+    if e.len() != 3 {
+        return Err(rustler::Error::BadArg);
+    }
+    let mut next = || e.next().ok_or(rustler::Error::BadArg)?.decode::<u64>();
+    Ok(BinRef {
+        key: next()?,
+        size: next()?,
+        refc: next()?,
+    })
+}
+
+/// Adds a batch of processes to `scan`, `[bins_or_listed, memory, reductions | ...]`, the newest
+/// first: `bins_or_listed` is a process's `process_info(pid, binary)` list (at most
+/// [`PUSH_REFS`] references), `{list}` for such a list that may hold store binaries (resolved
+/// as `collector_resolve` does, with the scan's calibration and mark), or, for a process whose
+/// list the attribution gets (a longer list), its listed bytes. The caller bounds a batch (a few hundred
+/// processes, a few thousand references: it runs on a normal scheduler). A batch that is not
+/// of this form raises ArgumentError and adds nothing.
+#[rustler::nif]
+fn accounting_scan_batch(scan: ResourceArc<Scan>, batch: Term) -> NifResult<bool> {
+    let terms: Vec<Term> = batch.into_list_iterator()?.collect();
+    if !terms.len().is_multiple_of(3) {
+        return Err(rustler::Error::BadArg);
+    }
+    let mut c = scan.lock();
+    let before = c.memory.len();
+    let added = terms
+        .chunks_exact(3)
+        .rev()
+        .try_for_each(|t| add_process(&mut c, t[0], t[1], t[2]));
+    if added.is_err() {
+        c.truncate(before);
+    }
+    added.map(|()| true)
+}
+
+/// One process of a batch (see [`accounting_scan_batch`]); on an error the caller drops what
+/// was added.
+fn add_process(c: &mut Collected, bins: Term, memory: Term, reductions: Term) -> NifResult<()> {
+    // `{bins}`: a list that may hold store binaries, resolved here (the caller's mark was read
+    // before the process was listed, and the list was read since).
+    let (list, resolve) = match tuple_elements(bins) {
+        Ok(mut one) if one.len() == 1 => {
+            let how = c.resolve.ok_or(rustler::Error::BadArg)?;
+            (one.next().ok_or(rustler::Error::BadArg)?, Some(how))
+        }
+        Ok(_) => return Err(rustler::Error::BadArg),
+        Err(_) => (bins, None),
+    };
+    let (listed, pending) = if list.is_list() {
+        let mut listed = 0u64;
+        for (n, b) in list.into_list_iterator()?.enumerate() {
+            if n == PUSH_REFS {
+                return Err(rustler::Error::BadArg);
+            }
+            let r = bin_ref(b)?;
+            listed = listed.checked_add(r.size).ok_or(rustler::Error::BadArg)?;
+            c.snap.push_ref(match resolve {
+                Some(how) => {
+                    let (key, size, refc) = how.resolve(r.key, r.size, r.refc);
+                    BinRef { key, size, refc }
+                }
+                None => r,
+            });
+        }
+        (listed, false)
+    } else if resolve.is_none() {
+        (list.decode::<u64>()?, true)
+    } else {
+        return Err(rustler::Error::BadArg);
+    };
+    c.add(memory.decode()?, reductions.decode()?, listed, pending);
+    Ok(())
+}
+
+/// `{shares, extra, summary, top}` for `scans`, `[{scan, pending}]` in order (the processes of
+/// the first scan, then the next's...), `pending` the `[{index, bins}]` (0-based, ascending) of
+/// that scan's pending processes, every one of them and no other. `shares` and `summary` are as
+/// [`accounting_attribute`]'s; `extra` packs each process's memory, listed bytes and
+/// reductions (u64 each, native-endian), in the same order.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn accounting_attribute_scans<'a>(
+    env: Env<'a>,
+    scans: Vec<(ResourceArc<Scan>, Term<'a>)>,
+    top_shared: u64,
+) -> NifResult<(Term<'a>, Term<'a>, Summary, Vec<SharedTuple>)> {
+    let guards: Vec<_> = scans.iter().map(|(s, _)| s.lock()).collect();
+    let joined;
+    let snap = match guards.as_slice() {
+        [one] if !one.pending.contains(&true) => {
+            if !scans[0].1.is_empty_list() {
+                return Err(rustler::Error::BadArg);
+            }
+            &one.snap
+        }
+        _ => {
+            joined = join(&guards, &scans)?;
+            &joined
+        }
+    };
+    let a = attribute_snapshot(snap, top_shared as usize);
+    let shares = packed(env, a.processes.iter().map(share_fields))?;
+    let rows = guards.iter().map(|g| g.memory.len()).sum::<usize>();
+    let extra = packed(
+        env,
+        Counted(
+            guards.iter().flat_map(|g| {
+                (0..g.memory.len()).map(move |i| [g.memory[i], g.listed[i], g.reductions[i]])
+            }),
+            rows,
+        ),
+    )?;
+    let (summary, top) = summary_and_top(&a);
+    Ok((shares, extra, summary, top))
+}
+
+/// One snapshot of every scan's processes in order, each pending process's references read
+/// from its list in `scans`.
+fn join(
+    guards: &[MutexGuard<'_, Collected>],
+    scans: &[(ResourceArc<Scan>, Term)],
+) -> NifResult<Snapshot> {
+    let processes = guards.iter().map(|g| g.memory.len()).sum();
+    let refs = guards.iter().map(|g| g.snap.total_refs()).sum::<usize>();
+    let mut out = Snapshot::with_capacity(processes, refs);
+    for (g, (_, pending)) in guards.iter().zip(scans) {
+        let mut pending = pending.into_list_iterator()?;
+        for i in 0..g.memory.len() {
+            if g.pending[i] {
+                let item = pending.next().ok_or(rustler::Error::BadArg)?;
+                let mut e = tuple_elements(item)?;
+                if e.len() != 2
+                    || e.next().ok_or(rustler::Error::BadArg)?.decode::<u64>()? != i as u64
+                {
+                    return Err(rustler::Error::BadArg);
+                }
+                for b in e
+                    .next()
+                    .ok_or(rustler::Error::BadArg)?
+                    .into_list_iterator()?
+                {
+                    out.push_ref(bin_ref(b)?);
+                }
+            } else {
+                for &r in g.snap.process(i) {
+                    out.push_ref(r);
+                }
+            }
+            out.end_process();
+        }
+        if pending.next().is_some() {
+            return Err(rustler::Error::BadArg);
+        }
+    }
+    Ok(out)
+}
+
+/// An iterator with its length known.
+struct Counted<I>(I, usize);
+
+impl<I: Iterator> Iterator for Counted<I> {
+    type Item = I::Item;
+    fn next(&mut self) -> Option<I::Item> {
+        let v = self.0.next()?;
+        self.1 -= 1;
+        Some(v)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.1, Some(self.1))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for Counted<I> {}

@@ -54,27 +54,48 @@ fn collector_mark() -> u64 {
 /// `{unresolved_key(addr), 0, refc}`. Dirty: one call covers a whole node.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn collector_resolve(lists: Vec<Bins>, offset: i64, magic_size: u64, mark: u64) -> Vec<Bins> {
-    let patched = crate::gc_pressure::calibrated();
+    let how = ResolveWith {
+        offset,
+        magic_size,
+        mark,
+        patched: crate::gc_pressure::calibrated(),
+    };
     lists
         .into_iter()
         .map(|bins| {
             bins.into_iter()
-                .map(|(addr, size, refc)| {
-                    let object = (addr as i64).wrapping_add(offset) as usize;
-                    let resolution = if patched {
-                        HANDLES.resolve_any_size(object, size, magic_size, mark)
-                    } else {
-                        HANDLES.resolve(object, size, magic_size, mark)
-                    };
-                    match resolution {
-                        Resolution::Store { id, size } => (store_key(id), size, refc),
-                        Resolution::Unresolved => (unresolved_key(addr), 0, refc),
-                        Resolution::NotStore => (addr, size, refc),
-                    }
-                })
+                .map(|(addr, size, refc)| how.resolve(addr, size, refc))
                 .collect()
         })
         .collect()
+}
+
+/// How a scan resolves the binaries it listed: the calibration's offset and magic size, the
+/// mark it read before listing, and whether store binaries may list at their own size.
+#[derive(Clone, Copy)]
+pub(crate) struct ResolveWith {
+    pub offset: i64,
+    pub magic_size: u64,
+    pub mark: u64,
+    pub patched: bool,
+}
+
+impl ResolveWith {
+    /// `{addr, size, refc}` as listed, as attribution counts it: a store entry's key and real
+    /// size, an unresolved key, or as listed (see [`collector_resolve`]).
+    pub fn resolve(&self, addr: u64, size: u64, refc: u64) -> (u64, u64, u64) {
+        let object = (addr as i64).wrapping_add(self.offset) as usize;
+        let resolution = if self.patched {
+            HANDLES.resolve_any_size(object, size, self.magic_size, self.mark)
+        } else {
+            HANDLES.resolve(object, size, self.magic_size, self.mark)
+        };
+        match resolution {
+            Resolution::Store { id, size } => (store_key(id), size, refc),
+            Resolution::Unresolved => (unresolved_key(addr), 0, refc),
+            Resolution::NotStore => (addr, size, refc),
+        }
+    }
 }
 
 /// The store entries among `keys` that are still live on this node (the collector asks after

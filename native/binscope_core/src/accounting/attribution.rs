@@ -64,6 +64,14 @@ impl Snapshot {
         self.bounds.push(self.refs.len());
     }
 
+    /// Keeps the first `processes` processes (if it has more) and drops every reference pushed
+    /// after them, closed or not: the snapshot is as it was when it held them.
+    pub fn truncate(&mut self, processes: usize) {
+        self.bounds.truncate(processes + 1);
+        let end = self.bounds.last().copied().unwrap_or(0);
+        self.refs.truncate(end);
+    }
+
     pub fn processes(&self) -> usize {
         self.bounds.len() - 1
     }
@@ -468,6 +476,25 @@ mod tests {
             assert_eq!((a.summary.unique_binaries, a.summary.refs), (1, 1));
             assert!(a.top_shared.is_empty());
         }
+    }
+
+    #[test]
+    fn truncated_snapshots_are_as_they_were() {
+        let mut s = Snapshot::new();
+        s.push_process([r(1, 10, 1)]);
+        s.push_process([r(2, 20, 1), r(3, 30, 1)]);
+        s.push_ref(r(5, 50, 1));
+        s.truncate(1);
+        s.push_ref(r(4, 40, 1));
+        s.end_process();
+        assert_eq!(s.processes(), 2);
+        assert_eq!(s.process(0), &[r(1, 10, 1)]);
+        assert_eq!(s.process(1), &[r(4, 40, 1)]);
+        assert_eq!(s.total_refs(), 2);
+        s.truncate(5);
+        assert_eq!(s.processes(), 2);
+        s.truncate(0);
+        assert_eq!((s.processes(), s.total_refs()), (0, 0));
     }
 
     #[test]
