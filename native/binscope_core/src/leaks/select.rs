@@ -121,17 +121,13 @@ struct Seen {
 }
 
 /// One binary of a GC round (a key listed before or after, unresolved ones left out): what each
-/// snapshot's attribution knows of it, and what [`reclaimed`] takes for it: the last reference's
-/// size before the collections, and whether a process listed it after its collection once a
-/// process had listed it before (the round runs in process order: a list taken after its
-/// collection by a process earlier in the round than the first that listed the binary before it
-/// does not count).
+/// snapshot's attribution knows of it, and the size [`reclaimed`] takes for it (the last
+/// reference's before the collections). [`reclaimed`]'s "held after" is `after.refs > 0`.
 #[derive(Clone, Copy, Default)]
 struct RoundSlot {
     before: Seen,
     after: Seen,
     last_size: u64,
-    held_after: bool,
 }
 
 /// Marks slot `i` as listed by process `mark` (1-based) in `seen`, counting a new holder once.
@@ -189,7 +185,6 @@ fn round_figures(
                 let (s, m) = (&mut slots[i as usize], &mut marks[i as usize]);
                 if is_after {
                     see(&mut s.after, &mut m.1, mark, r);
-                    s.held_after |= s.before.holders > 0;
                 } else {
                     see(&mut s.before, &mut m.0, mark, r);
                     s.last_size = r.size;
@@ -326,7 +321,7 @@ fn reclaim_pass(
             let s = slots[i as usize];
             let freed = match store_entry(r.key) {
                 Some(id) => !store_entry_live(id),
-                None => !s.held_after && s.before.refc <= u64::from(s.before.refs),
+                None => s.after.refs == 0 && s.before.refc <= u64::from(s.before.refs),
             };
             if freed {
                 // Droppers: the processes that listed it before.
