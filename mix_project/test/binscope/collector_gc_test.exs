@@ -57,6 +57,35 @@ defmodule Binscope.CollectorGcTest do
     Enum.each(pids, &send(&1, :stop))
   end
 
+  test "all: every process of the node but the caller and the round's own helper" do
+    pids = for _ <- 1..3, do: holder(true)
+    # Calibrated beforehand (its probe is a process of its own), so the round spawns its helper
+    # only; a tracer learns the helper's pid.
+    _ = :binscope_collector.calibration()
+    me = self()
+    tracer = spawn(fn -> traced(me, []) end)
+    1 = :erlang.trace(self(), true, [:procs, {:tracer, tracer}])
+    round = :binscope_collector.gc_round(:all, %{budget_ms: 30_000})
+    :erlang.trace(self(), false, [:procs])
+    send(tracer, :stop)
+    assert_receive {:spawned, [helper]}
+
+    got = Enum.map(round.results, &Collector.gc(&1, :pid))
+    assert Enum.all?(pids, &(&1 in got))
+    refute self() in got
+    refute helper in got
+    Enum.each(pids, &send(&1, :stop))
+  end
+
+  defp traced(to, acc) do
+    receive do
+      {:trace, _, :spawn, pid, _} -> traced(to, [pid | acc])
+      {:trace, _, _, _, _} -> traced(to, acc)
+      {:trace, _, _, _} -> traced(to, acc)
+      :stop -> send(to, {:spawned, Enum.reverse(acc)})
+    end
+  end
+
   test "without a budget too (a helper collects, the caller waits)" do
     pids = for _ <- 1..3, do: holder(true)
     round = :binscope_collector.gc_round(pids)
