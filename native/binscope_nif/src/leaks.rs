@@ -163,14 +163,17 @@ type FullRow = (u64, (u64, u64, u64), Share, u64);
 /// `SHARE_FIELDS`. `live_store_keys`: the store entries that survived.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn leaks_full_rank(
-    results: ListIterator,
+    results: Term,
     live_store_keys: Vec<u64>,
     word_size: u64,
     limit: u64,
 ) -> NifResult<Vec<FullRow>> {
-    let (mut before, mut after) = (Snapshot::new(), Snapshot::new());
-    let mut heap = Vec::new();
-    for item in results {
+    // Sized for one reference a process before and after (most hold none or one): a whole
+    // node's round decodes without growing through copies into fresh pages.
+    let n = results.list_length()?;
+    let (mut before, mut after) = (Snapshot::with_capacity(n, n), Snapshot::with_capacity(n, n));
+    let mut heap = Vec::with_capacity(n);
+    for item in results.into_list_iterator()? {
         let words = push_round(item, &mut before, &mut after)?;
         heap.push(words.saturating_mul(word_size));
     }

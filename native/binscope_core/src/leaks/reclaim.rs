@@ -59,6 +59,11 @@ pub fn reclaimed(
             s.refc = s.refc.max(r.refc);
             s.refs_before += 1;
         }
+    }
+    // Held after by any collected process, wherever it is in the round: a round asks for the
+    // collections of several processes at a time, so a process earlier in the round may be
+    // listed after its collection later than a process further on was listed before its own.
+    for p in 0..n {
         for r in after.process(p) {
             if let Some(s) = seen.get_mut(&r.key) {
                 s.held_after = true;
@@ -167,6 +172,17 @@ mod tests {
         let after = snap(vec![vec![], vec![r(1, 1000, 1)]]);
         let got = reclaimed(&before, &after, |_| true);
         assert_eq!(got[0].bytes + got[1].bytes, 0);
+    }
+
+    #[test]
+    fn held_after_by_a_process_earlier_in_the_round_is_not_reclaimed() {
+        // Process 0 lists the binary only after its collection (it got it meanwhile), process 1
+        // before its own (refc 1 then) and not after: process 0 still holds it, nothing freed.
+        let before = snap(vec![vec![], vec![r(1, 1000, 1)]]);
+        let after = snap(vec![vec![r(1, 1000, 1)], vec![]]);
+        let got = reclaimed(&before, &after, |_| true);
+        assert_eq!(got[1].bytes, 0);
+        assert_eq!(got[1].refs, 1);
     }
 
     #[test]
