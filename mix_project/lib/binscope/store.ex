@@ -24,10 +24,10 @@ defmodule Binscope.Store do
   `put/2` and `intern/2` copy their input once; `alloc/2` with the default zero fill maps fresh
   zeroed pages without touching them above 256 KiB (a smaller one is written with zeros, like
   any other fill, often into a reused block). Inputs (and allocs) of 256 KiB and more are
-  handled on a dirty CPU scheduler, so no call holds a normal scheduler long: the thresholds
-  are chosen by the worst time of a copy into fresh pages on a normal scheduler, and `mix test`
-  checks sizes just under them with a `long_schedule` monitor. The bookkeeping of a small put takes the
-  store's lock once and starts an owner monitor only the first time it sees an owner.
+  handled on a dirty CPU scheduler, so no call holds a normal scheduler long: the thresholds are
+  chosen by the worst time of a copy into fresh pages on a normal scheduler, and `mix test`
+  checks sizes just under them with a `long_schedule` monitor. The bookkeeping of a small put
+  takes the store's lock once and starts an owner monitor only the first time it sees an owner.
   `stats/0`, `by_label/0` and `set_capacity/1` are O(1)/O(labels) and safe on a busy node;
   `live/1` and `by_owner/0` walk every live entry on a dirty scheduler.
 
