@@ -561,42 +561,6 @@ defmodule Binscope.Accounting do
            registered_name: name,
            label: label,
            memory: mem,
-           reductions: :undefined
-         ),
-         refs,
-         distinct,
-         uss,
-         pss,
-         shared,
-         store,
-         unresolved,
-         node
-       ) do
-    basic_map(
-      pid,
-      node,
-      opt(name),
-      opt(label),
-      mem,
-      :undefined,
-      refs,
-      listed,
-      distinct,
-      uss,
-      pss,
-      shared,
-      store,
-      unresolved
-    )
-  end
-
-  defp basic(
-         Collector.basic(
-           pid: pid,
-           listed_bytes: listed,
-           registered_name: name,
-           label: label,
-           memory: mem,
            reductions: reds
          ),
          refs,

@@ -107,6 +107,45 @@ pub struct ProcessShare {
     pub unresolved: u64,
 }
 
+impl ProcessShare {
+    /// Adds one distinct binary this process holds: the one rule of the distinct, store, USS,
+    /// shared and PSS figures, which the leak finder's ranking applies too. `served` is how many
+    /// of its `holders` were given their share before this one (the first `size % holders` get
+    /// one byte more, so the shares add up to `size`).
+    #[inline]
+    pub(crate) fn add_distinct(
+        &mut self,
+        size: u64,
+        refc: u64,
+        holders: u32,
+        refs_seen: u32,
+        served: u32,
+        store: bool,
+    ) {
+        self.distinct += 1;
+        if store {
+            self.store_bytes += size;
+        }
+        if exclusive(holders, refc, refs_seen) {
+            self.uss += size;
+        }
+        let holders = u64::from(holders);
+        if holders > 1 {
+            self.shared += 1;
+        }
+        let extra = u64::from(u64::from(served) < size % holders);
+        self.pss += size / holders + extra;
+    }
+}
+
+/// Whether a binary counts in its holder's USS: one process holds it and every reference the
+/// VM counts (`refc`) is one the scan saw, so nothing outside the processes (ETS, a message in
+/// flight, the store) holds it too.
+#[inline]
+pub(crate) fn exclusive(holders: u32, refc: u64, refs_seen: u32) -> bool {
+    holders == 1 && refc <= u64::from(refs_seen)
+}
+
 /// A binary held by more than one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SharedBinary {
@@ -279,19 +318,9 @@ fn attribute_shard(snap: &Snapshot, shard: usize, shards: usize) -> Part {
                 continue;
             }
             slot.last_pass2 = mark;
-            share.distinct += 1;
-            if super::store_entry(r.key).is_some() {
-                share.store_bytes += slot.size;
-            }
-            let holders = u64::from(slot.holders);
-            if holders == 1 && slot.refc <= u64::from(slot.seen_refs) {
-                share.uss += slot.size;
-            }
-            if holders > 1 {
-                share.shared += 1;
-            }
-            let extra = u64::from(u64::from(slot.served) < slot.size % holders);
-            share.pss += slot.size / holders + extra;
+            let store = super::store_entry(r.key).is_some();
+            let (holders, seen, served) = (slot.holders, slot.seen_refs, slot.served);
+            share.add_distinct(slot.size, slot.refc, holders, seen, served, store);
             slot.served += 1;
         }
         summary.refs += share.refs;

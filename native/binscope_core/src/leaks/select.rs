@@ -9,6 +9,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::BuildHasherDefault;
 
+use crate::accounting::attribution::exclusive;
 use crate::accounting::{is_unresolved, store_entry, AddrHasher, BinRef, ProcessShare, Snapshot};
 use crate::leaks::{waste, Facts, Reclaim};
 #[cfg(doc)]
@@ -233,7 +234,7 @@ fn uss_pass(before: &Snapshot, slot_of: &[u32], slots: &[RoundSlot]) -> Vec<u64>
             }
             last[i as usize] = mark;
             let s = slots[i as usize].before;
-            if s.holders == 1 && s.refc <= u64::from(s.refs) {
+            if exclusive(s.holders, s.refc, s.refs) {
                 uss += s.size;
             }
         }
@@ -268,19 +269,8 @@ fn share_pass(after: &Snapshot, slot_of: &[u32], slots: &[RoundSlot]) -> Vec<Pro
             }
             st.0 = mark;
             let s = slots[i as usize].after;
-            share.distinct += 1;
-            if store_entry(r.key).is_some() {
-                share.store_bytes += s.size;
-            }
-            let holders = u64::from(s.holders);
-            if holders == 1 && s.refc <= u64::from(s.refs) {
-                share.uss += s.size;
-            }
-            if holders > 1 {
-                share.shared += 1;
-            }
-            let extra = u64::from(u64::from(st.1) < s.size % holders);
-            share.pss += s.size / holders + extra;
+            let store = store_entry(r.key).is_some();
+            share.add_distinct(s.size, s.refc, s.holders, s.refs, st.1, store);
             st.1 += 1;
         }
         at += refs.len();
