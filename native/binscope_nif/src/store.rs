@@ -114,6 +114,7 @@ impl Resource for OwnerWatch {
 
 pub fn on_load(_env: Env) -> bool {
     REGISTRY.set_memory_limit(machine_memory_limit());
+    crate::allocator::use_zeroed_arena();
     true
 }
 

@@ -5,6 +5,7 @@
 use std::alloc::{alloc_zeroed, Layout};
 use std::ops::Deref;
 use std::ptr::NonNull;
+use std::sync::OnceLock;
 
 use super::buffer_pool::{self, Block};
 
@@ -150,14 +151,37 @@ pub fn try_filled_until(
     }
 }
 
-/// Large zeroed payloads come from `alloc_zeroed`, which maps fresh pages it never has to write.
+/// Where large zeroed payloads come from: a function returning null or `layout.size()` zeroed
+/// bytes that the global allocator's `dealloc` frees with `layout` (as `alloc_zeroed` does).
+pub type ZeroedSource = unsafe fn(Layout) -> *mut u8;
+
+static ZEROED_SOURCE: OnceLock<ZeroedSource> = OnceLock::new();
+
+/// Makes `source` the origin of large zeroed payloads instead of `alloc_zeroed` (once; `false` if
+/// one was set before).
+///
+/// Why: an allocator meets a zeroed request from a freed extent by discarding its pages
+/// (jemalloc: `MADV_DONTNEED`), which is what makes such a payload free of writes. In an arena
+/// shared with copies, those are the warm pages the next copy would have reused, and it faults
+/// every page back in instead. The NIF gives zeroed payloads an arena of their own.
+///
+/// # Safety
+/// `source` must keep the contract of [`ZeroedSource`] for every layout, on every thread.
+pub unsafe fn set_zeroed_source(source: ZeroedSource) -> bool {
+    ZEROED_SOURCE.set(source).is_ok()
+}
+
+/// Large zeroed payloads come from the zeroed source (default `alloc_zeroed`), which maps fresh
+/// pages it never has to write.
 fn try_zeroed(size: usize) -> Option<Payload> {
     let total = size.checked_add(2 * GUARD)?;
     let layout = Layout::array::<u8>(total).ok()?;
+    let source = ZEROED_SOURCE.get().copied().unwrap_or(alloc_zeroed);
     // SAFETY: the layout has a non-zero size (at least the guards). A non-null result points at
-    // `total` zeroed bytes allocated with the global allocator and exactly this layout, which is
-    // what `buffer_pool` frees a block of a size outside its classes with.
-    let ptr = NonNull::new(unsafe { alloc_zeroed(layout) })?;
+    // `total` zeroed bytes that the global allocator frees with exactly this layout (the
+    // contract of `ZeroedSource`), which is what `buffer_pool` frees a block of a size outside
+    // its classes with.
+    let ptr = NonNull::new(unsafe { source(layout) })?;
     Some(Payload {
         block: Some(Block { ptr, layout }),
         len: size,
@@ -175,6 +199,30 @@ mod tests {
         assert_eq!(&*try_filled(4, 0).unwrap(), &[0, 0, 0, 0]);
         assert!(try_filled(0, 0).unwrap().is_empty());
         assert!(try_filled(0, 9).unwrap().is_empty());
+    }
+
+    #[test]
+    fn large_zeroed_payloads_come_from_the_zeroed_source() {
+        use std::cell::Cell;
+        thread_local! {
+            // Per thread: other tests may make zeroed payloads at the same time.
+            static ASKED: Cell<usize> = const { Cell::new(0) };
+        }
+        unsafe fn counting(layout: Layout) -> *mut u8 {
+            ASKED.with(|a| a.set(a.get() + layout.size()));
+            // SAFETY: as `try_zeroed`'s own call: a non-zero size.
+            unsafe { alloc_zeroed(layout) }
+        }
+        // SAFETY: `counting` is `alloc_zeroed`, counted.
+        assert!(unsafe { set_zeroed_source(counting) });
+        assert!(!unsafe { set_zeroed_source(counting) }, "set once");
+        let size = buffer_pool::MAX_BLOCK + 1;
+        let zeroed = try_filled(size, 0).unwrap();
+        assert!(zeroed.iter().all(|&b| b == 0));
+        assert_eq!(ASKED.with(Cell::get), size + 2 * GUARD);
+        // Filled and small payloads do not ask it.
+        drop((try_filled(size, 1), try_filled(64, 0), try_copy(&[1; 64])));
+        assert_eq!(ASKED.with(Cell::get), size + 2 * GUARD);
     }
 
     #[test]
