@@ -41,8 +41,9 @@ bench: setup
 ## interleaved, ratios from one run, plus the floor (one process_info/2 per process) and the
 ## worst long_schedule / long_gc the scanner saw. Needs about 3.5 GB and 10-20 minutes on
 ## 2 cores; reports (markdown, CSV) to reports/bench/scale.* (or $$BINSCOPE_REPORT_DIR/bench/).
-## Sizes: BINSCOPE_SCALE_SMALL, BINSCOPE_SCALE_LARGE, BINSCOPE_SCALE_ROUNDS; some rows only:
-## BINSCOPE_SCALE_ONLY=floor,snapshot (names: floor targeted snapshot full basic proof).
+## Sizes: BINSCOPE_SCALE_SMALL, BINSCOPE_SCALE_LARGE; rounds: BINSCOPE_SCALE_ROUNDS (at the large
+## size), BINSCOPE_SCALE_SMALL_ROUNDS; some rows only: BINSCOPE_SCALE_ONLY=targeted,snapshot
+## (names: targeted snapshot full basic dry_run top; the floor runs at every size used).
 ## `make test` runs a smoke version (test/bench/scale_smoke_test.exs).
 bench-scale: setup
 	cd mix_project && ELIXIR_ERL_OPTIONS="+P 4194304 $${ELIXIR_ERL_OPTIONS:-}" MIX_ENV=test \

@@ -1,6 +1,7 @@
 defmodule Binscope.Bench.ScaleBenchTest do
   # The scale suite (report, not a timed test): `make bench-scale` runs it at 50k and 1M
-  # processes (BINSCOPE_SCALE_SMALL / BINSCOPE_SCALE_LARGE / BINSCOPE_SCALE_ROUNDS override;
+  # processes (BINSCOPE_SCALE_SMALL / BINSCOPE_SCALE_LARGE / BINSCOPE_SCALE_ROUNDS /
+  # BINSCOPE_SCALE_SMALL_ROUNDS override;
   # BINSCOPE_SCALE_ONLY=basic,full runs only those rows, see Scale.rows/0).
   # The VM needs a process limit above the large size: the Makefile passes +P.
   use ExUnit.Case, async: false
@@ -16,7 +17,8 @@ defmodule Binscope.Bench.ScaleBenchTest do
       for {key, var} <- [
             small: "BINSCOPE_SCALE_SMALL",
             large: "BINSCOPE_SCALE_LARGE",
-            rounds: "BINSCOPE_SCALE_ROUNDS"
+            rounds: "BINSCOPE_SCALE_ROUNDS",
+            small_rounds: "BINSCOPE_SCALE_SMALL_ROUNDS"
           ],
           v = System.get_env(var),
           do: {key, String.to_integer(v)}

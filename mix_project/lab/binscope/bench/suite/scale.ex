@@ -10,7 +10,8 @@ defmodule Binscope.Bench.Suite.Scale do
   without a collection: garbage only a GC frees, `(leak_bins + i) * bin_size` bytes exactly.
 
   Rows (each a ratio of medians, Binscope over its anchor, both measured in the same rounds,
-  the side that starts a round alternating):
+  the side that starts a round alternating; `small_rounds` rounds at `small`, `rounds` at
+  `large`):
 
     * `leaks()` (targeted) against `bin_leak(10)`, at `small` and `large`: plus how many of the
       leakers each found (Binscope: by bytes, every leaker's `reclaimed_bytes` equal to what it
@@ -43,6 +44,9 @@ defmodule Binscope.Bench.Suite.Scale do
     leak_bins: 8,
     bin_size: 65_536,
     rounds: 3,
+    # A run at `small` takes 0.1-0.3 s, and one pair of runs tells little: single snapshot/sweep
+    # pairs at 50k read 1.03-1.56x in one VM, medians of 16 pairs 1.19-1.26x in six VMs.
+    small_rounds: 11,
     long_gc_ms: 10,
     only: nil
   ]
@@ -62,7 +66,7 @@ defmodule Binscope.Bench.Suite.Scale do
   """
   @spec smoke_opts() :: keyword()
   def smoke_opts,
-    do: [small: 1_500, large: 3_000, rounds: 1, leakers: 10, leak_bins: 2, bin_size: 1_048_576]
+    do: [small: 1_500, large: 3_000, rounds: 1, small_rounds: 1, leakers: 10, leak_bins: 2, bin_size: 1_048_576]
 
   @doc """
   Runs every row, or with `only: [row]` (see `rows/0`) those rows only: a size none of them
@@ -92,6 +96,8 @@ defmodule Binscope.Bench.Suite.Scale do
   defp pick(specs, o), do: for({row, fun} <- specs, any?(o, [row]), do: fun.())
 
   defp small_rows(n, leakers, o) do
+    o = Keyword.put(o, :rounds, o[:small_rounds])
+
     [floor_row(n)] ++
       pick(
         [
@@ -538,7 +544,8 @@ defmodule Binscope.Bench.Suite.Scale do
       intro:
         "Extra processes: #{o[:small]} and #{o[:large]} idle ones (one 100-byte refc binary each) " <>
           "plus #{o[:leakers]} leakers (leaker i drops #{o[:leak_bins]} + i binaries of " <>
-          "#{o[:bin_size]} bytes before every run). Median of #{o[:rounds]} runs per side, " <>
+          "#{o[:bin_size]} bytes before every run). Median of #{o[:small_rounds]} runs per side " <>
+          "at #{o[:small]}, #{o[:rounds]} at #{o[:large]}, " <>
           "sides interleaved; ratio = Binscope / anchor (lower is faster). Anchor: recon's " <>
           "algorithm (Binscope.Bench.ReconAnchor). Floor: one process_info(pid, [:binary]) " <>
           "per process. Peak: node memory (VM total + NIF allocated) above its value before " <>
