@@ -14,7 +14,7 @@ defmodule Binscope.Accounting do
   attribution runs on a dirty scheduler; `workers:` splits the scan, see `Binscope.processes/1`).
 
   Memory: the records are built on the calling process's heap, and the room for them is reserved
-  (its `min_heap_size` and `min_bin_vheap_size` raised for the call, at most 128 MiB each, and
+  (its `min_heap_size` and `min_bin_vheap_size` raised for the call, at most 512 MiB each, and
   put back after) instead of growing the heap through a string of collections. A basic snapshot
   of this node keeps no `process_info/2` reply: the collector hands their figures to the NIF in
   batches as they arrive and keeps only the pids, so the scan runs in a small heap, as a plain
@@ -125,9 +125,11 @@ defmodule Binscope.Accounting do
   defp compact_snapshot(node, opts, [args], top, deadline) do
     with {:ok, raw} <- Remote.call(node, :snapshot, [Map.put(args, :compact, true)], deadline) do
       n = processes(opts)
+      # A scan that selects (a leak scan) builds the records of its few picks only.
+      words = if opts[:select], do: 0, else: n * @record_words
 
       result =
-        Heap.reserve(n * @record_words, n * (@share_words + @extra_words), fn ->
+        Heap.reserve(words, n * (@share_words + @extra_words), fn ->
           {:ok, attribute(sampled_at(raw), top, deadline, opts[:select])}
         end)
 

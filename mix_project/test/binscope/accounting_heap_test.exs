@@ -147,6 +147,29 @@ defmodule Binscope.AccountingHeapTest do
     end
   end
 
+  test "a scan that selects its records reserves no room for the ones it does not build" do
+    # A leak scan picks a few processes from the packed figures (`select:`): the room a whole
+    # node's records need (tens of words a process, 128 MiB at a million) would only be a
+    # collection into a block it never fills.
+    {before, during, records} =
+      in_process([], fn ->
+        {:min_heap_size, before} = Process.info(self(), :min_heap_size)
+
+        select = fn _shares ->
+          send(self(), Process.info(self(), :min_heap_size))
+          []
+        end
+
+        opts = %{detail: :basic, timeout: 30_000, select: select}
+        {:ok, s} = Binscope.Accounting.snapshot(node(), opts)
+        assert_received {:min_heap_size, during}
+        {before, during, s.processes}
+      end)
+
+    assert records == []
+    assert during == before
+  end
+
   @procs 30_000
 
   test "a local snapshot runs in its reservation: no collection once the heap has grown to it" do

@@ -7,10 +7,13 @@ defmodule Binscope.Accounting.Heap do
   # snapshot without a reservation, 3.6 ms with one (a plain process_info sweep: 5.8 ms).
   @moduledoc false
 
-  # Never more than this (128 MiB on a 64-bit VM): a reservation asks for its whole heap in one
+  # Never more than this (512 MiB on a 64-bit VM): a reservation asks for its whole heap in one
   # block, while growth the usual way frees garbage on the way. Larger scans grow as usual
-  # beyond it.
-  @max_words 16 * 1024 * 1024
+  # beyond it. The block is address space until used, but `:erlang.memory/1` counts all of it.
+  # A basic snapshot of a million processes needs about 20M words for its records: under a
+  # cap of 16M words (128 MiB) their build collected half-way and took 350-574 ms, with the
+  # whole room reserved 217-224 ms.
+  @max_words 64 * 1024 * 1024
 
   @doc "The largest reservation, in words."
   @spec max_words() :: pos_integer()
