@@ -224,4 +224,41 @@ defmodule Binscope.AccountingHeapTest do
       Enum.each(idle, &Process.exit(&1, :kill))
     end
   end
+
+  test "a full leak scan receives its round's results in a reservation" do
+    me = self()
+
+    idle =
+      for i <- 1..@procs do
+        spawn(fn ->
+          own = :binary.copy(<<i::32>>, 25)
+          send(me, :ready)
+
+          receive do
+            :stop -> byte_size(own)
+          end
+        end)
+      end
+
+    for _ <- idle, do: assert_receive(:ready, 5_000)
+    {:ok, modules} = :application.get_key(:binscope, :modules)
+    Enum.each(modules, &Code.ensure_loaded!/1)
+    opts = Binscope.Accounting.Options.validate!(:leaks, mode: :full, limit: 5)
+
+    try do
+      {count, blocks} =
+        in_process([], fn ->
+          {{:ok, found}, blocks} = collections_during(fn -> Binscope.Leaks.find(node(), opts) end)
+          {length(found), blocks}
+        end)
+
+      assert count <= 5
+      # The results (about 23 words a process) come in pieces of a thousand. Grown the usual
+      # way the heap went through ten collections, each copying everything received so far, up
+      # to a heap of 514,838 words; in the reservation no collection is of a grown heap.
+      assert Enum.filter(blocks, &(&1 > 10 * @procs)) == [], "collections: #{inspect(blocks)}"
+    after
+      Enum.each(idle, &Process.exit(&1, :kill))
+    end
+  end
 end
