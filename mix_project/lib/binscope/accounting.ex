@@ -304,7 +304,12 @@ defmodule Binscope.Accounting do
       end
 
     reds = if reds?, do: reds, else: :undefined
-    name = Map.get(names, pid)
+
+    name =
+      case names do
+        %{^pid => name} -> name
+        %{} -> nil
+      end
 
     r =
       basic_map(
