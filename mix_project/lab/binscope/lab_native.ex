@@ -18,7 +18,7 @@ defmodule Binscope.Lab.Native do
   def chart_bars(_path, _title, _y_label, _bars), do: err()
 
   # floor.rs
-  def floor_memcpy(_size, _calls), do: err()
+  def floor_copy(_size, _calls), do: err()
   def floor_resource_put(_binary), do: err()
 
   defp err, do: :erlang.nif_error(:not_loaded)

@@ -1,4 +1,4 @@
-//! The physical floor of a put (NIFs prefixed `floor_`): `memcpy` of the same bytes in the same
+//! The physical floor of a put (NIFs prefixed `floor_`): the copy of the same bytes in the same
 //! steady cycle the store bench runs (a window of 8 live buffers), so the bench report can show
 //! how close `Binscope.Store.put/2` and `:binary.copy/1` come to the copy itself.
 
@@ -6,27 +6,39 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::Instant;
 
-use binscope_core::store::release_backlog;
+use binscope_core::store::{release_backlog, stream};
 
 const WINDOW: usize = 8;
 
 /// `{warm_ns, fresh_ns}` per copy of `size` bytes over `calls` copies: `warm` copies into the 8
-/// buffers of the window in turn (allocated once: the memory bandwidth floor); `fresh` allocates
+/// buffers of the window in turn (allocated once: the memory bandwidth floor), the faster of
+/// `memcpy` and the store's own streaming copy (which wins from `stream::STREAM_MIN` on, so a
+/// `memcpy` floor alone would sit above what the store reaches there); `fresh` allocates
 /// each destination and drops the oldest of the window (what a copy that keeps its result pays
 /// to the system allocator). Runs on a dirty scheduler: it may take many milliseconds.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn floor_memcpy(size: usize, calls: usize) -> (u64, u64) {
+fn floor_copy(size: usize, calls: usize) -> (u64, u64) {
     let src = vec![1u8; size];
     let calls = calls.max(1);
     // Written once before timing: `vec![0; n]` maps zero pages lazily, and the first write to
     // each page would fault (that is the fresh-page cost, measured by `fresh`, not the floor).
-    let mut ring: Vec<Vec<u8>> = (0..WINDOW).map(|_| src.clone()).collect();
-    let start = Instant::now();
-    for i in 0..calls {
-        ring[i % WINDOW].copy_from_slice(black_box(&src));
-        black_box(&ring[i % WINDOW]);
-    }
-    let warm = start.elapsed().as_nanos() as u64 / calls as u64;
+    let mut ring: Vec<Vec<std::mem::MaybeUninit<u8>>> = (0..WINDOW)
+        .map(|_| vec![std::mem::MaybeUninit::new(1); size])
+        .collect();
+    let mut time = |copy: fn(&mut [std::mem::MaybeUninit<u8>], &[u8])| {
+        let start = Instant::now();
+        for i in 0..calls {
+            copy(&mut ring[i % WINDOW], black_box(&src));
+            black_box(&ring[i % WINDOW]);
+        }
+        start.elapsed().as_nanos() as u64 / calls as u64
+    };
+    let memcpy = time(|dst, src| {
+        assert_eq!(dst.len(), src.len());
+        // SAFETY: `dst` and `src` have the same length (asserted) and do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast(), src.len()) }
+    });
+    let warm = memcpy.min(time(stream::copy));
     drop(ring);
     let mut window: VecDeque<Vec<u8>> = VecDeque::with_capacity(WINDOW + 1);
     let start = Instant::now();

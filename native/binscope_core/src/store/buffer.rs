@@ -8,6 +8,7 @@ use std::ptr::NonNull;
 use std::sync::OnceLock;
 
 use super::buffer_pool::{self, Block};
+use super::stream;
 
 /// Bytes kept readable before and after every payload. The VM reads a binary's bytes with
 /// word-sized loads that may reach a few bytes outside the binary (its own binaries have headers
@@ -95,12 +96,7 @@ fn make(len: usize, write: impl FnOnce(&mut [std::mem::MaybeUninit<u8>])) -> Opt
 
 /// A copy of `src`, or `None` when the allocator refuses.
 pub fn try_copy(src: &[u8]) -> Option<Payload> {
-    make(src.len(), |dst| {
-        // SAFETY: `dst` has exactly `src.len()` bytes and does not overlap `src`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), src.len())
-        }
-    })
+    make(src.len(), |dst| stream::copy(dst, src))
 }
 
 /// `size` bytes set to `fill`, or `None` when the allocator refuses. A zero fill above the
@@ -141,7 +137,7 @@ pub fn try_filled_until(
                 stopped = true;
                 return;
             }
-            chunk.fill(std::mem::MaybeUninit::new(fill));
+            stream::fill(chunk, fill);
         }
     });
     match made {

@@ -18,6 +18,7 @@ mod registry;
 pub mod release_backlog;
 pub mod space;
 mod stats;
+pub mod stream;
 
 pub use blob::Blob;
 pub use label::{Label, LabelKind};
