@@ -39,7 +39,7 @@ bench: setup
 ## The scale suite: leaks(), leaks(mode: :full), processes(detail: :basic) and snapshot() on a
 ## node of 50k and 1M extra processes, each beside recon's algorithm (Binscope.Bench.ReconAnchor),
 ## interleaved, ratios from one run, plus the floor (one process_info/2 per process) and the
-## worst long_schedule / long_gc the scanner saw. Needs about 3.5 GB and 10-20 minutes on
+## worst long_schedule / long_gc the scanner saw and where. Needs about 3.5 GB and 2-5 minutes on
 ## 2 cores; reports (markdown, CSV) to reports/bench/scale.* (or $$BINSCOPE_REPORT_DIR/bench/).
 ## Sizes: BINSCOPE_SCALE_SMALL, BINSCOPE_SCALE_LARGE; rounds: BINSCOPE_SCALE_ROUNDS (at the large
 ## size), BINSCOPE_SCALE_SMALL_ROUNDS; some rows only: BINSCOPE_SCALE_ONLY=targeted,snapshot

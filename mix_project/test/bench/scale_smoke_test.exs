@@ -43,6 +43,13 @@ defmodule Binscope.Bench.ScaleSmokeTest do
     assert length(proofs) == 6
     assert Enum.all?(proofs, &(is_integer(&1.long_schedule_ms) and &1.n == o[:large]))
 
+    # A row that saw a long_schedule says where its worst one was; one that saw none, nothing.
+    for row <- pairs ++ proofs do
+      if row.long_schedule_ms > 0,
+        do: assert(row.long_schedule_at =~ " -> "),
+        else: assert(row.long_schedule_at == nil)
+    end
+
     floors = Enum.filter(r.rows, &Map.has_key?(&1, :floor_ns))
     assert Enum.map(floors, & &1.n) == [o[:small], o[:large]]
     assert Enum.all?(floors, &(&1.floor_ns > 0))
@@ -52,7 +59,7 @@ defmodule Binscope.Bench.ScaleSmokeTest do
 
     assert {:ok, paths} = Report.write("scale", r.report, dir)
     assert File.read!(Path.join(dir, "scale.csv")) =~ "leaks(mode: :full)"
-    assert length(paths) == 4
+    assert length(paths) == 5
     File.rm_rf!(dir)
   end
 

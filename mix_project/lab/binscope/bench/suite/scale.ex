@@ -73,7 +73,8 @@ defmodule Binscope.Bench.Suite.Scale do
   uses is not populated. Returns `%{rows: [row], report: report}`; a row is a map with `:name`, `:n`,
   `:ours`, `:anchor` (names), `:ours_ns`, `:anchor_ns` (each run's time), `:ratio`, `:found`,
   `:anchor_found`, `:ours_peak`, `:anchor_peak` (bytes), `:result_bytes_per_process`,
-  `:long_schedule_ms` and `:long_gc_ms` (the worst the scanner saw), `:load`.
+  `:long_schedule_ms` and `:long_gc_ms` (the worst the scanner saw), `:long_schedule_at` (where
+  that worst one was scheduled in and out, `nil` without one), `:load`.
   """
   @spec run(keyword()) :: %{rows: [map()], report: map()}
   def run(opts \\ []) do
@@ -178,6 +179,7 @@ defmodule Binscope.Bench.Suite.Scale do
         proof: name,
         n: n,
         long_schedule_ms: r.long_schedule,
+        long_schedule_at: r.long_schedule_at,
         reports: r.scan_reports,
         control_long_schedule_ms: r.control_long_schedule,
         long_gc_ms: r.long_gc,
@@ -334,6 +336,7 @@ defmodule Binscope.Bench.Suite.Scale do
       result_bytes_per_process: if(is_map(last) and last[:bytes], do: last.bytes / n),
       results: if(is_map(last), do: last[:results]),
       long_schedule_ms: mine |> Enum.map(& &1.long_schedule) |> Enum.max(),
+      long_schedule_at: mine |> Enum.max_by(& &1.long_schedule) |> Map.fetch!(:long_schedule_at),
       long_gc_ms: mine |> Enum.map(& &1.long_gc) |> Enum.max(),
       anchor_long_schedule_ms: theirs |> Enum.map(& &1.long_schedule) |> Enum.max(),
       load: load()
@@ -372,7 +375,9 @@ defmodule Binscope.Bench.Suite.Scale do
     ignore = [me, sampler]
 
     watcher =
-      spawn(fn -> watch(control, ignore, %{scan: 0, scan_gc: 0, control: 0, reports: 0}) end)
+      spawn(fn ->
+        watch(control, ignore, %{scan: 0, scan_at: nil, scan_gc: 0, control: 0, reports: 0})
+      end)
 
     previous = :erlang.system_monitor(watcher, [{:long_schedule, 1}, {:long_gc, o[:long_gc_ms]}])
 
@@ -403,6 +408,7 @@ defmodule Binscope.Bench.Suite.Scale do
       result: result,
       peak: peak - base,
       long_schedule: seen.scan,
+      long_schedule_at: seen.scan_at,
       long_gc: seen.scan_gc,
       control_long_schedule: seen.control,
       scan_reports: seen.reports
@@ -422,7 +428,7 @@ defmodule Binscope.Bench.Suite.Scale do
   defp watch(control, ignore, seen) do
     receive do
       {:monitor, pid, kind, info} ->
-        watch(control, ignore, classify(pid, kind, info[:timeout] || 0, control, ignore, seen))
+        watch(control, ignore, classify(pid, kind, info, control, ignore, seen))
 
       {:stop, from} ->
         # Reports sent before the monitor was switched off are already queued.
@@ -433,23 +439,34 @@ defmodule Binscope.Bench.Suite.Scale do
   defp drain(control, ignore, seen) do
     receive do
       {:monitor, pid, kind, info} ->
-        drain(control, ignore, classify(pid, kind, info[:timeout] || 0, control, ignore, seen))
+        drain(control, ignore, classify(pid, kind, info, control, ignore, seen))
     after
       0 -> seen
     end
   end
 
-  defp classify(control, :long_schedule, t, control, _ignore, seen),
-    do: %{seen | control: max(seen.control, t)}
+  defp classify(control, :long_schedule, info, control, _ignore, seen),
+    do: %{seen | control: max(seen.control, info[:timeout] || 0)}
 
-  defp classify(pid, kind, t, _control, ignore, seen) do
+  defp classify(pid, kind, info, _control, ignore, seen) do
+    t = info[:timeout] || 0
+
     cond do
       pid in ignore or not is_pid(pid) or population?(pid) -> seen
-      kind == :long_schedule -> %{seen | scan: max(seen.scan, t), reports: seen.reports + 1}
+      kind == :long_schedule -> %{longest(seen, t, info) | reports: seen.reports + 1}
       kind == :long_gc -> %{seen | scan_gc: max(seen.scan_gc, t)}
       true -> seen
     end
   end
+
+  # The scan's worst long_schedule so far, with where it was scheduled in and out.
+  defp longest(seen, t, info) when t > seen.scan,
+    do: %{seen | scan: t, scan_at: where(info[:in]) <> " -> " <> where(info[:out])}
+
+  defp longest(seen, _t, _info), do: seen
+
+  defp where({m, f, a}), do: "#{inspect(m)}.#{f}/#{a}"
+  defp where(other), do: inspect(other)
 
   defp population?(pid) do
     case Process.info(pid, :current_function) do
@@ -539,6 +556,11 @@ defmodule Binscope.Bench.Suite.Scale do
         ]
       end
 
+    where_rows =
+      for %{long_schedule_at: at} = r <- rows, at != nil do
+        [r.n, r[:proof] || r.name, r.long_schedule_ms, at]
+      end
+
     %{
       title: "Scans at scale",
       intro:
@@ -586,6 +608,11 @@ defmodule Binscope.Bench.Suite.Scale do
             "load"
           ],
           rows: proof_rows
+        },
+        %{
+          title: "where the scan's worst long_schedule of each row was (scheduled in -> out)",
+          headers: ["processes", "operation", "ms", "in -> out"],
+          rows: where_rows
         }
       ]
     }
