@@ -43,7 +43,8 @@ ets_binaries_of(T, Max, Deadline) ->
         _ ->
             Parent = self(),
             Tag = make_ref(),
-            {Pid, MRef} = spawn_monitor(fun() -> Parent ! {Tag, read_table(T, Max)} end),
+            {Pid, MRef} = spawn_opt(fun() -> Parent ! {Tag, read_table(T, Max)} end,
+                                    [monitor | binscope_collector:worker_opts()]),
             receive
                 {Tag, {Status, Bins}} ->
                     erlang:demonitor(MRef, [flush]),

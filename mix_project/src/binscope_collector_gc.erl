@@ -51,7 +51,7 @@ timed_gc(Pids, Calibration, Deadline) ->
     Tag = make_ref(),
     {Pid, MRef} =
         spawn_opt(fun() -> gc_pieces(Parent, Tag, targets(Pids, Parent), Calibration) end,
-                  [monitor]),
+                  [monitor | binscope_collector:worker_opts()]),
     W = {Tag, Pid, MRef, []},
     try gc_results(W, Deadline, [])
     catch

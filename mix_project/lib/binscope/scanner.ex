@@ -31,7 +31,7 @@ defmodule Binscope.Scanner do
           :erlang.garbage_collect()
           send(caller, {ref, result})
         end,
-        [:link, :monitor, {:message_queue_data, :off_heap}]
+        [:link, :monitor, {:message_queue_data, :off_heap} | :binscope_collector.worker_opts()]
       )
 
     receive do

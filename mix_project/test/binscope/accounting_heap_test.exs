@@ -249,17 +249,21 @@ defmodule Binscope.AccountingHeapTest do
     opts = Binscope.Accounting.Options.validate!(:leaks, mode: :full, limit: 5)
 
     try do
-      {count, blocks} =
+      {count, blocks, reserved} =
         in_process([], fn ->
+          reserved = 24 * :erlang.system_info(:process_count)
           {{:ok, found}, blocks} = collections_during(fn -> Binscope.Leaks.find(node(), opts) end)
-          {length(found), blocks}
+          {length(found), blocks, reserved}
         end)
 
       assert count <= 5
       # The results (about 23 words a process) come in pieces of a thousand. Grown the usual
       # way the heap went through ten collections, each copying everything received so far, up
-      # to a heap of 514,838 words; in the reservation no collection is of a grown heap.
-      assert Enum.filter(blocks, &(&1 > 10 * @procs)) == [], "collections: #{inspect(blocks)}"
+      # to a heap of 514,838 words; in the reservation no collection is of a grown heap. One of
+      # the reserved block itself is the round outgrowing its room (processes left by earlier
+      # tests list more binaries than these): seen once, in the whole suite on OTP 29.
+      grown = Enum.filter(blocks, &(&1 > 10 * @procs and &1 < reserved))
+      assert grown == [], "collections: #{inspect(blocks)}, #{reserved} words reserved"
     after
       Enum.each(idle, &Process.exit(&1, :kill))
     end

@@ -337,14 +337,21 @@ defmodule Binscope.StoreTest do
     # arenas one would take such a block and discard its pages, which the next put would then
     # fault back in one by one: the process's resident memory fell by 16 MiB (by `statm`;
     # jemalloc's own `resident` counts discarded pages as resident).
+    # The VM may return memory of its own meanwhile (10 MiB once, on OTP 27): up to three tries,
+    # one with the process's resident memory kept suffices; the discard happened on every try.
     src = :binary.copy(<<1>>, 16 * @mib)
-    in_process(fn -> for _ <- 1..4, do: byte_size(Store.put!(src)) end)
 
-    before = resident_bytes()
-    zeroed = for _ <- 1..4, do: Store.alloc!(16 * @mib)
-    now = resident_bytes()
-    assert Enum.all?(zeroed, &(&1 == <<0::size(16 * @mib)-unit(8)>>))
-    assert now > before - 8 * @mib, "resident memory fell by #{div(before - now, @mib)} MiB"
+    falls =
+      Enum.reduce_while(1..3, [], fn _, falls ->
+        in_process(fn -> for _ <- 1..4, do: byte_size(Store.put!(src)) end)
+        before = resident_bytes()
+        zeroed = for _ <- 1..4, do: Store.alloc!(16 * @mib)
+        fell = before - resident_bytes()
+        assert Enum.all?(zeroed, &(&1 == <<0::size(16 * @mib)-unit(8)>>))
+        if fell < 8 * @mib, do: {:halt, :kept}, else: {:cont, [div(fell, @mib) | falls]}
+      end)
+
+    assert falls == :kept, "resident memory fell by #{inspect(falls)} MiB (newest first)"
   end
 
   defp resident_bytes do

@@ -49,7 +49,7 @@ defmodule Binscope.Memory.EtsTest do
     me = self()
 
     outcome =
-      SchedulerProof.clean_within(3, fn ->
+      SchedulerProof.clean_within(SchedulerProof.attempts(), fn ->
         {r, reports} =
           SchedulerProof.long_schedules(fn -> Binscope.ets_tables(limit: 20) end, &(&1 == me))
 

@@ -93,7 +93,7 @@ defmodule Binscope.Memory.ExternalTest do
     others = MapSet.new(Process.list())
 
     outcome =
-      SchedulerProof.clean_within(3, fn ->
+      SchedulerProof.clean_within(SchedulerProof.attempts(), fn ->
         {r, reports} =
           SchedulerProof.long_schedules(
             fn -> Binscope.binaries_elsewhere(max_objects: 300_000) end,

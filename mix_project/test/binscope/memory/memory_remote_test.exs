@@ -38,7 +38,7 @@ defmodule Binscope.Memory.RemoteTest do
     keep? = &(&1 == me or not MapSet.member?(before, &1))
 
     outcome =
-      SchedulerProof.clean_within(3, fn ->
+      SchedulerProof.clean_within(SchedulerProof.attempts(), fn ->
         {results, reports} =
           SchedulerProof.long_schedules(
             fn ->
@@ -77,7 +77,7 @@ defmodule Binscope.Memory.RemoteTest do
     me = self()
 
     outcome =
-      SchedulerProof.clean_within(3, fn ->
+      SchedulerProof.clean_within(SchedulerProof.attempts(), fn ->
         {results, reports} =
           SchedulerProof.long_schedules(
             fn -> for _ <- 1..20, do: Binscope.memory() end,
