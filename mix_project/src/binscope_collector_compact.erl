@@ -33,7 +33,8 @@
 %% the records scan).
 available() ->
     erlang:module_loaded(?NATIVE) andalso
-        erlang:function_exported(?NATIVE, accounting_scan_batch, 2).
+        erlang:function_exported(?NATIVE, accounting_scan_batch, 2) andalso
+        erlang:function_exported(?NATIVE, accounting_scan_new, 2).
 
 %% As binscope_collector:scan/2 (the same sources, the clock read every ?CHECK_EVERY processes,
 %% the store's mark read before the first process is listed), returning [#binscope_scan{}], or
@@ -45,7 +46,9 @@ scan(Source, #{calibration := C, items := Items} = Scan) ->
                   undefined -> nil;
                   {Offset, MagicSize} -> {Offset, MagicSize, Mark}
               end,
-    S = {?NATIVE:accounting_scan_new(Resolve), Items, binscope_collector_store:probe(C),
+    %% Room for the node's processes, reserved up front (see accounting_scan_new/2).
+    S = {?NATIVE:accounting_scan_new(Resolve, erlang:system_info(process_count)), Items,
+         binscope_collector_store:probe(C),
          maps:get(deadline, Scan, infinity)},
     Reds = lists:member(reductions, Items),
     case Source of

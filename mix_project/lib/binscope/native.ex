@@ -155,7 +155,7 @@ defmodule Binscope.Native do
 
   # accounting.rs
   def accounting_attribute(_lists, _slot, _top_shared), do: err()
-  def accounting_scan_new(_resolve), do: err()
+  def accounting_scan_new(_resolve, _processes), do: err()
   def accounting_scan_batch(_scan, _batch), do: err()
   def accounting_attribute_scans(_scans, _top_shared), do: err()
 

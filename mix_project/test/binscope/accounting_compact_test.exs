@@ -175,7 +175,7 @@ defmodule Binscope.AccountingCompactTest do
 
   test "the NIF refuses a malformed batch and adds none of it" do
     n = Binscope.Native
-    scan = n.accounting_scan_new(nil)
+    scan = n.accounting_scan_new(nil, 0)
     bin = {0x1000, 100, 1}
 
     for bad <- [
@@ -213,7 +213,7 @@ defmodule Binscope.AccountingCompactTest do
       n.accounting_attribute_scans([{scan, [{0, [bin]}, {1, [bin]}]}], 10)
     end
 
-    fresh = n.accounting_scan_new(nil)
+    fresh = n.accounting_scan_new(nil, 0)
     assert_raise ArgumentError, fn -> n.accounting_attribute_scans([{fresh, [{0, []}]}], 10) end
   end
 end
