@@ -87,7 +87,10 @@ defmodule Binscope.BenchTest do
       # run of 20 such lists, 40,000 words, read 34,949-36,373 when it had 6-7 collections,
       # 38,939-42,851 with 18-20), so the median once read 1,916 words a call.
       assert small.heap_words >= 1_700 and small.heap_words < 6_000, inspect(small)
-      assert cmp.ratios["list 10k"].heap_words > 9.0 and cmp.ratios["list 10k"].heap_words < 11.0
+      # The ratio is the two medians' (each with that error, so about 10x, not exactly: 1k read
+      # low once put it outside 9-11, on OTP 27).
+      assert_in_delta cmp.ratios["list 10k"].heap_words, big.heap_words / small.heap_words, 1.0e-9
+      assert cmp.ratios["list 10k"].heap_words > 7.0 and cmp.ratios["list 10k"].heap_words < 25.0
       # 20 lists of 10k elements (400k words) cannot fit the default young heap: collections ran.
       assert big.minor_gcs + big.major_gcs > 0
 

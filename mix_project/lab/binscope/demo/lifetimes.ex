@@ -61,6 +61,9 @@ defmodule Binscope.Demo.Lifetimes do
     idle = label_stats(label) |> Map.merge(Kit.proc(server))
     Kit.event(sampler, "manual GC")
     {gc_us, true} = :timer.tc(fn -> :erlang.garbage_collect(server) end)
+    # The collection drops the references; the VM runs the resources' destructors after it (as
+    # aux work), so the store's figures follow a moment later, as after the workers.
+    _ = Kit.eventually(fn -> label_count(label) == 0 end)
     collected = label_stats(label) |> Map.merge(Kit.proc(server))
     Kit.kill(server)
     Kit.event(sampler, "exit")

@@ -58,7 +58,9 @@ defmodule Binscope.Demo.ManualGc do
 
     Kit.event(sampler, "burst")
 
-    # A short-lived producer makes and sends the payloads, so only `leaky` references them.
+    # A short-lived producer makes and sends the payloads, so only `leaky` references them, and
+    # asks for the flush itself: its messages reach `leaky` in order, where a flush sent from
+    # here could overtake the last payload (one of 20 was missing from the count once).
     {producer, ref} =
       spawn_monitor(fn ->
         Enum.each(1..count, fn i ->
@@ -66,10 +68,11 @@ defmodule Binscope.Demo.ManualGc do
           native = Store.alloc!(size, fill: rem(i, 250) + 1, label: label)
           send(leaky, {:payload, ordinary, native})
         end)
+
+        :ok = Kit.call(leaky, :flush)
       end)
 
     receive do: ({:DOWN, ^ref, :process, ^producer, :normal} -> :ok)
-    :ok = Kit.call(leaky, :flush)
     Kit.event(sampler, "flush (all dropped), idle")
     Process.sleep(Keyword.get(opts, :idle_ms, 300))
     before = snapshot(leaky, label, base_vm)
