@@ -465,7 +465,7 @@ defmodule Binscope.Bench.Suite.Scale do
 
   defp longest(seen, _t, _info), do: seen
 
-  defp where({m, f, a}), do: "#{inspect(m)}.#{f}/#{a}"
+  defp where({m, f, a}), do: Exception.format_mfa(m, f, a)
   defp where(other), do: inspect(other)
 
   defp population?(pid) do
