@@ -21,10 +21,13 @@ defmodule Binscope.Demo.Hibernate do
     backlog (an `off_heap` message queue keeps it flat, shown alongside).
 
   So "hibernated?" is not read from the current function (which names gen_server's own loop on
-  OTP 28+). It is the documented effect of hibernation: a waiting process whose heap is below
-  its `min_heap_size` (hibernation shrinks the heap to the live data "even if that size is less
+  OTP 28+). It is the documented effect of hibernation: a heap below the process's
+  `min_heap_size` (hibernation shrinks the heap to the live data "even if that size is less
   than the minimum heap size"; no other collection does, and a fresh process starts at the
-  minimum). Collections are counted with `:erlang.trace/3` (`:garbage_collection`).
+  minimum). Nor is it read from the status: a hibernated process handles a `process_info`
+  request from another process itself and reads `:running` meanwhile (about 1% of reads while
+  the demo's sampler scans it). Collections are counted with `:erlang.trace/3`
+  (`:garbage_collection`).
   """
   @behaviour Binscope.Demo
 
@@ -164,7 +167,7 @@ defmodule Binscope.Demo.Hibernate do
     }
   end
 
-  # Hibernated: waiting, with a heap below the process's minimum (see the moduledoc). Also where
+  # Hibernated: a heap below the process's minimum (see the moduledoc). Also where
   # it waits and how many stack words it kept (1 after erlang:hibernate/3, which discards it).
   defp hibernating(servers) do
     Map.new(servers, fn {mode, pid} ->
@@ -181,7 +184,7 @@ defmodule Binscope.Demo.Hibernate do
 
       {mode,
        %{
-         hibernated?: i.status == :waiting and i.total_heap_size < i.min_heap_size,
+         hibernated?: i.total_heap_size < i.min_heap_size,
          function: i.current_function,
          stack_words: i.stack_size
        }}

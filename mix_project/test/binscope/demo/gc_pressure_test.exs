@@ -32,9 +32,14 @@ defmodule Binscope.Demo.GcPressureTest do
     burst = @frames * @size
     store = r.runs.store
 
-    # OTP 25 measured: peak 1 MiB, kept 512 KiB. Within 2x of that on every OTP.
-    assert store.peak <= 2 * 1024 * 1024, inspect(r.runs)
-    assert store.kept <= 1024 * 1024, inspect(r.runs)
+    # The server's binary virtual heap limit adapts to what survives its collections (frames
+    # still in its mailbox count as live), so how many dead frames wait for the next collection
+    # depends on scheduling: in 25 runs on OTP 27 the VM-binary run kept 2-9 frames (peak 7-11)
+    # and the store run 2-7 (peak 4-8). The bound is 16 frames, 4% of the burst; without the
+    # remedy the server keeps all of it (checked below).
+    bound = 16 * @size
+    assert store.peak <= bound, inspect(r.runs)
+    assert store.kept <= bound, inspect(r.runs)
     assert store.server_minor_gcs > 0
 
     if r.mode == :patched do
