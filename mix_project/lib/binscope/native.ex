@@ -55,8 +55,7 @@ defmodule Binscope.Native do
 
   defp patch_gc_pressure(probe, object) do
     with {:ok, {listed, size}} <- listed_header(object),
-         {:ok, _offset} <- gc_pressure_locate(probe, listed, size),
-         :ok <- poke_check(probe, listed, size),
+         :ok <- locate(probe, listed, size, 0),
          :ok <- charge_check() do
       if System.get_env("BINSCOPE_GC_PRESSURE", "on") in ["off", "false", "0"] do
         %{mode: :off, reason: "BINSCOPE_GC_PRESSURE=off"}
@@ -79,7 +78,21 @@ defmodule Binscope.Native do
     end
   end
 
-  # Writes a test size into the located word and reads it back through process_info/2.
+  # The header word equal to the listed size that process_info/2 lists, trying each such word in
+  # turn (another can hold the same value by chance: seen once on OTP 27, where calibration then
+  # gave up and left the store unpatched).
+  defp locate(probe, listed, size, nth) do
+    with {:ok, {_offset, candidates}} <- gc_pressure_locate(probe, listed, size, nth) do
+      case poke_check(probe, listed, size) do
+        :ok -> :ok
+        {:error, _} when nth + 1 < candidates -> locate(probe, listed, size, nth + 1)
+        {:error, reason} -> {:error, "#{reason} (#{candidates} candidates tried)"}
+      end
+    end
+  end
+
+  # Writes a test size into the located word and reads it back through process_info/2; the word
+  # is restored to the listed size, which it held.
   defp poke_check(probe, listed, size) do
     test = size + 4096
     true = gc_pressure_poke(probe, test)
@@ -167,7 +180,7 @@ defmodule Binscope.Native do
 
   # gc_pressure.rs
   def gc_pressure_probe(_len, _charged), do: err()
-  def gc_pressure_locate(_probe, _listed, _size), do: err()
+  def gc_pressure_locate(_probe, _listed, _size, _nth), do: err()
   def gc_pressure_poke(_probe, _value), do: err()
   def gc_pressure_reset, do: err()
   def gc_pressure_enable(_on), do: err()

@@ -90,11 +90,19 @@ fn gc_pressure_probe(env: Env, len: usize, charged: bool) -> NifResult<(Term, u6
     Ok((bin.to_term(env), object as u64))
 }
 
-/// Finds the `orig_size` word of the probe binary `probe` (listed by the VM at
-/// `listed` with size `size`): the one word between the listed address and the object equal to
-/// `size`. Sets the offset (not yet enabled) and returns it, or `{:error, reason}`.
+/// Candidate `nth` (0-based) for the `orig_size` word of the probe binary `probe` (listed by the
+/// VM at `listed` with size `size`): the words between the listed address and the object equal to
+/// `size`, in address order. Usually one; another header word can hold the same value by chance
+/// (seen once on OTP 27), so the caller tries each with `gc_pressure_poke` and keeps the one the
+/// VM lists. Sets the offset (not yet enabled) and returns `{offset, candidates}`, or
+/// `{:error, reason}`.
 #[rustler::nif]
-fn gc_pressure_locate(probe: ResourceArc<Probe>, listed: u64, size: u64) -> Result<i64, String> {
+fn gc_pressure_locate(
+    probe: ResourceArc<Probe>,
+    listed: u64,
+    size: u64,
+    nth: usize,
+) -> Result<(i64, usize), String> {
     let (object, listed) = (&*probe as *const Probe as usize, listed as usize);
     if listed >= object || object - listed > MAX_HEADER || listed % 8 != 0 || object % 8 != 0 {
         return Err(format!(
@@ -108,22 +116,25 @@ fn gc_pressure_locate(probe: ResourceArc<Probe>, listed: u64, size: u64) -> Resu
     let matches: Vec<usize> = (0..words)
         .filter(|&i| unsafe { ((listed + 8 * i) as *const u64).read() } == size)
         .collect();
-    match matches[..] {
-        [i] => {
+    match matches.get(nth) {
+        Some(&i) => {
             let offset = (listed + 8 * i) as isize - object as isize;
             FIELD_OFFSET.store(offset, Ordering::Relaxed);
             CALIBRATED.store(true, Ordering::Relaxed);
-            Ok(offset as i64)
+            Ok((offset as i64, matches.len()))
         }
-        _ => Err(format!(
-            "{} words of the header equal the listed size {size}",
+        None if matches.is_empty() => Err(format!(
+            "no word of the header equals the listed size {size}"
+        )),
+        None => Err(format!(
+            "no candidate {nth}: {} words of the header equal the listed size {size}",
             matches.len()
         )),
     }
 }
 
 /// Writes `value` into the located word of the probe binary `probe`: the check that the word is
-/// the size the VM lists, and the restore after it.
+/// the size the VM lists, and the restore after it (the word held the listed size before).
 #[rustler::nif]
 fn gc_pressure_poke(probe: ResourceArc<Probe>, value: u64) -> NifResult<bool> {
     if !CALIBRATED.load(Ordering::Relaxed) || value > isize::MAX as u64 {

@@ -24,8 +24,11 @@ defmodule Binscope.Hardening.FaultsTest do
     # when its heap is freed after that (measured: up to ~60 ms after its DOWN while the dirty
     # schedulers work through the other copies). Exact means back to the baseline once they are
     # gone, and staying there.
+    # Seen once on OTP 29: 32 MiB (one put) still reserved after the last DOWN, with the live
+    # counters already back and settled. So the reservation too must come back within the
+    # bound, not at once; a reservation never released still fails here.
     for ref <- refs, do: assert_receive({:DOWN, ^ref, :process, _, :killed}, 10_000)
-    assert eventually(fn -> live() == base end, 5_000)
+    assert eventually(fn -> live() == base and Store.stats().reserved_bytes == 0 end, 5_000)
     assert settle() == base
     assert Store.live(label: :killed_mid_put) == []
     assert Store.stats().reserved_bytes == 0

@@ -112,12 +112,12 @@ defmodule Binscope.Hardening.TimeoutTest do
     results = check_bound([nodes: [c.node, node()]], &Map.fetch!(elem(&1, 1), c.node))
     assert {"leaks full", _, :error} = List.keyfind(results, "leaks full", 0)
 
-    # The same call with node: and nodes: gives the same outcome.
-    for t <- [20, 5_000] do
-      a = Binscope.memory(node: c.node, timeout: t)
-      {:ok, %{} = b} = Binscope.memory(nodes: [c.node], timeout: t)
-      assert elem(a, 0) == elem(b[c.node], 0)
-    end
+    # The same call with node: and nodes: gives the same outcome, for a call that finishes and
+    # for one that cannot (a forced GC of 100k processes in 50 ms). Not a call near its bound:
+    # memory/1 took 2-13 ms here, so at a 20 ms timeout either outcome is right.
+    assert {:ok, _} = Binscope.memory(node: c.node, timeout: 5_000)
+    assert {:ok, %{} = b} = Binscope.memory(nodes: [c.node], timeout: 5_000)
+    assert {:ok, _} = b[c.node]
 
     assert {:error, :timeout} = Binscope.leaks(mode: :full, node: c.node, timeout: 50)
 
