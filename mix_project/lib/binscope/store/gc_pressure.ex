@@ -25,8 +25,10 @@ defmodule Binscope.Store.GcPressure do
 
     1. it measures whether the VM already charges a probe's payload (OTP 25, or a future OTP with
        the upstream fix); if it does, nothing is ever written (`mode: :native`);
-    2. otherwise it finds the one word of the probe's magic binary equal to the size the VM lists
-       for it, writes a test value there and checks that `process_info/2` lists exactly that;
+    2. otherwise it finds the word of the probe's magic binary equal to the size the VM lists
+       for it, writes a test value there and checks that `process_info/2` lists exactly that
+       (where another header word holds the same value by chance, as seen once on OTP 27, each
+       such word is tried in turn and restored);
     3. it then makes a second probe the way store binaries are made and checks that the process's
        virtual binary heap grew by the payload.
 
