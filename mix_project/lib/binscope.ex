@@ -176,6 +176,10 @@ defmodule Binscope do
     on_target(o, &Accounting.snapshot(&2, &1))
   end
 
+  @doc "Like `snapshot/1`, raising `Binscope.Error` on failure."
+  @spec snapshot!(keyword()) :: map() | per_node(map())
+  def snapshot!(opts \\ []), do: bang(snapshot(opts))
+
   @doc """
   The `n` processes with the largest `by:` metric; any numeric field of
   `processes/1` works (with `detail: :basic`, one of the fields it collects). Same cost as
@@ -266,6 +270,10 @@ defmodule Binscope do
 
     on_target(o, &Binscope.Memory.External.report(&2, &1))
   end
+
+  @doc "Like `binaries_elsewhere/1`, raising `Binscope.Error` on failure."
+  @spec binaries_elsewhere!(keyword()) :: map() | per_node(map())
+  def binaries_elsewhere!(opts \\ []), do: bang(binaries_elsewhere(opts))
 
   @doc """
   Processes holding binaries that only a GC would free, largest `reclaimed_bytes` first. See

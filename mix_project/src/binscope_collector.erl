@@ -177,19 +177,20 @@ label_item() ->
         error:badarg -> []
     end.
 
-%% A whole-node scan. Split among workers on OTP 28+, it takes pids from the processes iterator:
-%% the scanner then never holds the list of every pid next to the chunks split from it (the
-%% caller keeps only the workers' chunks, for rescans). Measured at 200k processes on OTP 29
-%% (basic detail, 2 workers): 21-23 MiB of heap in use against 27-29 MiB from the list; at full
-%% detail, within the spread of runs. A single
-%% scanner consumes the list as it builds records, which outweigh it (measured: the same heap in
-%% use either way, and its heap blocks no smaller), so it keeps erlang:processes(), as do older
-%% OTPs. A scan that presamples its shares' ends (window_ms) takes the list too: the iterator
-%% cannot tell which pids come last.
+%% A whole-node scan. On OTP 28+ it takes pids from the processes iterator, with one worker or
+%% several. erlang:processes/0 builds the list of every pid in one BIF call: at 1M processes on
+%% OTP 29 that call held its scheduler up to 61 ms (the first call, into fresh pages; later
+%% calls 3-4 ms slices), while a walk of the iterator saw at most 5 ms, as much as a loop of plain
+%% code saw there. Split among workers, the scanner then also never holds the list of every pid
+%% next to the chunks split from it (the caller keeps only the workers' chunks, for rescans).
+%% Measured at 200k processes on OTP 29 (basic detail, 2 workers): 21-23 MiB of heap in use
+%% against 27-29 MiB from the list. OTP 25-27 have no iterator and take the list. So does a
+%% scan that presamples its shares' ends (window_ms): the iterator cannot tell which pids come
+%% last.
 whole_node(#{presample := Presample} = Scan, WorkersOpt) ->
     Iterator = Presample =:= 0 andalso erlang:function_exported(erlang, processes_iterator, 0),
     case Iterator andalso workers(WorkersOpt, erlang:system_info(process_count)) of
-        K when is_integer(K), K > 1 ->
+        K when is_integer(K) ->
             Procs = collect_iter(erlang:processes_iterator(), Scan, K),
             {K, {Procs, erlang:monotonic_time(microsecond)}};
         _ ->

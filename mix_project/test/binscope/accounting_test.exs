@@ -223,6 +223,25 @@ defmodule Binscope.AccountingTest do
     end
   end
 
+  test "every call that returns {:ok, _} | {:error, _} has a bang variant that unwraps it" do
+    bangless = [:print]
+
+    for {fun, arity} <- Binscope.__info__(:functions),
+        not String.ends_with?(Atom.to_string(fun), "!"),
+        fun not in bangless do
+      assert function_exported?(Binscope, :"#{fun}!", arity), "#{fun}/#{arity} has no bang"
+    end
+
+    pid = spawn(fn -> receive(do: (:stop -> :ok)) end)
+    assert %{processes: [%{pid: ^pid}]} = Binscope.snapshot!(pids: [pid], detail: :basic)
+    assert %{} = Binscope.binaries_elsewhere!(read_tables: false)
+    send(pid, :stop)
+
+    unless Node.alive?() do
+      assert_raise Binscope.Error, ~r/not_distributed/, fn -> Binscope.snapshot!(node: :x@y) end
+    end
+  end
+
   test "the store address calibration checks itself and refuses on a mismatch" do
     _ = Store.stats()
     assert {:ok, {offset, size}} = :binscope_collector.calibration_status()
