@@ -69,12 +69,8 @@ build_on() {
   if [ "$otp" != "$host_otp" ]; then
     local root
     root=$(root_of "$otp")
-    # The tracked files, as scripts/test_otp.sh copies them (no rsync: a fresh Debian lacks it),
-    # over the previous copy, whose build output (target/, _build/) is kept.
-    mkdir -p "$root$dir"
-    git ls-files -z --cached |
-      xargs -0 -r sh -c 'for f; do [ -e "$f" ] || [ -L "$f" ] && printf "%s\0" "$f"; done' sh |
-      tar --null -T - -cf - | tar -C "$root$dir" -xf -
+    # The tracked files, over the previous copy, whose build output (target/, _build/) is kept.
+    "$repo/scripts/copy_tracked.sh" "$repo" "$root$dir"
   fi
   echo "cross-otp: building on OTP $otp" >&2
   on_otp "$otp" "cd $(project_on "$otp")/mix_project && MIX_ENV=test mix compile"

@@ -44,11 +44,7 @@ if [ -z "$(ls -A "$root$inner/target" 2>/dev/null)" ]; then
   fi
 fi
 rm -rf "${root:?}$src"
-mkdir -p "$root$src"
-# A tracked file deleted in the working tree is skipped (the copy is the working tree).
-git -C "$repo" ls-files -z --cached |
-  (cd "$repo" && xargs -0 -r sh -c 'for f; do [ -e "$f" ] || [ -L "$f" ] && printf "%s\0" "$f"; done' sh) |
-  tar -C "$repo" --null -T - -cf - | tar -C "$root$src" -xf -
+scripts/copy_tracked.sh "$repo" "$root$src"
 rev=$(git -C "$repo" rev-parse --short HEAD)
 dirty=""
 git -C "$repo" diff --quiet HEAD -- || dirty=" + uncommitted changes"
