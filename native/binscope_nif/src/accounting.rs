@@ -53,6 +53,23 @@ pub(crate) fn tuple_elements<'a>(
     Ok(elements.iter().map(move |&t| unsafe { Term::new(env, t) }))
 }
 
+/// `ok_or_else(badarg)` on the scan's per-reference paths: `ok_or(BadArg)` made the error first
+/// and dropped it (an out-of-line call) on every success.
+fn badarg() -> rustler::Error {
+    rustler::Error::BadArg
+}
+
+/// The `N` elements of `term` when it is a tuple of arity `N`, read in place (the per-reference
+/// and per-process reads of a scan batch: no `Vec`, and no `rustler::Error` made and dropped for
+/// a term that is not a tuple).
+fn tuple_array<'a, const N: usize>(term: Term<'a>) -> Option<[Term<'a>; N]> {
+    let mut e = tuple_elements(term).ok()?;
+    if e.len() != N {
+        return None;
+    }
+    Some(std::array::from_fn(|_| e.next().expect("arity checked")))
+}
+
 /// A process's binary list: the list itself (`slot` nil), or a collector record, a tuple whose
 /// element `slot` is the list (the caller reads the index from the records' one definition,
 /// include/binscope_collector.hrl), so the caller need not build a list of lists first.
@@ -282,15 +299,11 @@ fn accounting_scan_new(resolve: Option<(i64, u64, u64)>, processes: u64) -> Reso
 
 /// `{key, size, refc}`, read in place.
 fn bin_ref(t: Term) -> NifResult<BinRef> {
-    let mut e = tuple_elements(t)?;
-    if e.len() != 3 {
-        return Err(rustler::Error::BadArg);
-    }
-    let mut next = || e.next().ok_or(rustler::Error::BadArg)?.decode::<u64>();
+    let [key, size, refc] = tuple_array(t).ok_or_else(badarg)?;
     Ok(BinRef {
-        key: next()?,
-        size: next()?,
-        refc: next()?,
+        key: key.decode()?,
+        size: size.decode()?,
+        refc: refc.decode()?,
     })
 }
 
@@ -303,7 +316,9 @@ fn bin_ref(t: Term) -> NifResult<BinRef> {
 /// of this form raises ArgumentError and adds nothing.
 #[rustler::nif]
 fn accounting_scan_batch(scan: ResourceArc<Scan>, batch: Term) -> NifResult<bool> {
-    let terms: Vec<Term> = batch.into_list_iterator()?.collect();
+    // Sized first: collected the usual way, the vector grew by doubling in every batch.
+    let mut terms: Vec<Term> = Vec::with_capacity(batch.list_length()?);
+    terms.extend(batch.into_list_iterator()?);
     if !terms.len().is_multiple_of(3) {
         return Err(rustler::Error::BadArg);
     }
@@ -324,13 +339,13 @@ fn accounting_scan_batch(scan: ResourceArc<Scan>, batch: Term) -> NifResult<bool
 fn add_process(c: &mut Collected, bins: Term, memory: Term, reductions: Term) -> NifResult<()> {
     // `{bins}`: a list that may hold store binaries, resolved here (the caller's mark was read
     // before the process was listed, and the list was read since).
-    let (list, resolve) = match tuple_elements(bins) {
-        Ok(mut one) if one.len() == 1 => {
-            let how = c.resolve.ok_or(rustler::Error::BadArg)?;
-            (one.next().ok_or(rustler::Error::BadArg)?, Some(how))
+    let (list, resolve) = if bins.is_tuple() {
+        match (tuple_array(bins), c.resolve) {
+            (Some([list]), Some(how)) => (list, Some(how)),
+            _ => return Err(rustler::Error::BadArg),
         }
-        Ok(_) => return Err(rustler::Error::BadArg),
-        Err(_) => (bins, None),
+    } else {
+        (bins, None)
     };
     let (listed, pending) = if list.is_list() {
         let mut listed = 0u64;
@@ -339,7 +354,7 @@ fn add_process(c: &mut Collected, bins: Term, memory: Term, reductions: Term) ->
                 return Err(rustler::Error::BadArg);
             }
             let r = bin_ref(b)?;
-            listed = listed.checked_add(r.size).ok_or(rustler::Error::BadArg)?;
+            listed = listed.checked_add(r.size).ok_or_else(badarg)?;
             c.snap.push_ref(match resolve {
                 Some(how) => {
                     let (key, size, refc) = how.resolve(r.key, r.size, r.refc);
