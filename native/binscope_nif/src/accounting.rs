@@ -55,14 +55,15 @@ pub(crate) fn tuple_elements<'a>(
 
 /// `ok_or_else(badarg)` on the scan's per-reference paths: `ok_or(BadArg)` made the error first
 /// and dropped it (an out-of-line call) on every success.
-fn badarg() -> rustler::Error {
+pub(crate) fn badarg() -> rustler::Error {
     rustler::Error::BadArg
 }
 
 /// The `N` elements of `term` when it is a tuple of arity `N`, read in place (the per-reference
 /// and per-process reads of a scan batch: no `Vec`, and no `rustler::Error` made and dropped for
 /// a term that is not a tuple).
-fn tuple_array<'a, const N: usize>(term: Term<'a>) -> Option<[Term<'a>; N]> {
+#[inline]
+pub(crate) fn tuple_array<'a, const N: usize>(term: Term<'a>) -> Option<[Term<'a>; N]> {
     let mut e = tuple_elements(term).ok()?;
     if e.len() != N {
         return None;
@@ -298,7 +299,8 @@ fn accounting_scan_new(resolve: Option<(i64, u64, u64)>, processes: u64) -> Reso
 }
 
 /// `{key, size, refc}`, read in place.
-fn bin_ref(t: Term) -> NifResult<BinRef> {
+#[inline]
+pub(crate) fn bin_ref(t: Term) -> NifResult<BinRef> {
     let [key, size, refc] = tuple_array(t).ok_or_else(badarg)?;
     Ok(BinRef {
         key: key.decode()?,

@@ -4,14 +4,14 @@
 
 use std::collections::HashSet;
 
-use binscope_core::accounting::{store_key, BinRef, Snapshot};
+use binscope_core::accounting::{store_key, Snapshot};
 use binscope_core::leaks::{
     full_ranking, likely_garbage, pinned_bytes, rank, suggest, top_by, waste, Candidate, Facts,
     Suggestion,
 };
 use rustler::{Binary, ListIterator, NifMap, NifResult, NifUnitEnum, Term};
 
-use crate::accounting::{share_fields, SHARE_FIELDS};
+use crate::accounting::{badarg, bin_ref, share_fields, tuple_array, SHARE_FIELDS};
 
 #[derive(NifMap)]
 struct FactsMap {
@@ -134,20 +134,18 @@ fn leaks_top_uss(packed: Binary, k: u64) -> NifResult<Vec<u64>> {
 /// side checks that layout at compile time, `Binscope.Collector`): its binary lists (elements 2
 /// and 3, the tag at 0) and heap plus stack words (elements 5 and 6).
 fn push_round(item: Term, before: &mut Snapshot, after: &mut Snapshot) -> NifResult<u64> {
-    let t = rustler::types::tuple::get_tuple(item)?;
-    if t.len() != 8 {
-        return Err(rustler::Error::BadArg);
-    }
-    for (term, snap) in [(t[2], &mut *before), (t[3], &mut *after)] {
+    // Read in place: a `Vec` per record and per reference was most of this NIF at 1M processes.
+    let [_, _, bins_before, bins_after, _, heap, stack, _] =
+        tuple_array(item).ok_or_else(badarg)?;
+    for (term, snap) in [(bins_before, &mut *before), (bins_after, &mut *after)] {
         let list: ListIterator = term.decode()?;
         for b in list {
-            let (key, size, refc): (u64, u64, u64) = b.decode()?;
-            snap.push_ref(BinRef { key, size, refc });
+            snap.push_ref(bin_ref(b)?);
         }
         snap.end_process();
     }
-    let heap: u64 = t[5].decode()?;
-    let stack: u64 = t[6].decode()?;
+    let heap: u64 = heap.decode()?;
+    let stack: u64 = stack.decode()?;
     Ok(heap.saturating_add(stack))
 }
 
