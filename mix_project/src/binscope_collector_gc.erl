@@ -3,7 +3,7 @@
 %% it takes to copy its live heap. OTP only, like every collector module.
 -module(binscope_collector_gc).
 
--export([gc_round/1, gc_round/2]).
+-export([gc_round/1, gc_round/2, compact_available/0]).
 
 -include("binscope_collector.hrl").
 
@@ -15,7 +15,11 @@
 gc_round(Pids) ->
     gc_round(Pids, #{}).
 
-%% gc_round/1 with options: budget_ms. A helper process does the collections and sends their
+%% gc_round/1 with options: budget_ms, and compact => true (asked by the caller on the node whose
+%% Binscope NIF ranks the round): each window's binary lists go to the NIF as its collections
+%% complete (Binscope.Native:leaks_round_batch/2), the results keep none (binaries_before and
+%% binaries_after are []), and the reply carries the NIF's round as round => Round. A node
+%% without the NIF ignores it. A helper process does the collections and sends their
 %% results in pieces of ?PIECE (one message each, not one per process: a full scan collects every
 %% process on the node); this process waits (with a budget: with the time left, and when it runs
 %% out, kills the helper (a collection already asked for completes in its target; nothing else is
@@ -30,27 +34,52 @@ gc_round(Pids, Opts) ->
                 all -> all;
                 _ -> [P || P <- Pids, is_pid(P), node(P) =:= node()]
             end,
+    Round = case maps:get(compact, Opts, false) andalso compact_available() of
+                true ->
+                    ?NATIVE:leaks_round_new(case Local of
+                                                all -> erlang:system_info(process_count);
+                                                _ -> length(Local)
+                                            end);
+                false ->
+                    undefined
+            end,
     T0 = erlang:monotonic_time(microsecond),
-    Results = timed_gc(Local, Calibration, Deadline),
+    Results = timed_gc(Local, Calibration, Round, Deadline),
     T1 = erlang:monotonic_time(microsecond),
+    Round1 = case Round of
+                 undefined -> #{};
+                 _ -> #{round => Round}
+             end,
+    maps:merge(Round1, #{results => Results, live_store_keys => live_store_keys(Results, Round),
+                         gc_us => T1 - T0, word_size => erlang:system_info(wordsize)}).
+
+%% Whether this node's NIF takes a round's lists (a node without Binscope, or with an older one,
+%% keeps them in the results).
+compact_available() ->
+    erlang:module_loaded(?NATIVE) andalso
+        erlang:function_exported(?NATIVE, leaks_round_batch, 2) andalso
+        erlang:function_exported(?NATIVE, leaks_full_rank_round, 4).
+
+%% The store entries listed before the collections that are still live.
+live_store_keys(Results, undefined) ->
     %% Store keys are 1 bsl 62 + entry id; unresolved binaries (1 bsl 63 + address) are not.
     StoreKeys = lists:usort([K || #binscope_gc{binaries_before = Bins} <- Results, {K, _, _} <- Bins,
                                   K >= (1 bsl 62), K < (1 bsl 63)]),
-    Live = case StoreKeys of
-               [] -> [];
-               _ -> ?NATIVE:collector_live_store_keys(StoreKeys)
-           end,
-    #{results => Results, live_store_keys => Live, gc_us => T1 - T0,
-      word_size => erlang:system_info(wordsize)}.
+    case StoreKeys of
+        [] -> [];
+        _ -> ?NATIVE:collector_live_store_keys(StoreKeys)
+    end;
+live_store_keys(_Results, Round) ->
+    ?NATIVE:leaks_round_live_store_keys(Round).
 
 %% With all, the helper lists the processes itself: a list of every pid in the helper's closure
 %% was copied to it when it was spawned, in one copy that cannot be preempted (measured at 1M
 %% processes: the caller held its scheduler 8-113 ms there).
-timed_gc(Pids, Calibration, Deadline) ->
+timed_gc(Pids, Calibration, Round, Deadline) ->
     Parent = self(),
     Tag = make_ref(),
     {Pid, MRef} =
-        spawn_opt(fun() -> gc_pieces(Parent, Tag, targets(Pids, Parent), Calibration) end,
+        spawn_opt(fun() -> gc_pieces(Parent, Tag, targets(Pids, Parent), {Calibration, Round}) end,
                   [monitor | binscope_collector:worker_opts()]),
     W = {Tag, Pid, MRef, []},
     try gc_results(W, Deadline, [])
@@ -69,12 +98,12 @@ targets(all, Parent) ->
 targets(Pids, _Parent) ->
     Pids.
 
-gc_pieces(Parent, Tag, Pids, Calibration) ->
+gc_pieces(Parent, Tag, Pids, How) ->
     {Piece, Rest} = binscope_collector:take(Pids, ?PIECE, []),
-    Parent ! {Tag, collect(Piece, Calibration, make_ref(), [])},
+    Parent ! {Tag, collect(Piece, How, make_ref(), [])},
     case Rest of
         [] -> Parent ! {Tag, done};
-        _ -> gc_pieces(Parent, Tag, Rest, Calibration)
+        _ -> gc_pieces(Parent, Tag, Rest, How)
     end.
 
 %% The pieces are joined in plain code (binscope_collector:append/1: it yields, where
@@ -102,13 +131,28 @@ gc_results({Tag, Pid, MRef, _} = W, Deadline, Acc) ->
 %% is read only once the reply says the collection is done, so it is the list after it. A pid
 %% that is gone (at either listing, or when its collection was asked for) is left out.
 -define(WINDOW, 32).
+%% A compact round hands each window's lists to the NIF in one batch, read on a normal scheduler
+%% when it holds at most ?BATCH_REFS references (ROUND_BATCH_REFS in leaks.rs), on a dirty one
+%% otherwise (a window with a process that lists thousands of binaries).
+-define(BATCH_REFS, 4096).
 
-collect([], _Calibration, _Tag, Acc) ->
+%% How = {Calibration, Round}: Round is the NIF's round of a compact round, undefined otherwise.
+collect([], _How, _Tag, Acc) ->
     lists:reverse(Acc);
-collect(Pids, Calibration, Tag, Acc) ->
+collect(Pids, {Calibration, Round} = How, Tag, Acc) ->
     {Batch, Rest} = binscope_collector:take(Pids, ?WINDOW, []),
     Asked = ask(Batch, Calibration, Tag, []),
-    collect(Rest, Calibration, Tag, collected(lists:reverse(Asked), Calibration, Tag, Acc)).
+    {Acc1, B, BR} = collected(lists:reverse(Asked), Calibration, Tag, Round, Acc, [], 0),
+    hand_over(B, BR, Round),
+    collect(Rest, How, Tag, Acc1).
+
+%% A compact round's window: its lists to the NIF, in one batch.
+hand_over([], _BR, _Round) ->
+    ok;
+hand_over(B, BR, Round) when BR =< ?BATCH_REFS ->
+    true = ?NATIVE:leaks_round_batch(Round, B);
+hand_over(B, _BR, Round) ->
+    true = ?NATIVE:leaks_round_batch_dirty(Round, B).
 
 %% The before list is resolved before the collection: a store resource the GC frees leaves the
 %% NIF's index with it, and could no longer be told apart from any other small binary.
@@ -126,24 +170,34 @@ ask([P | Ps], {C, _} = Calibration, Tag, Acc) ->
     end.
 
 %% The replies of one window, oldest first (this helper receives nothing else, so the receive
-%% looks at most at the window's replies).
-collected([], _Calibration, _Tag, Acc) ->
-    Acc;
-collected([{P, Resolved, Reds} | Rest], {C, _} = Calibration, Tag, Acc) ->
+%% looks at most at the window's replies). Returns {Acc, B, BR}: a round without the NIF's Round
+%% keeps each process's lists in its result; a compact one keeps none there and gathers them in
+%% B, [Before, After, HeapWords | ...] newest first, with BR references.
+collected([], _Calibration, _Tag, _Round, Acc, B, BR) ->
+    {Acc, B, BR};
+collected([{P, Resolved, Reds} | Rest], {C, _} = Calibration, Tag, Round, Acc, B, BR) ->
     receive
         {garbage_collect, {Tag, P}, false} ->
-            collected(Rest, Calibration, Tag, Acc);
+            collected(Rest, Calibration, Tag, Round, Acc, B, BR);
         {garbage_collect, {Tag, P}, true} ->
             MarkAfter = binscope_collector:mark(C),
             case erlang:process_info(P, [binary, total_heap_size, stack_size, message_queue_len]) of
                 undefined ->
-                    collected(Rest, Calibration, Tag, Acc);
+                    collected(Rest, Calibration, Tag, Round, Acc, B, BR);
                 [{binary, After}, {total_heap_size, H}, {stack_size, S}, {message_queue_len, Q}] ->
-                    R = #binscope_gc{pid = P, binaries_before = Resolved,
-                                     binaries_after = resolve_one(After, Calibration, MarkAfter),
+                    After1 = resolve_one(After, Calibration, MarkAfter),
+                    R = #binscope_gc{pid = P, binaries_before = [], binaries_after = [],
                                      reductions = Reds, total_heap_size = H, stack_size = S,
                                      message_queue_len = Q},
-                    collected(Rest, Calibration, Tag, [R | Acc])
+                    case Round of
+                        undefined ->
+                            R1 = R#binscope_gc{binaries_before = Resolved, binaries_after = After1},
+                            collected(Rest, Calibration, Tag, Round, [R1 | Acc], B, BR);
+                        _ ->
+                            collected(Rest, Calibration, Tag, Round, [R | Acc],
+                                      [Resolved, After1, H + S | B],
+                                      BR + length(Resolved) + length(After1))
+                    end
             end
     end.
 

@@ -241,9 +241,6 @@ defmodule Binscope.Leaks do
     })
   end
 
-  # Keys of unresolved binaries: 1 <<< 63 plus the listed address (binscope_core::accounting).
-  defp unresolved?({key, _size, _refc}), do: key >= 0x8000_0000_0000_0000
-
   defp identity(r) do
     Map.take(r, [
       :pid,
@@ -299,8 +296,10 @@ defmodule Binscope.Leaks do
   # those few (full details, after their collection). Binscope's own processes are dropped
   # from the rows; when that leaves fewer than `limit`, the ranking is asked for more.
   # Heap words a full round's results take on the scan's heap, per process (measured at the end
-  # of a round over 1M idle processes holding one binary each, OTP 25: 23).
+  # of a round over 1M idle processes holding one binary each, OTP 25: 23). A local round keeps
+  # no binary list in its results (the NIF takes them, `compact: true`): a record and its cons.
   @round_words 24
+  @compact_round_words 12
 
   defp full(node, limit, opts) do
     deadline = opts.deadline
@@ -309,10 +308,19 @@ defmodule Binscope.Leaks do
     # in pieces: room for them all is reserved until they are ranked, instead of a heap grown
     # through collections that each copy everything so far (at 1M processes: 1.1-1.9 s of them,
     # the last 0.7-0.9 s; with the room, one of 0.1-0.3 s).
-    words = if node == node(), do: @round_words * :erlang.system_info(:process_count), else: 0
+    # Here, the round's lists go to this node's NIF as they are read (see
+    # :binscope_collector_gc): the results carry none, and the ranking reads them from the NIF.
+    local = node == node() and Code.ensure_loaded?(Binscope.Native)
+
+    words =
+      cond do
+        local -> @compact_round_words * :erlang.system_info(:process_count)
+        node == node() -> @round_words * :erlang.system_info(:process_count)
+        true -> 0
+      end
 
     Heap.reserve(words, 0, fn ->
-      with {:ok, round} <- Remote.call(node, :gc_round, [:all], deadline) do
+      with {:ok, round} <- Remote.call(node, :gc_round, [:all, %{compact: local}], deadline) do
         Remote.check!(deadline)
         w = Map.get(round, :word_size, :erlang.system_info(:wordsize))
         full_top(node, round, w, limit, limit + 16, deadline)
@@ -347,15 +355,22 @@ defmodule Binscope.Leaks do
   # The top `limit` of a GC round (`binscope_core::leaks::select::full_ranking`): the processes
   # that waste something (what the collection freed, each binary once over the round, plus what
   # small slices pin), most waste first, then the others in round order, as
-  # `[{result, {refs, bytes, binaries, retained_distinct, retained_pss}, uss_before}]`. The
-  # NIF reads the round's records in place (their layout is checked in `Binscope.Collector`).
+  # `[{result, {refs, bytes, binaries, retained_distinct, retained_pss, unresolved_before},
+  # uss_before}]`. The NIF reads the round's records in place (their layout is checked in
+  # `Binscope.Collector`), or a compact round's lists from its `round`.
   defp rank_round(round, w, limit) do
     results = round.results
-    rows = Binscope.Native.leaks_full_rank(results, round.live_store_keys, w, limit)
+
+    rows =
+      case round do
+        %{round: r} -> Binscope.Native.leaks_full_rank_round(r, round.live_store_keys, w, limit)
+        _ -> Binscope.Native.leaks_full_rank(results, round.live_store_keys, w, limit)
+      end
+
     picked = pick(results, 0, rows |> Enum.map(&elem(&1, 0)) |> :lists.usort(), %{})
 
-    for {i, {refs, bytes, bins}, [_refs, distinct, _uss, pss | _], uss} <- rows,
-        do: {Map.fetch!(picked, i), {refs, bytes, bins, distinct, pss}, uss}
+    for {i, {refs, bytes, bins}, [_refs, distinct, _uss, pss | _], uss, unresolved} <- rows,
+        do: {Map.fetch!(picked, i), {refs, bytes, bins, distinct, pss, unresolved}, uss}
   end
 
   defp pick(_list, _i, [], acc), do: acc
@@ -381,7 +396,7 @@ defmodule Binscope.Leaks do
     end
   end
 
-  defp facts(res, {_refs, bytes, _bins, distinct, pss}, r, reds_delta, off_heap, w) do
+  defp facts(res, {_refs, bytes, _bins, distinct, pss, _unresolved}, r, reds_delta, off_heap, w) do
     Collector.gc(
       pid: pid,
       total_heap_size: heap,
@@ -408,8 +423,7 @@ defmodule Binscope.Leaks do
     }
   end
 
-  defp result(res, {refs, bytes, bins, _distinct, pss}, facts, advice, r) do
-    Collector.gc(binaries_before: before) = res
+  defp result(_res, {refs, bytes, bins, _distinct, pss, unresolved}, facts, advice, r) do
     {suggestion, reason, pinned, waste} = advice
 
     r
@@ -425,7 +439,7 @@ defmodule Binscope.Leaks do
       estimated_bytes: r.binary_uss,
       likely_garbage_bytes: Map.get(r, :likely_garbage_bytes),
       # Listed before the GC but not identifiable (see `Binscope.processes/1`): in no figure.
-      unresolved_store_binaries: Enum.count(before, &unresolved?/1),
+      unresolved_store_binaries: unresolved,
       suggestion: suggestion,
       reason: reason
     })

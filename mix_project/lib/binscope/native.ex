@@ -177,6 +177,11 @@ defmodule Binscope.Native do
   def leaks_rank(_candidates), do: err()
   def leaks_top_uss(_packed, _k), do: err()
   def leaks_full_rank(_results, _live_store_keys, _word_size, _limit), do: err()
+  def leaks_round_new(_processes), do: err()
+  def leaks_round_batch(_round, _batch), do: err()
+  def leaks_round_batch_dirty(_round, _batch), do: err()
+  def leaks_round_live_store_keys(_round), do: err()
+  def leaks_full_rank_round(_round, _live_store_keys, _word_size, _limit), do: err()
 
   # gc_pressure.rs
   def gc_pressure_probe(_len, _charged), do: err()

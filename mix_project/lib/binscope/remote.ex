@@ -118,6 +118,7 @@ defmodule Binscope.Remote do
   # The collector calls that take a budget_ms (scans and GC rounds).
   defp budgeted(:snapshot, [opts], ms), do: [Map.put(opts, :budget_ms, ms)]
   defp budgeted(fun, [pids], ms) when fun in [:details, :gc_round], do: [pids, %{budget_ms: ms}]
+  defp budgeted(:gc_round, [pids, opts], ms), do: [pids, Map.put(opts, :budget_ms, ms)]
   defp budgeted(_fun, args, _ms), do: args
 
   @doc """

@@ -3,6 +3,7 @@ defmodule Binscope.CollectorGcTest do
   # processes at a time, each one's list after read once its collection replied.
   use ExUnit.Case, async: true
 
+  import Bitwise
   require Binscope.Collector, as: Collector
 
   # Holds `keep` (a refc binary it references) and, with `drop: true`, a fresh refc binary it
@@ -93,5 +94,61 @@ defmodule Binscope.CollectorGcTest do
     assert Enum.all?(round.results, &(sizes(Collector.gc(&1, :binaries_after)) == [200]))
     refute_received {:garbage_collect, _, _}
     Enum.each(pids, &send(&1, :stop))
+  end
+
+  # The figures of a ranking's rows, without the pid-dependent parts.
+  defp figures(rows), do: Enum.map(rows, &Tuple.delete_at(&1, 0))
+
+  test "compact: the lists go to the NIF, and the ranking is the records round's" do
+    # Two alike populations (droppers and keepers alternating, more than two windows): one
+    # ranked from its results' lists, one from the NIF's round. Addresses differ, figures not.
+    records = for i <- 1..80, do: holder(rem(i, 2) == 0)
+    compact = for i <- 1..80, do: holder(rem(i, 2) == 0)
+
+    by_records = :binscope_collector.gc_round(records, %{budget_ms: 30_000})
+    by_nif = :binscope_collector.gc_round(compact, %{budget_ms: 30_000, compact: true})
+
+    refute Map.has_key?(by_records, :round)
+    assert Enum.map(by_nif.results, &Collector.gc(&1, :pid)) == compact
+
+    for r <- by_nif.results do
+      assert Collector.gc(r, :binaries_before) == [] and Collector.gc(r, :binaries_after) == []
+    end
+
+    for {a, b} <- Enum.zip(by_records.results, by_nif.results) do
+      assert Collector.gc(a, :total_heap_size) > 0 and Collector.gc(b, :total_heap_size) > 0
+    end
+
+    rows = Binscope.Native.leaks_full_rank(by_records.results, by_records.live_store_keys, 8, 100)
+    rows_nif = Binscope.Native.leaks_full_rank_round(by_nif.round, by_nif.live_store_keys, 8, 100)
+    assert length(rows) == 80
+    assert Enum.map(rows, &elem(&1, 0)) == Enum.map(rows_nif, &elem(&1, 0))
+    # Heap sizes may differ by a few words between two processes: compare the binary figures.
+    assert figures(rows) |> Enum.map(&Tuple.delete_at(&1, 2)) ==
+             figures(rows_nif) |> Enum.map(&Tuple.delete_at(&1, 2))
+
+    # The droppers first, each 300 bytes given back.
+    {freed, kept} = Enum.split(rows_nif, 40)
+    assert Enum.all?(freed, fn {i, {1, 300, 1}, _, _, 0} -> rem(i, 2) == 1 end)
+    assert Enum.all?(kept, fn {_, {0, 0, 0}, _, _, 0} -> true end)
+    Enum.each(records ++ compact, &send(&1, :stop))
+  end
+
+  test "compact batches: malformed or too large for a normal scheduler, refused whole" do
+    round = Binscope.Native.leaks_round_new(4)
+    ref = {1 <<< 40, 100, 1}
+    assert Binscope.Native.leaks_round_batch(round, [[ref], [], 10])
+
+    for bad <- [[[ref], []], [[ref], [], -1], [[:nope], [], 10], [[ref], [ref], :x, [], [], 1]] do
+      assert_raise ArgumentError, fn -> Binscope.Native.leaks_round_batch(round, bad) end
+    end
+
+    # A normal-scheduler batch holds at most 4096 references; the dirty variant any number.
+    many = List.duplicate(ref, 4097)
+    assert_raise ArgumentError, fn -> Binscope.Native.leaks_round_batch(round, [many, [], 1]) end
+    assert Binscope.Native.leaks_round_batch_dirty(round, [many, [], 1])
+
+    # Two processes in all: the first batch and the dirty one; nothing of the refused ones.
+    assert length(Binscope.Native.leaks_full_rank_round(round, [], 8, 10)) == 2
   end
 end

@@ -102,7 +102,12 @@ impl ResolveWith {
 /// forcing collections, on the node that owns the store).
 #[rustler::nif(schedule = "DirtyCpu")]
 fn collector_live_store_keys(keys: Vec<u64>) -> Vec<u64> {
-    let ids: Vec<u64> = keys.iter().filter_map(|&k| store_entry(k)).collect();
+    live_store_keys(keys)
+}
+
+/// The store keys among `keys` whose entries are live (other keys are left out).
+pub(crate) fn live_store_keys(keys: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    let ids: Vec<u64> = keys.into_iter().filter_map(store_entry).collect();
     ids.iter()
         .zip(REGISTRY.contains_ids(&ids))
         .filter_map(|(&id, live)| live.then_some(store_key(id)))

@@ -3,15 +3,17 @@
 //! of a full scan, and the suggestions for the results.
 
 use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
 
-use binscope_core::accounting::{store_key, Snapshot};
+use binscope_core::accounting::{is_unresolved, store_entry, store_key, Snapshot};
 use binscope_core::leaks::{
     full_ranking, likely_garbage, pinned_bytes, rank, suggest, top_by, waste, Candidate, Facts,
     Suggestion,
 };
-use rustler::{Binary, ListIterator, NifMap, NifResult, NifUnitEnum, Term};
+use rustler::{Binary, ListIterator, NifMap, NifResult, NifUnitEnum, Resource, ResourceArc, Term};
 
 use crate::accounting::{badarg, bin_ref, share_fields, tuple_array, SHARE_FIELDS};
+use crate::collector::live_store_keys;
 
 #[derive(NifMap)]
 struct FactsMap {
@@ -134,7 +136,7 @@ fn leaks_top_uss(packed: Binary, k: u64) -> NifResult<Vec<u64>> {
 /// side checks that layout at compile time, `Binscope.Collector`): its binary lists (elements 2
 /// and 3, the tag at 0) and heap plus stack words (elements 5 and 6).
 fn push_round(item: Term, before: &mut Snapshot, after: &mut Snapshot) -> NifResult<u64> {
-    // Read in place: a `Vec` per record and per reference was most of this NIF at 1M processes.
+    // Read in place: no `Vec` per record or reference.
     let [_, _, bins_before, bins_after, _, heap, stack, _] =
         tuple_array(item).ok_or_else(badarg)?;
     for (term, snap) in [(bins_before, &mut *before), (bins_after, &mut *after)] {
@@ -152,13 +154,15 @@ fn push_round(item: Term, before: &mut Snapshot, after: &mut Snapshot) -> NifRes
 /// A process's figures in the order of `SHARE_FIELDS` (a list: rustler encodes tuples of up to 7).
 type Share = Vec<u64>;
 
-/// `{index, {refs, bytes, binaries}, retained, uss_before}`: one row of [`leaks_full_rank`].
-type FullRow = (u64, (u64, u64, u64), Share, u64);
+/// `{index, {refs, bytes, binaries}, retained, uss_before, unresolved_before}`: one row of
+/// [`leaks_full_rank`] (`unresolved_before`: references listed before the collection that may be
+/// store binaries but could not be identified).
+type FullRow = (u64, (u64, u64, u64), Share, u64, u64);
 
 /// The top `limit` of a full leak scan (`binscope_core::leaks::full_ranking`) from the GC
 /// round's `results` (every collected process): `[{index, {refs, bytes, binaries}, retained,
-/// uss_before}]`, `retained` the process's figures after the collections in the order of
-/// `SHARE_FIELDS`. `live_store_keys`: the store entries that survived.
+/// uss_before, unresolved_before}]`, `retained` the process's figures after the collections in
+/// the order of `SHARE_FIELDS`. `live_store_keys`: the store entries that survived.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn leaks_full_rank(
     results: Term,
@@ -169,29 +173,178 @@ fn leaks_full_rank(
     // Sized for one reference a process before and after (most hold none or one): a whole
     // node's round decodes without growing through copies into fresh pages.
     let n = results.list_length()?;
-    let (mut before, mut after) = (Snapshot::with_capacity(n, n), Snapshot::with_capacity(n, n));
-    let mut heap = Vec::with_capacity(n);
+    let mut round = Gathered::with_capacity(n);
     for item in results.into_list_iterator()? {
-        let words = push_round(item, &mut before, &mut after)?;
-        heap.push(words.saturating_mul(word_size));
+        let words = push_round(item, &mut round.before, &mut round.after)?;
+        round.heap.push(words);
     }
+    Ok(full_rows(&round, live_store_keys, word_size, limit))
+}
+
+/// The rows of [`leaks_full_rank`] for a round gathered either way.
+fn full_rows(
+    round: &Gathered,
+    live_store_keys: Vec<u64>,
+    word_size: u64,
+    limit: u64,
+) -> Vec<FullRow> {
+    let heap: Vec<u64> = round
+        .heap
+        .iter()
+        .map(|w| w.saturating_mul(word_size))
+        .collect();
     let live: HashSet<u64> = live_store_keys.into_iter().collect();
     let rows = full_ranking(
-        &before,
-        &after,
+        &round.before,
+        &round.after,
         &heap,
         |id| live.contains(&store_key(id)),
         limit as usize,
     );
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|r| {
+            let unresolved = round
+                .before
+                .process(r.index)
+                .iter()
+                .filter(|b| is_unresolved(b.key))
+                .count();
             (
                 r.index as u64,
                 (r.reclaim.refs, r.reclaim.bytes, r.reclaim.binaries),
                 share_fields(&r.retained).to_vec(),
                 r.uss_before,
+                unresolved as u64,
             )
         })
-        .collect())
+        .collect()
+}
+
+// --- GC rounds that keep no lists ----------------------------------------------------------
+//
+// A local full scan (`binscope_collector_gc` with `compact => true`, on the node that has this
+// NIF) hands each window's binary lists to a `Round` as its collections complete, while they are
+// still in the cache, and keeps a small record a process: the lists are garbage at once, no
+// piece of the round carries them to the caller, and the ranking reads them from two flat
+// snapshots instead of from a record a process scattered over the caller's heap (reading those
+// back was over half of `leaks_full_rank` at 200k processes).
+
+/// References a batch read on a normal scheduler may hold (`?BATCH_REFS` in
+/// binscope_collector_gc); a batch with more goes to [`leaks_round_batch_dirty`].
+pub const ROUND_BATCH_REFS: usize = 4096;
+
+/// A round's binary lists before and after each collection, and each process's heap plus
+/// stack words after it, one entry a process in push order.
+struct Gathered {
+    before: Snapshot,
+    after: Snapshot,
+    heap: Vec<u64>,
+}
+
+impl Gathered {
+    /// Room for `n` processes and one reference each before and after: grown by doubling, the
+    /// vectors were copied inside a batch, on a normal scheduler, into fresh pages.
+    fn with_capacity(n: usize) -> Self {
+        Gathered {
+            before: Snapshot::with_capacity(n, n),
+            after: Snapshot::with_capacity(n, n),
+            heap: Vec::with_capacity(n),
+        }
+    }
+
+    fn truncate(&mut self, processes: usize) {
+        self.before.truncate(processes);
+        self.after.truncate(processes);
+        self.heap.truncate(processes);
+    }
+}
+
+/// A GC round's gathered lists (see above).
+pub struct Round(Mutex<Gathered>);
+
+#[rustler::resource_impl]
+impl Resource for Round {}
+
+impl Round {
+    /// A poisoned lock leaves the data as complete batches made it (a batch changes nothing
+    /// unless it was read whole).
+    fn lock(&self) -> MutexGuard<'_, Gathered> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A new, empty round with room for `processes` processes (at most the VM's process limit).
+#[rustler::nif]
+fn leaks_round_new(processes: u64) -> ResourceArc<Round> {
+    // The VM's process limit is below 2^28.
+    let n = processes.min(1 << 28) as usize;
+    ResourceArc::new(Round(Mutex::new(Gathered::with_capacity(n))))
+}
+
+/// Adds a batch of processes to `round`, `[before, after, heap_words | ...]`, the newest first:
+/// each process's binary lists before and after its collection (store binaries resolved, as in
+/// a `#binscope_gc{}`) and its heap plus stack words after it, with at most
+/// [`ROUND_BATCH_REFS`] references in all (it runs on a normal scheduler). A batch that is not
+/// of this form raises ArgumentError and adds nothing.
+#[rustler::nif]
+fn leaks_round_batch(round: ResourceArc<Round>, batch: Term) -> NifResult<bool> {
+    push_batch(&round, batch, Some(ROUND_BATCH_REFS))
+}
+
+/// [`leaks_round_batch`] for a batch of any size, on a dirty scheduler.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn leaks_round_batch_dirty(round: ResourceArc<Round>, batch: Term) -> NifResult<bool> {
+    push_batch(&round, batch, None)
+}
+
+fn push_batch(round: &Round, batch: Term, max_refs: Option<usize>) -> NifResult<bool> {
+    let mut terms: Vec<Term> = Vec::with_capacity(batch.list_length()?);
+    terms.extend(batch.into_list_iterator()?);
+    if !terms.len().is_multiple_of(3) {
+        return Err(badarg());
+    }
+    let mut guard = round.lock();
+    let g = &mut *guard;
+    let before = g.heap.len();
+    let mut budget = max_refs.unwrap_or(usize::MAX);
+    let added = terms.chunks_exact(3).rev().try_for_each(|t| {
+        for (list, snap) in [(t[0], &mut g.before), (t[1], &mut g.after)] {
+            for b in list.into_list_iterator()? {
+                budget = budget.checked_sub(1).ok_or_else(badarg)?;
+                snap.push_ref(bin_ref(b)?);
+            }
+            snap.end_process();
+        }
+        let words = t[2].decode::<u64>()?;
+        g.heap.push(words);
+        Ok(())
+    });
+    if added.is_err() {
+        g.truncate(before);
+    }
+    added.map(|()| true)
+}
+
+/// The store keys listed before the round's collections whose entries are still live.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn leaks_round_live_store_keys(round: ResourceArc<Round>) -> Vec<u64> {
+    let g = round.lock();
+    let mut keys: Vec<u64> = (0..g.before.processes())
+        .flat_map(|i| g.before.process(i).iter().map(|b| b.key))
+        .filter(|&k| store_entry(k).is_some())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    live_store_keys(keys)
+}
+
+/// [`leaks_full_rank`] of a round gathered by batches.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn leaks_full_rank_round(
+    round: ResourceArc<Round>,
+    live_store_keys: Vec<u64>,
+    word_size: u64,
+    limit: u64,
+) -> Vec<FullRow> {
+    full_rows(&round.lock(), live_store_keys, word_size, limit)
 }
