@@ -134,6 +134,57 @@ defmodule Binscope.CollectorGcTest do
     Enum.each(records ++ compact, &send(&1, :stop))
   end
 
+  test "compact: a window past 4096 references goes to the dirty batch, with the same ranking" do
+    # One process lists 5,000 refc binaries (and drops 300 bytes); its window's batch is handed
+    # to the dirty variant. Two alike populations, ranked each way, agree.
+    many = fn ->
+      me = self()
+
+      spawn(fn ->
+        keep = for i <- 1..5_000, do: :binary.copy(<<i::64>>, 10)
+        byte_size(:binary.copy(<<2>>, 300))
+        send(me, {:ready, self()})
+
+        receive do
+          :stop -> length(keep)
+        end
+      end)
+    end
+
+    [a, b] =
+      for _ <- 1..2 do
+        pid = many.()
+        assert_receive {:ready, ^pid}
+        [holder(true), pid, holder(false)]
+      end
+
+    by_records = :binscope_collector.gc_round(a, %{budget_ms: 30_000})
+
+    # The round's helper is traced (it is spawned by this process) for its batch calls.
+    dirty = {Binscope.Native, :leaks_round_batch_dirty, 2}
+    :erlang.trace_pattern(dirty, true, [:global])
+    :erlang.trace(self(), true, [:call, :set_on_spawn])
+
+    by_nif =
+      try do
+        :binscope_collector.gc_round(b, %{budget_ms: 30_000, compact: true})
+      after
+        :erlang.trace(self(), false, [:call, :set_on_spawn])
+        :erlang.trace_pattern(dirty, false, [:global])
+      end
+
+    assert_receive {:trace, _, :call, {Binscope.Native, :leaks_round_batch_dirty, _}}, 5_000
+
+    rows = Binscope.Native.leaks_full_rank(by_records.results, by_records.live_store_keys, 8, 10)
+    rows_nif = Binscope.Native.leaks_full_rank_round(by_nif.round, by_nif.live_store_keys, 8, 10)
+    strip = fn rows -> rows |> figures() |> Enum.map(&Tuple.delete_at(&1, 2)) end
+    assert strip.(rows) == strip.(rows_nif)
+    assert Enum.map(rows_nif, &elem(&1, 0)) == Enum.map(rows, &elem(&1, 0))
+    # The holder of 5,000 gave back its 300 bytes, and keeps its 5,000 binaries.
+    assert {1, {1, 300, 1}, [5_000 | _], _, 0} = Enum.find(rows_nif, &(elem(&1, 0) == 1))
+    Enum.each(a ++ b, &send(&1, :stop))
+  end
+
   test "compact batches: malformed or too large for a normal scheduler, refused whole" do
     round = Binscope.Native.leaks_round_new(4)
     ref = {1 <<< 40, 100, 1}
