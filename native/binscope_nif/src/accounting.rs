@@ -242,11 +242,16 @@ pub struct Scan(Mutex<Collected>);
 impl Resource for Scan {}
 
 impl Scan {
-    /// A poisoned lock (a panic while it was held) leaves the data as complete pushes made it:
-    /// a push changes nothing until its list was read whole.
     fn lock(&self) -> MutexGuard<'_, Collected> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        unpoisoned(&self.0)
     }
+}
+
+/// The data behind a lock that a panic poisoned, as it was: the NIFs that gather into a resource
+/// (scan and GC-round batches) change nothing until a batch was read whole, so the data is as
+/// complete batches left it.
+pub(crate) fn unpoisoned<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Collected {

@@ -3,7 +3,7 @@
 //! of a full scan, and the suggestions for the results.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use binscope_core::accounting::{is_unresolved, store_entry, store_key, Snapshot};
 use binscope_core::leaks::{
@@ -12,7 +12,7 @@ use binscope_core::leaks::{
 };
 use rustler::{Binary, ListIterator, NifMap, NifResult, NifUnitEnum, Resource, ResourceArc, Term};
 
-use crate::accounting::{badarg, bin_ref, share_fields, tuple_array, SHARE_FIELDS};
+use crate::accounting::{badarg, bin_ref, share_fields, tuple_array, unpoisoned, SHARE_FIELDS};
 use crate::collector::live_store_keys;
 
 #[derive(NifMap)]
@@ -265,14 +265,6 @@ pub struct Round(Mutex<Gathered>);
 #[rustler::resource_impl]
 impl Resource for Round {}
 
-impl Round {
-    /// A poisoned lock leaves the data as complete batches made it (a batch changes nothing
-    /// unless it was read whole).
-    fn lock(&self) -> MutexGuard<'_, Gathered> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// A new, empty round with room for `processes` processes (at most the VM's process limit).
 #[rustler::nif]
 fn leaks_round_new(processes: u64) -> ResourceArc<Round> {
@@ -303,7 +295,7 @@ fn push_batch(round: &Round, batch: Term, max_refs: Option<usize>) -> NifResult<
     if !terms.len().is_multiple_of(3) {
         return Err(badarg());
     }
-    let mut guard = round.lock();
+    let mut guard = unpoisoned(&round.0);
     let g = &mut *guard;
     let before = g.heap.len();
     let mut budget = max_refs.unwrap_or(usize::MAX);
@@ -328,7 +320,7 @@ fn push_batch(round: &Round, batch: Term, max_refs: Option<usize>) -> NifResult<
 /// The store keys listed before the round's collections whose entries are still live.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn leaks_round_live_store_keys(round: ResourceArc<Round>) -> Vec<u64> {
-    let g = round.lock();
+    let g = unpoisoned(&round.0);
     let mut keys: Vec<u64> = (0..g.before.processes())
         .flat_map(|i| g.before.process(i).iter().map(|b| b.key))
         .filter(|&k| store_entry(k).is_some())
@@ -346,5 +338,5 @@ fn leaks_full_rank_round(
     word_size: u64,
     limit: u64,
 ) -> Vec<FullRow> {
-    full_rows(&round.lock(), live_store_keys, word_size, limit)
+    full_rows(&unpoisoned(&round.0), live_store_keys, word_size, limit)
 }
