@@ -3,7 +3,7 @@
 %% it takes to copy its live heap. OTP only, like every collector module.
 -module(binscope_collector_gc).
 
--export([gc_round/1, gc_round/2, compact_available/0]).
+-export([gc_round/1, gc_round/2]).
 
 -include("binscope_collector.hrl").
 

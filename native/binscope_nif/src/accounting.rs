@@ -323,12 +323,7 @@ pub(crate) fn bin_ref(t: Term) -> NifResult<BinRef> {
 /// of this form raises ArgumentError and adds nothing.
 #[rustler::nif]
 fn accounting_scan_batch(scan: ResourceArc<Scan>, batch: Term) -> NifResult<bool> {
-    // Sized first: collected the usual way, the vector grew by doubling in every batch.
-    let mut terms: Vec<Term> = Vec::with_capacity(batch.list_length()?);
-    terms.extend(batch.into_list_iterator()?);
-    if !terms.len().is_multiple_of(3) {
-        return Err(rustler::Error::BadArg);
-    }
+    let terms = batch_terms(batch)?;
     let mut c = scan.lock();
     let before = c.memory.len();
     let added = terms
@@ -339,6 +334,19 @@ fn accounting_scan_batch(scan: ResourceArc<Scan>, batch: Term) -> NifResult<bool
         c.truncate(before);
     }
     added.map(|()| true)
+}
+
+/// The terms of a batch of processes, three a process, newest first (the scan's and the GC
+/// round's batches): ArgumentError unless their number is a multiple of three.
+pub(crate) fn batch_terms(batch: Term) -> NifResult<Vec<Term>> {
+    // Sized first: collected the usual way, the vector grew by doubling in every batch.
+    let mut terms: Vec<Term> = Vec::with_capacity(batch.list_length()?);
+    terms.extend(batch.into_list_iterator()?);
+    if terms.len().is_multiple_of(3) {
+        Ok(terms)
+    } else {
+        Err(badarg())
+    }
 }
 
 /// One process of a batch (see [`accounting_scan_batch`]); on an error the caller drops what

@@ -12,7 +12,9 @@ use binscope_core::leaks::{
 };
 use rustler::{Binary, ListIterator, NifMap, NifResult, NifUnitEnum, Resource, ResourceArc, Term};
 
-use crate::accounting::{badarg, bin_ref, share_fields, tuple_array, unpoisoned, SHARE_FIELDS};
+use crate::accounting::{
+    badarg, batch_terms, bin_ref, share_fields, tuple_array, unpoisoned, SHARE_FIELDS,
+};
 use crate::collector::live_store_keys;
 
 #[derive(NifMap)]
@@ -135,20 +137,13 @@ fn leaks_top_uss(packed: Binary, k: u64) -> NifResult<Vec<u64>> {
 /// total_heap_size, stack_size, message_queue_len}` (include/binscope_collector.hrl; the Elixir
 /// side checks that layout at compile time, `Binscope.Collector`): its binary lists (elements 2
 /// and 3, the tag at 0) and heap plus stack words (elements 5 and 6).
-fn push_round(item: Term, before: &mut Snapshot, after: &mut Snapshot) -> NifResult<u64> {
+fn push_round(item: Term, round: &mut Gathered) -> NifResult<()> {
     // Read in place: no `Vec` per record or reference.
     let [_, _, bins_before, bins_after, _, heap, stack, _] =
         tuple_array(item).ok_or_else(badarg)?;
-    for (term, snap) in [(bins_before, &mut *before), (bins_after, &mut *after)] {
-        let list: ListIterator = term.decode()?;
-        for b in list {
-            snap.push_ref(bin_ref(b)?);
-        }
-        snap.end_process();
-    }
-    let heap: u64 = heap.decode()?;
-    let stack: u64 = stack.decode()?;
-    Ok(heap.saturating_add(stack))
+    let words = heap.decode::<u64>()?.saturating_add(stack.decode()?);
+    let mut unbounded = usize::MAX;
+    round.push(bins_before, bins_after, words, &mut unbounded)
 }
 
 /// A process's figures in the order of `SHARE_FIELDS` (a list: rustler encodes tuples of up to 7).
@@ -175,8 +170,7 @@ fn leaks_full_rank(
     let n = results.list_length()?;
     let mut round = Gathered::with_capacity(n);
     for item in results.into_list_iterator()? {
-        let words = push_round(item, &mut round.before, &mut round.after)?;
-        round.heap.push(words);
+        push_round(item, &mut round)?;
     }
     Ok(full_rows(&round, live_store_keys, word_size, limit))
 }
@@ -252,6 +246,27 @@ impl Gathered {
         }
     }
 
+    /// Adds one process: its lists before and after its collection and its heap plus stack
+    /// words, taking each reference from `budget` (ArgumentError once it is spent). On an error
+    /// the caller truncates what was added.
+    fn push<'a>(
+        &mut self,
+        before: Term<'a>,
+        after: Term<'a>,
+        words: u64,
+        budget: &mut usize,
+    ) -> NifResult<()> {
+        for (list, snap) in [(before, &mut self.before), (after, &mut self.after)] {
+            for b in list.decode::<ListIterator>()? {
+                *budget = budget.checked_sub(1).ok_or_else(badarg)?;
+                snap.push_ref(bin_ref(b)?);
+            }
+            snap.end_process();
+        }
+        self.heap.push(words);
+        Ok(())
+    }
+
     fn truncate(&mut self, processes: usize) {
         self.before.truncate(processes);
         self.after.truncate(processes);
@@ -290,27 +305,14 @@ fn leaks_round_batch_dirty(round: ResourceArc<Round>, batch: Term) -> NifResult<
 }
 
 fn push_batch(round: &Round, batch: Term, max_refs: Option<usize>) -> NifResult<bool> {
-    let mut terms: Vec<Term> = Vec::with_capacity(batch.list_length()?);
-    terms.extend(batch.into_list_iterator()?);
-    if !terms.len().is_multiple_of(3) {
-        return Err(badarg());
-    }
-    let mut guard = unpoisoned(&round.0);
-    let g = &mut *guard;
+    let terms = batch_terms(batch)?;
+    let mut g = unpoisoned(&round.0);
     let before = g.heap.len();
     let mut budget = max_refs.unwrap_or(usize::MAX);
-    let added = terms.chunks_exact(3).rev().try_for_each(|t| {
-        for (list, snap) in [(t[0], &mut g.before), (t[1], &mut g.after)] {
-            for b in list.into_list_iterator()? {
-                budget = budget.checked_sub(1).ok_or_else(badarg)?;
-                snap.push_ref(bin_ref(b)?);
-            }
-            snap.end_process();
-        }
-        let words = t[2].decode::<u64>()?;
-        g.heap.push(words);
-        Ok(())
-    });
+    let added = terms
+        .chunks_exact(3)
+        .rev()
+        .try_for_each(|t| g.push(t[0], t[1], t[2].decode()?, &mut budget));
     if added.is_err() {
         g.truncate(before);
     }
