@@ -182,8 +182,12 @@ defmodule Binscope do
 
   @doc """
   The `n` processes with the largest `by:` metric; any numeric field of
-  `processes/1` works (with `detail: :basic`, one of the fields it collects). Same cost as
-  `processes/1`. The scan's own process is left out (as is any process running Binscope's
+  `processes/1` works (with `detail: :basic`, one of the fields it collects). It scans as
+  `processes/1` does, but the ranking runs in Rust over the whole node's figures and records
+  are made for the first few only (`native_bytes` and `native_estimated_bytes` excepted: every
+  record is made and ranked), so at a million processes it builds a few maps, not a million.
+  Equal figures rank the later scanned process first; an unknown (`nil`) figure ranks last.
+  The scan's own process is left out (as is any process running Binscope's
   collector when it was read: a remote scan's, another scan), with or without `window:`; the
   caller, waiting for the scan, is not.
 
@@ -201,7 +205,6 @@ defmodule Binscope do
 
   def top(n, opts) when is_integer(n) and n > 0 do
     o = Options.validate!(:top, opts)
-    by = o.by
     # With window:, the call waits that long between its two snapshots: its bound is the
     # timeout plus the window.
     o = if o[:window], do: %{o | timeout: o.timeout + o.window}, else: o
@@ -210,10 +213,7 @@ defmodule Binscope do
       if Map.has_key?(o, :window) do
         Binscope.Scanner.run(fn -> Binscope.Memory.Growth.top(node, n, o) end)
       else
-        Binscope.Scanner.run(fn ->
-          with {:ok, s} <- Accounting.snapshot(node, o),
-               do: {:ok, Accounting.top_except(s.processes, n, by, self())}
-        end)
+        Binscope.Scanner.run(fn -> Accounting.top_processes(node, n, o, self()) end)
       end
     end)
   end

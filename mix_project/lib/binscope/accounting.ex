@@ -90,10 +90,13 @@ defmodule Binscope.Accounting do
   the reductions of the pids it sweeps last before its sweep, and the snapshot carries
   `:sampled_at`, the monotonic time in microseconds by which every record's reductions were read,
   on this node's clock: a remote node's reply time less the age it reports) and `:select`, a
-  function given the attribution's packed figures (see `shares/1`) that returns the indexes of
-  the processes to make records for, in the order wanted: every binary is still attributed over
-  the whole node, but `processes` then holds those records only (a scan of a million processes
-  builds a few maps, not a million).
+  function that returns the indexes (in scan order) of the processes to make records for, in the
+  order wanted: every binary is still attributed over the whole node, but `processes` then
+  holds those records only (a scan of a million processes builds a few maps, not a million).
+  It is given `%{shares: packed}` (the attribution's packed figures, one row of 8 native-endian
+  u64s a process: refs, distinct, uss, pss, shared, store bytes, unresolved, bytes) and either
+  `extra:` (a compact scan's: memory, listed bytes, reductions) or `procs:` (the collector's
+  records). `top_select/2` makes one.
   """
   @spec snapshot(node(), map()) :: {:ok, snapshot()} | {:error, term()}
   def snapshot(node, opts) do
@@ -125,8 +128,7 @@ defmodule Binscope.Accounting do
   defp compact_snapshot(node, opts, [args], top, deadline) do
     with {:ok, raw} <- Remote.call(node, :snapshot, [Map.put(args, :compact, true)], deadline) do
       n = processes(opts)
-      # A scan that selects (a leak scan) builds the records of its few picks only.
-      words = if opts[:select], do: 0, else: n * @record_words
+      words = n * record_words(opts)
 
       result =
         Heap.reserve(words, n * (@share_words + @extra_words), fn ->
@@ -138,6 +140,10 @@ defmodule Binscope.Accounting do
     end
   end
 
+  # A scan that selects (a leak scan, top/2) builds the records of its few picks only.
+  defp record_words(%{select: select}) when select != nil, do: 0
+  defp record_words(_opts), do: @record_words
+
   defp processes(%{pids: pids}), do: length(pids)
   defp processes(_opts), do: :erlang.system_info(:process_count)
 
@@ -147,7 +153,7 @@ defmodule Binscope.Accounting do
     per = if Map.get(opts, :detail, :full) == :basic, do: @basic_words, else: @full_words
 
     result =
-      Heap.reserve(n * per, n * @share_words, fn ->
+      Heap.reserve(n * (per - record_words(opts)), n * @share_words, fn ->
         with {:ok, raw} <- Remote.call(node, :snapshot, args, deadline),
              do: {:ok, attribute(sampled_at(raw), top, deadline, opts[:select])}
       end)
@@ -161,7 +167,7 @@ defmodule Binscope.Accounting do
       raw = sampled_at(raw)
       n = length(raw.procs)
 
-      Heap.reserve(n * @record_words, n * @share_words, fn ->
+      Heap.reserve(n * record_words(opts), n * @share_words, fn ->
         {:ok, attribute(raw, top, deadline, opts[:select])}
       end)
     end
@@ -214,8 +220,11 @@ defmodule Binscope.Accounting do
 
     records =
       case select do
-        nil -> scan_records(scans, shares, extra, names, node, deadline, @check_every)
-        fun -> scan_selected(scans, shares, extra, fun.(shares), names, node)
+        nil ->
+          scan_records(scans, shares, extra, names, node, deadline, @check_every)
+
+        fun ->
+          scan_selected(scans, shares, extra, fun.(%{shares: shares, extra: extra}), names, node)
       end
 
     %{head(raw, summary, top) | processes: records}
@@ -242,8 +251,11 @@ defmodule Binscope.Accounting do
 
     records =
       case select do
-        nil -> records(procs, shares, {w, estimable}, node, [], deadline, @check_every)
-        fun -> selected(procs, shares, fun.(shares), {w, estimable}, node)
+        nil ->
+          records(procs, shares, {w, estimable}, node, [], deadline, @check_every)
+
+        fun ->
+          selected(procs, shares, fun.(%{shares: shares, procs: procs}), {w, estimable}, node)
       end
 
     %{snapshot | processes: records}
@@ -679,13 +691,39 @@ defmodule Binscope.Accounting do
     %{kind: kind, id: id, size: size, holders: holders, refc: refc}
   end
 
-  @doc "The first `n` records by `metric`, largest first (ties by pid for a stable order)."
+  @doc """
+  The first `n` records by `metric`, largest first; equal ones the later in `records` first (the
+  later scanned), and a figure that is unknown (`nil`) below every known one.
+  """
   @spec top([process_record()], pos_integer(), atom()) :: [process_record()]
-  def top(records, n, metric), do: top(records, n, metric, [])
+  def top(records, n, metric), do: top(records, n, metric, 0, [])
 
-  # Scans running beside this one that top_except/4 may have to drop (its ranking keeps this
+  # Scans running beside this one that top_processes/4 may have to drop (its ranking keeps this
   # many more than asked).
   @top_slack 8
+
+  @doc """
+  The `n` processes of `node` with the largest `opts.by` (an accounting metric), ranked as
+  `top/3` ranks, without the scan's own processes (see `own_scan?/2`; `scanner` is the scanning
+  process). `opts` are `snapshot/2`'s. Where the figures the scan leaves hold the metric (see
+  `top_select/2`) the ranking runs in Rust over the whole node's figures and records are built
+  for the first few only; otherwise every record is built and ranked here.
+  """
+  @spec top_processes(node(), pos_integer(), map(), pid()) ::
+          {:ok, [process_record()]} | {:error, term()}
+  def top_processes(node, n, opts, scanner) do
+    opts = Map.put_new(opts, :top_shared, 0)
+
+    case top_select(opts.by, n + @top_slack) do
+      nil ->
+        with {:ok, s} <- snapshot(node, opts),
+             do: {:ok, top_except(s.processes, n, opts.by, scanner)}
+
+      select ->
+        with {:ok, s} <- snapshot(node, Map.put(opts, :select, select)),
+             do: {:ok, s.processes |> Enum.reject(&own_scan?(&1, scanner)) |> Enum.take(n)}
+    end
+  end
 
   @doc """
   `top/3` without the scan's own processes (see `own_scan?/2`; `scanner` is the scanning
@@ -694,9 +732,54 @@ defmodule Binscope.Accounting do
   @spec top_except([process_record()], pos_integer(), atom(), pid()) :: [process_record()]
   def top_except(records, n, metric, scanner) do
     records
-    |> top(n + @top_slack, metric, [])
+    |> top(n + @top_slack, metric)
     |> Enum.reject(&own_scan?(&1, scanner))
     |> Enum.take(n)
+  end
+
+  # Where `top_select/2` finds each metric without records: its field in the attribution's
+  # packed figures (their row, as `records/7` reads it), in a compact scan's `extra` (memory,
+  # listed bytes, reductions) or, by name, in the collector's records.
+  @share_fields Map.new(
+                  Enum.with_index(
+                    ~w(binary_refs binary_distinct binary_uss binary_pss binary_shared
+                       native_store_bytes unresolved_store_binaries)a
+                  )
+                )
+  @extra_fields %{memory: 0, binary_bytes: 1}
+  @record_field %{binary_bytes: :listed_bytes}
+  # Records' figures that no field holds: the estimate made from the binary heap and the
+  # attribution together.
+  @derived [:native_bytes, :native_estimated_bytes]
+
+  @doc """
+  A `:select` function for `snapshot/2` that picks the `k` processes with the largest `metric`,
+  in `top/3`'s order, from the figures the scan leaves: the attribution's (`binary_*`,
+  `native_store_bytes`), a compact scan's memory and listed bytes, or the collector's records
+  (`memory`, heap sizes, `reductions`, ...). One dirty NIF call ranks the whole node (a bounded
+  heap: no sort of it all). `nil` for a metric made from several figures (`native_bytes`,
+  `native_estimated_bytes`): rank built records with `top/3` then.
+  """
+  @spec top_select(atom(), non_neg_integer()) :: nil | (map() -> [non_neg_integer()])
+  def top_select(metric, _k) when metric in @derived, do: nil
+  def top_select(metric, k), do: &top_indexes(&1, metric, k)
+
+  defp top_indexes(%{shares: shares}, metric, k) when is_map_key(@share_fields, metric),
+    do: Binscope.Native.accounting_top_packed(shares, div(@width, 8), @share_fields[metric], k)
+
+  defp top_indexes(%{extra: extra}, metric, k) when is_map_key(@extra_fields, metric),
+    do:
+      Binscope.Native.accounting_top_packed(extra, div(@extra_width, 8), @extra_fields[metric], k)
+
+  defp top_indexes(%{procs: []}, _metric, _k), do: []
+
+  defp top_indexes(%{procs: [first | _] = procs}, metric, k) do
+    field = Map.get(@record_field, metric, metric)
+
+    case Collector.field_index(elem(first, 0), field) do
+      nil -> raise ArgumentError, "no #{inspect(metric)} in #{inspect(elem(first, 0))} records"
+      slot -> Binscope.Native.accounting_top_records(procs, slot, k)
+    end
   end
 
   @doc """
@@ -715,25 +798,28 @@ defmodule Binscope.Accounting do
   end
 
   # A chunk of records at a time, merged into the best `n` so far: :lists.sort/1 on
-  # {value, pid, record} (pids are unique, records never compared), reversed. No sort of the
-  # whole node: at a million records one sorted a list of a million tuples and its merge
-  # passes, each a copy of the list (measured before: 21 ms without a yield in
+  # {figure, position, record} (positions are unique, records never compared), reversed. No
+  # sort of the whole node: at a million records one sorted a list of a million tuples and its
+  # merge passes, each a copy of the list (measured before: 21 ms without a yield in
   # lists:rkeymerge3 at 1M processes).
   @top_chunk 4096
-  defp top([], _n, _metric, best), do: Enum.map(best, &elem(&1, 2))
+  defp top([], _n, _metric, _i, best), do: Enum.map(best, &elem(&1, 2))
 
-  defp top(records, n, metric, best) do
+  defp top(records, n, metric, i, best) do
     {chunk, rest} = Enum.split(records, @top_chunk)
 
-    best =
-      chunk
-      |> Enum.reduce(best, &[{Map.fetch!(&1, metric), &1.pid, &1} | &2])
-      |> :lists.sort()
-      |> :lists.reverse()
-      |> Enum.take(n)
+    {best, i} =
+      Enum.reduce(chunk, {best, i}, fn r, {acc, i} ->
+        {[{rank(Map.fetch!(r, metric)), i, r} | acc], i + 1}
+      end)
 
-    top(rest, n, metric, best)
+    best = best |> :lists.sort() |> :lists.reverse() |> Enum.take(n)
+    top(rest, n, metric, i, best)
   end
+
+  # Unknown below every figure (figures are never negative; an atom would sort above them).
+  defp rank(nil), do: -1
+  defp rank(figure), do: figure
 
   @doc """
   Where a node's memory is, in bytes: every `:erlang.memory/0` category, the store's live bytes,

@@ -32,6 +32,18 @@ defmodule Binscope.Collector do
     raise "binscope_gc's fields moved: native/binscope_nif/src/scan.rs reads them by position"
   end
 
+  # The tuple index (0-based, the tag at 0) of every field of each kind of snapshot record.
+  @fields %{
+    binscope_basic: Map.new(Enum.with_index(Keyword.keys(@basic), 1)),
+    binscope_process: Map.new(Enum.with_index(Keyword.keys(@process), 1))
+  }
+
+  @doc false
+  # The tuple index (0-based, the tag at 0) of `field` in a snapshot record tagged `tag`, or nil
+  # when that kind of record has no such field.
+  @spec field_index(atom(), atom()) :: pos_integer() | nil
+  def field_index(tag, field), do: @fields |> Map.get(tag, %{}) |> Map.get(field)
+
   @doc false
   # The tuple index (0-based, the tag at 0) of a snapshot record's binary list.
   @spec binaries_index() :: non_neg_integer()

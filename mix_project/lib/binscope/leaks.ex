@@ -93,7 +93,7 @@ defmodule Binscope.Leaks do
   defp ranked(node, mode, limit, k, opts) do
     pool = if mode == :dry_run, do: pool_size(limit), else: pool_size(k)
     # One more than the pool: the caller is in a local scan's list and is dropped.
-    select = fn packed -> Binscope.Native.leaks_top_uss(packed, pool + 1) end
+    select = fn %{shares: packed} -> Binscope.Native.leaks_top_uss(packed, pool + 1) end
 
     # window_ms: the collector reads the reductions of the pids it sweeps last before its
     # sweep (a direct read, without the round trip of the binary list), so the activity window

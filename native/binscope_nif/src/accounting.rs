@@ -3,10 +3,11 @@
 
 use std::sync::{Mutex, MutexGuard};
 
+use binscope_core::accounting::top::{top_by, top_rows};
 use binscope_core::accounting::{
     attribute, attribute_parallel, Attribution, BinRef, ProcessShare, Snapshot,
 };
-use rustler::{Env, NifMap, NifResult, Resource, ResourceArc, Term};
+use rustler::{Binary, Env, NifMap, NifResult, Resource, ResourceArc, Term};
 
 use crate::collector::ResolveWith;
 
@@ -167,6 +168,41 @@ fn accounting_attribute<'a>(
     let shares = packed(env, a.processes.iter().map(share_fields))?;
     let (summary, top) = summary_and_top(&a);
     Ok((shares, summary, top))
+}
+
+// Selections of a whole node's records (`binscope_core::accounting::top`): they return the
+// indexes of the few reported, so that Elixir builds records for those only. Both are dirty:
+// one call covers a whole node.
+
+/// Indexes of the `k` rows of `packed` (rows of `width` native-endian u64s: the `shares` or the
+/// `extra` of an attribution) with the largest field `field`, largest first, equal ones the
+/// later row first.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn accounting_top_packed(packed: Binary, width: u64, field: u64, k: u64) -> NifResult<Vec<u64>> {
+    let rows = top_rows(&packed, width as usize, field as usize, k as usize).ok_or_else(badarg)?;
+    Ok(rows.into_iter().map(|i| i as u64).collect())
+}
+
+/// Indexes of the `k` of `records` (collector records, tuples) with the largest element at
+/// `slot` (0-based, the tag at 0), ordered as `accounting_top_packed`'s; `undefined` there (a
+/// figure the VM did not give) ranks below every integer.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn accounting_top_records(records: Term, slot: u64, k: u64) -> NifResult<Vec<u64>> {
+    let mut keys: Vec<Option<u64>> = Vec::with_capacity(records.list_length()?);
+    for record in records.into_list_iterator()? {
+        let value = tuple_elements(record)?
+            .nth(slot as usize)
+            .ok_or_else(badarg)?;
+        keys.push(match value.decode::<u64>() {
+            Ok(v) => Some(v),
+            Err(_) if value == rustler::types::atom::undefined().to_term(record.get_env()) => None,
+            Err(_) => return Err(badarg()),
+        });
+    }
+    Ok(top_by(keys.len(), k as usize, |i| keys[i])
+        .into_iter()
+        .map(|i| i as u64)
+        .collect())
 }
 
 /// One binary of native-endian u64s: each row's fields in order, rows in order. A binary (not

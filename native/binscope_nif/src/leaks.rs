@@ -5,10 +5,10 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+use binscope_core::accounting::top::top_by;
 use binscope_core::accounting::{is_unresolved, store_entry, store_key, Snapshot};
 use binscope_core::leaks::{
-    full_ranking, likely_garbage, pinned_bytes, rank, suggest, top_by, waste, Candidate, Facts,
-    Suggestion,
+    full_ranking, likely_garbage, pinned_bytes, rank, suggest, waste, Candidate, Facts, Suggestion,
 };
 use rustler::{Binary, ListIterator, NifMap, NifResult, NifUnitEnum, Resource, ResourceArc, Term};
 

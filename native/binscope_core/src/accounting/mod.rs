@@ -5,9 +5,11 @@
 //! - [`handles`]: maps the addresses the VM shows for NIF resource binaries back to the store
 //!   entries behind them, so store binaries are counted at their real size instead of the 72 bytes
 //!   the VM reports.
+//! - [`top`]: the largest few of a whole node's figures, without a sort of them all.
 
 pub mod attribution;
 pub mod handles;
+pub mod top;
 
 pub use attribution::{
     attribute, attribute_parallel, Attribution, BinRef, ProcessShare, SharedBinary, Snapshot,

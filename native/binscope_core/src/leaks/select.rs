@@ -1,43 +1,20 @@
 //! Selections over a whole node's figures, so that a scan of a million processes builds terms
 //! for the few it reports instead of a record per process.
 //!
-//! - [`top_by`]: the `k` largest of `n` keyed items (a bounded heap: O(n log k), no sort of all).
+//! - [`top_by`] (from [`crate::accounting::top`]): the `k` largest of `n` keyed items.
 //! - [`full_ranking`]: the ranking of a full leak scan (every process collected): what each
 //!   collection freed, what each process retains, its waste, and the order of the results.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
 use crate::accounting::attribution::exclusive;
+pub use crate::accounting::top::top_by;
 use crate::accounting::{is_unresolved, store_entry, AddrHasher, BinRef, ProcessShare, Snapshot};
 use crate::leaks::{waste, Facts, Reclaim};
 #[cfg(doc)]
 use crate::{accounting::attribute, leaks::reclaimed};
-
-/// The indexes of the `k` items with the largest `key(i)` (`i` in `0..n`), largest first; equal
-/// keys rank the later index first (the order of a descending sort of `(key, index)`).
-pub fn top_by<K: Ord + Copy>(n: usize, k: usize, key: impl Fn(usize) -> K) -> Vec<usize> {
-    if k == 0 {
-        return Vec::new();
-    }
-    // A min-heap of the best `k` so far: its root is the one to beat.
-    let mut heap: BinaryHeap<Reverse<(K, usize)>> = BinaryHeap::with_capacity(k + 1);
-    for i in 0..n {
-        let e = (key(i), i);
-        if heap.len() < k {
-            heap.push(Reverse(e));
-        } else if let Some(Reverse(min)) = heap.peek() {
-            if e > *min {
-                heap.pop();
-                heap.push(Reverse(e));
-            }
-        }
-    }
-    let mut out: Vec<(K, usize)> = heap.into_iter().map(|Reverse(e)| e).collect();
-    out.sort_unstable_by(|a, b| b.cmp(a));
-    out.into_iter().map(|(_, i)| i).collect()
-}
 
 /// From this many references (before and after together), [`full_ranking`] runs its passes
 /// over the references on three threads.
@@ -347,15 +324,6 @@ mod tests {
     }
 
     #[test]
-    fn top_by_takes_the_largest_later_index_first_on_ties() {
-        let v = [5u64, 1, 9, 5, 7, 9];
-        assert_eq!(top_by(v.len(), 3, |i| v[i]), vec![5, 2, 4]);
-        assert_eq!(top_by(v.len(), 0, |i| v[i]), Vec::<usize>::new());
-        assert_eq!(top_by(v.len(), 10, |i| v[i]), vec![5, 2, 4, 3, 0, 1]);
-        assert_eq!(top_by(0, 3, |_| 0u64), Vec::<usize>::new());
-    }
-
-    #[test]
     #[cfg_attr(miri, ignore)]
     fn full_ranking_on_threads_matches_one_thread() {
         // Above PARALLEL_REFS: process i drops binary i (shared with its neighbour every 7th).
@@ -431,14 +399,6 @@ mod tests {
             prop_assert_eq!(retained, attribute(&a, 0).processes);
             let want: Vec<u64> = attribute(&b, 0).processes.iter().map(|p| p.uss).collect();
             prop_assert_eq!(uss, want);
-        }
-
-        #[test]
-        fn top_by_is_a_prefix_of_the_sorted_order(v in prop::collection::vec((0u64..20, 0u64..5), 0..200), k in 0usize..30) {
-            let mut all: Vec<((u64, u64), usize)> = v.iter().copied().zip(0..).collect();
-            all.sort_by(|a, b| b.cmp(a));
-            let want: Vec<usize> = all.into_iter().take(k).map(|(_, i)| i).collect();
-            prop_assert_eq!(top_by(v.len(), k, |i| v[i]), want);
         }
 
         #[test]

@@ -1,0 +1,117 @@
+defmodule Binscope.AccountingTopTest do
+  # top/2's ranking in Rust (Accounting.top_select/2, the accounting_top_* NIFs): the same
+  # records, in the same order, as top/3 over every record of the scan.
+  use ExUnit.Case, async: false
+
+  alias Binscope.Accounting
+  alias Binscope.Native
+
+  # 24 idle processes with ties: binaries of one of two sizes, one to three of them, and heaps
+  # of two sizes. Each has built its state and waits when this returns: their figures then
+  # stay as they are between scans.
+  defp population do
+    me = self()
+
+    pids =
+      for i <- 1..24 do
+        spawn(fn ->
+          bins = for _ <- 1..(rem(i, 3) + 1), do: :binary.copy(<<i>>, 100_000 * (rem(i, 2) + 1))
+          heap = if rem(i, 4) == 0, do: Enum.to_list(1..20_000), else: []
+          send(me, {:ready, self()})
+          receive do: (:stop -> {bins, heap})
+        end)
+      end
+
+    for pid <- pids, do: assert_receive({:ready, ^pid})
+    pids
+  end
+
+  defp stop(pids), do: Enum.each(pids, &send(&1, :stop))
+
+  # The metrics each detail ranks by (every field of its records but the derived estimates).
+  defp metrics(:basic), do: Binscope.Accounting.Options.basic_metrics()
+
+  defp metrics(:full) do
+    Binscope.Accounting.Options.metrics() -- [:native_bytes, :native_estimated_bytes]
+  end
+
+  test "over the collector's records, every metric ranks as top/3 ranks the built records" do
+    pids = population()
+
+    for detail <- [:basic, :full] do
+      # One raw snapshot, attributed twice: the two rankings see the same figures.
+      raw = :binscope_collector.snapshot(%{detail: detail})
+      all = Accounting.attribute(raw, 0).processes
+
+      for metric <- metrics(detail), k <- [1, 7, 30, length(all) + 5] do
+        select = Accounting.top_select(metric, k)
+        picked = Accounting.attribute(raw, 0, :infinity, select).processes
+        want = Accounting.top(all, k, metric)
+        assert picked == want, "#{detail} #{metric} k=#{k}"
+      end
+    end
+
+    assert Accounting.top_select(:native_bytes, 3) == nil
+    stop(pids)
+  end
+
+  test "a compact scan's ranking matches top/3 over the same scan's records" do
+    pids = population()
+    mine = MapSet.new(pids)
+
+    for metric <- metrics(:basic) do
+      # Two scans of idle processes: their figures are the same in both, and the pids keep
+      # their scan order. Only these 24 are compared (others on the node may change between).
+      {:ok, snap} = Binscope.snapshot(detail: :basic, top_shared: 0)
+      want = snap.processes |> Accounting.top(1_000_000, metric) |> Enum.filter(&(&1.pid in mine))
+
+      {:ok, top} = Binscope.top(1_000_000, by: metric, detail: :basic)
+      got = Enum.filter(top, &(&1.pid in mine))
+
+      assert Enum.map(got, &{&1.pid, Map.fetch!(&1, metric)}) ==
+               Enum.map(want, &{&1.pid, Map.fetch!(&1, metric)}),
+             inspect(metric)
+
+      assert Enum.map(got, &Map.fetch!(&1, metric)) == Enum.map(want, &Map.fetch!(&1, metric))
+    end
+
+    stop(pids)
+  end
+
+  test "top/3 ranks an unknown figure below every known one, equal ones the later first" do
+    records = [
+      %{pid: :a, m: 5},
+      %{pid: :b, m: nil},
+      %{pid: :c, m: 7},
+      %{pid: :d, m: 5},
+      %{pid: :e, m: 0}
+    ]
+
+    assert Enum.map(Accounting.top(records, 5, :m), & &1.pid) == [:c, :d, :a, :e, :b]
+  end
+
+  test "the NIFs rank records and packed rows alike, and refuse what is not one" do
+    records = [{:r, 5}, {:r, :undefined}, {:r, 7}, {:r, 5}, {:r, 0}]
+    assert Native.accounting_top_records(records, 1, 5) == [2, 3, 0, 4, 1]
+    assert Native.accounting_top_records(records, 1, 2) == [2, 3]
+    assert Native.accounting_top_records([], 1, 2) == []
+
+    packed = for v <- [5, 9, 7, 5, 0], into: <<>>, do: <<1::64-native, v::64-native>>
+    assert Native.accounting_top_packed(packed, 2, 1, 3) == [1, 2, 3]
+    # Any k: never more than the rows.
+    assert Native.accounting_top_packed(packed, 2, 1, 2 ** 64 - 1) == [1, 2, 3, 0, 4]
+
+    for bad <- [
+          fn -> Native.accounting_top_records([{:r, :other}], 1, 1) end,
+          fn -> Native.accounting_top_records([{:r, -1}], 1, 1) end,
+          fn -> Native.accounting_top_records([{:r}], 1, 1) end,
+          fn -> Native.accounting_top_records([:not_a_tuple], 1, 1) end,
+          fn -> Native.accounting_top_records(:not_a_list, 1, 1) end,
+          fn -> Native.accounting_top_packed(binary_part(packed, 0, 12), 2, 1, 1) end,
+          fn -> Native.accounting_top_packed(packed, 2, 2, 1) end,
+          fn -> Native.accounting_top_packed(packed, 0, 0, 1) end
+        ] do
+      assert_raise ArgumentError, bad
+    end
+  end
+end
