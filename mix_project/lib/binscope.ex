@@ -186,7 +186,7 @@ defmodule Binscope do
   `processes/1` does, but the ranking runs in Rust over the whole node's figures and records
   are made for the first few only (`native_bytes` and `native_estimated_bytes` excepted: every
   record is made and ranked), so at a million processes it builds a few maps, not a million.
-  Equal figures rank the later scanned process first; an unknown (`nil`) figure ranks last.
+  Equal figures rank the larger pid first; an unknown (`nil`) figure ranks last.
   The scan's own process is left out (as is any process running Binscope's
   collector when it was read: a remote scan's, another scan), with or without `window:`; the
   caller, waiting for the scan, is not.

@@ -94,9 +94,10 @@ defmodule Binscope.Accounting do
   order wanted: every binary is still attributed over the whole node, but `processes` then
   holds those records only (a scan of a million processes builds a few maps, not a million).
   It is given `%{shares: packed}` (the attribution's packed figures, one row of 8 native-endian
-  u64s a process: refs, distinct, uss, pss, shared, store bytes, unresolved, bytes) and either
-  `extra:` (a compact scan's: memory, listed bytes, reductions) or `procs:` (the collector's
-  records). `top_select/2` makes one.
+  u64s a process: refs, distinct, uss, pss, shared, store bytes, unresolved, bytes), `pids:`
+  (the scan's pids in order, as a list of lists of pids or records) and either `extra:` (a
+  compact scan's: memory, listed bytes, reductions) or `procs:` (the collector's records).
+  `top_select/2` makes one.
   """
   @spec snapshot(node(), map()) :: {:ok, snapshot()} | {:error, term()}
   def snapshot(node, opts) do
@@ -224,7 +225,9 @@ defmodule Binscope.Accounting do
           scan_records(scans, shares, extra, names, node, deadline, @check_every)
 
         fun ->
-          scan_selected(scans, shares, extra, fun.(%{shares: shares, extra: extra}), names, node)
+          pids = for Collector.scan(pids: pids) <- scans, do: pids
+          figures = %{shares: shares, extra: extra, pids: pids}
+          scan_selected(scans, shares, extra, fun.(figures), names, node)
       end
 
     %{head(raw, summary, top) | processes: records}
@@ -255,7 +258,8 @@ defmodule Binscope.Accounting do
           records(procs, shares, {w, estimable}, node, [], deadline, @check_every)
 
         fun ->
-          selected(procs, shares, fun.(%{shares: shares, procs: procs}), {w, estimable}, node)
+          figures = %{shares: shares, procs: procs, pids: [procs]}
+          selected(procs, shares, fun.(figures), {w, estimable}, node)
       end
 
     %{snapshot | processes: records}
@@ -692,11 +696,11 @@ defmodule Binscope.Accounting do
   end
 
   @doc """
-  The first `n` records by `metric`, largest first; equal ones the later in `records` first (the
-  later scanned), and a figure that is unknown (`nil`) below every known one.
+  The first `n` records by `metric`, largest first; equal ones the larger pid first (a stable
+  order), and a figure that is unknown (`nil`) below every known one.
   """
   @spec top([process_record()], pos_integer(), atom()) :: [process_record()]
-  def top(records, n, metric), do: top(records, n, metric, 0, [])
+  def top(records, n, metric), do: top(records, n, metric, [])
 
   # Scans running beside this one that top_processes/4 may have to drop (its ranking keeps this
   # many more than asked).
@@ -764,12 +768,17 @@ defmodule Binscope.Accounting do
   def top_select(metric, _k) when metric in @derived, do: nil
   def top_select(metric, k), do: &top_indexes(&1, metric, k)
 
-  defp top_indexes(%{shares: shares}, metric, k) when is_map_key(@share_fields, metric),
-    do: Binscope.Native.accounting_top_packed(shares, div(@width, 8), @share_fields[metric], k)
+  defp top_indexes(%{shares: shares, pids: pids}, metric, k)
+       when is_map_key(@share_fields, metric) do
+    field = @share_fields[metric]
+    Binscope.Native.accounting_top_packed(shares, div(@width, 8), field, pids, k)
+  end
 
-  defp top_indexes(%{extra: extra}, metric, k) when is_map_key(@extra_fields, metric),
-    do:
-      Binscope.Native.accounting_top_packed(extra, div(@extra_width, 8), @extra_fields[metric], k)
+  defp top_indexes(%{extra: extra, pids: pids}, metric, k)
+       when is_map_key(@extra_fields, metric) do
+    field = @extra_fields[metric]
+    Binscope.Native.accounting_top_packed(extra, div(@extra_width, 8), field, pids, k)
+  end
 
   defp top_indexes(%{procs: []}, _metric, _k), do: []
 
@@ -798,23 +807,24 @@ defmodule Binscope.Accounting do
   end
 
   # A chunk of records at a time, merged into the best `n` so far: :lists.sort/1 on
-  # {figure, position, record} (positions are unique, records never compared), reversed. No
-  # sort of the whole node: at a million records one sorted a list of a million tuples and its
-  # merge passes, each a copy of the list (measured before: 21 ms without a yield in
+  # {figure, pid, record} (pids are unique, records never compared), reversed. No sort of the
+  # whole node: at a million records one sorted a list of a million tuples and its merge
+  # passes, each a copy of the list (measured before: 21 ms without a yield in
   # lists:rkeymerge3 at 1M processes).
   @top_chunk 4096
-  defp top([], _n, _metric, _i, best), do: Enum.map(best, &elem(&1, 2))
+  defp top([], _n, _metric, best), do: Enum.map(best, &elem(&1, 2))
 
-  defp top(records, n, metric, i, best) do
+  defp top(records, n, metric, best) do
     {chunk, rest} = Enum.split(records, @top_chunk)
 
-    {best, i} =
-      Enum.reduce(chunk, {best, i}, fn r, {acc, i} ->
-        {[{rank(Map.fetch!(r, metric)), i, r} | acc], i + 1}
-      end)
+    best =
+      chunk
+      |> Enum.reduce(best, &[{rank(Map.fetch!(&1, metric)), &1.pid, &1} | &2])
+      |> :lists.sort()
+      |> :lists.reverse()
+      |> Enum.take(n)
 
-    best = best |> :lists.sort() |> :lists.reverse() |> Enum.take(n)
-    top(rest, n, metric, i, best)
+    top(rest, n, metric, best)
   end
 
   # Unknown below every figure (figures are never negative; an atom would sort above them).

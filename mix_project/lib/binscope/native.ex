@@ -171,7 +171,7 @@ defmodule Binscope.Native do
   def accounting_scan_new(_resolve, _processes), do: err()
   def accounting_scan_batch(_scan, _batch), do: err()
   def accounting_attribute_scans(_scans, _top_shared), do: err()
-  def accounting_top_packed(_packed, _width, _field, _k), do: err()
+  def accounting_top_packed(_packed, _width, _field, _pids, _k), do: err()
   def accounting_top_records(_records, _slot, _k), do: err()
 
   # leaks.rs

@@ -78,38 +78,53 @@ defmodule Binscope.AccountingTopTest do
     stop(pids)
   end
 
-  test "top/3 ranks an unknown figure below every known one, equal ones the later first" do
+  # Five pids in term order (the smallest first).
+  defp pids(n), do: Enum.sort(for(_ <- 1..n, do: spawn(fn -> :ok end)))
+
+  test "top/3 ranks an unknown figure below every known one, equal ones the larger pid first" do
+    [a, b, c, d, e] = pids(5)
+
     records = [
-      %{pid: :a, m: 5},
-      %{pid: :b, m: nil},
-      %{pid: :c, m: 7},
-      %{pid: :d, m: 5},
-      %{pid: :e, m: 0}
+      %{pid: a, m: 5},
+      %{pid: b, m: nil},
+      %{pid: c, m: 7},
+      %{pid: d, m: 5},
+      %{pid: e, m: 0}
     ]
 
-    assert Enum.map(Accounting.top(records, 5, :m), & &1.pid) == [:c, :d, :a, :e, :b]
+    assert Enum.map(Accounting.top(records, 5, :m), & &1.pid) == [c, d, a, e, b]
+    assert Enum.map(Accounting.top(Enum.reverse(records), 5, :m), & &1.pid) == [c, d, a, e, b]
   end
 
   test "the NIFs rank records and packed rows alike, and refuse what is not one" do
-    records = [{:r, 5}, {:r, :undefined}, {:r, 7}, {:r, 5}, {:r, 0}]
-    assert Native.accounting_top_records(records, 1, 5) == [2, 3, 0, 4, 1]
-    assert Native.accounting_top_records(records, 1, 2) == [2, 3]
-    assert Native.accounting_top_records([], 1, 2) == []
+    [a, b, c, d, e] = ps = pids(5)
+    # Scan order is not pid order: ties go to the larger pid wherever it was scanned.
+    records = for {p, v} <- [{d, 5}, {b, :undefined}, {c, 7}, {a, 5}, {e, 0}], do: {:r, p, v}
+    assert Native.accounting_top_records(records, 2, 5) == [2, 0, 3, 4, 1]
+    assert Native.accounting_top_records(records, 2, 2) == [2, 0]
+    assert Native.accounting_top_records([], 2, 2) == []
 
     packed = for v <- [5, 9, 7, 5, 0], into: <<>>, do: <<1::64-native, v::64-native>>
-    assert Native.accounting_top_packed(packed, 2, 1, 3) == [1, 2, 3]
+    # The pids in chunks (a compact scan's shares), or records.
+    assert Native.accounting_top_packed(packed, 2, 1, [[a, b], [c, d, e]], 3) == [1, 2, 3]
+    assert Native.accounting_top_packed(packed, 2, 1, [records], 5) == [1, 2, 0, 3, 4]
     # Any k: never more than the rows.
-    assert Native.accounting_top_packed(packed, 2, 1, 2 ** 64 - 1) == [1, 2, 3, 0, 4]
+    assert Native.accounting_top_packed(packed, 2, 1, [ps], 2 ** 64 - 1) == [1, 2, 3, 0, 4]
 
     for bad <- [
-          fn -> Native.accounting_top_records([{:r, :other}], 1, 1) end,
-          fn -> Native.accounting_top_records([{:r, -1}], 1, 1) end,
-          fn -> Native.accounting_top_records([{:r}], 1, 1) end,
-          fn -> Native.accounting_top_records([:not_a_tuple], 1, 1) end,
-          fn -> Native.accounting_top_records(:not_a_list, 1, 1) end,
-          fn -> Native.accounting_top_packed(binary_part(packed, 0, 12), 2, 1, 1) end,
-          fn -> Native.accounting_top_packed(packed, 2, 2, 1) end,
-          fn -> Native.accounting_top_packed(packed, 0, 0, 1) end
+          fn -> Native.accounting_top_records([{:r, a, :other}], 2, 1) end,
+          fn -> Native.accounting_top_records([{:r, a, -1}], 2, 1) end,
+          fn -> Native.accounting_top_records([{:r, :not_a_pid, 1}], 2, 1) end,
+          fn -> Native.accounting_top_records([{:r, a}], 2, 1) end,
+          fn -> Native.accounting_top_records([{:r, a, 1}], 1, 1) end,
+          fn -> Native.accounting_top_records([:not_a_tuple], 2, 1) end,
+          fn -> Native.accounting_top_records(:not_a_list, 2, 1) end,
+          fn -> Native.accounting_top_packed(binary_part(packed, 0, 12), 2, 1, [ps], 1) end,
+          fn -> Native.accounting_top_packed(packed, 2, 2, [ps], 1) end,
+          fn -> Native.accounting_top_packed(packed, 0, 0, [ps], 1) end,
+          fn -> Native.accounting_top_packed(packed, 2, 1, [tl(ps)], 1) end,
+          fn -> Native.accounting_top_packed(packed, 2, 1, [[1, 2, 3, 4, 5]], 1) end,
+          fn -> Native.accounting_top_packed(packed, 2, 1, ps, 1) end
         ] do
       assert_raise ArgumentError, bad
     end

@@ -3,7 +3,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use binscope_core::accounting::top::{top_by, top_rows};
+use binscope_core::accounting::top::{top_by, Rows};
 use binscope_core::accounting::{
     attribute, attribute_parallel, Attribution, BinRef, ProcessShare, Snapshot,
 };
@@ -171,38 +171,77 @@ fn accounting_attribute<'a>(
 }
 
 // Selections of a whole node's records (`binscope_core::accounting::top`): they return the
-// indexes of the few reported, so that Elixir builds records for those only. Both are dirty:
-// one call covers a whole node.
+// indexes of the few reported, so that Elixir builds records for those only. Equal figures rank
+// the larger pid first (term order, as `Binscope.Accounting.top/3` ranks). Both are dirty: one
+// call covers a whole node.
 
-/// Indexes of the `k` rows of `packed` (rows of `width` native-endian u64s: the `shares` or the
-/// `extra` of an attribution) with the largest field `field`, largest first, equal ones the
-/// later row first.
-#[rustler::nif(schedule = "DirtyCpu")]
-fn accounting_top_packed(packed: Binary, width: u64, field: u64, k: u64) -> NifResult<Vec<u64>> {
-    let rows = top_rows(&packed, width as usize, field as usize, k as usize).ok_or_else(badarg)?;
-    Ok(rows.into_iter().map(|i| i as u64).collect())
+/// The pids of a scan in order, from `chunks`: a list of lists whose items are pids or records
+/// (tuples with the pid at element 1).
+fn scan_pids<'a>(chunks: Term<'a>) -> NifResult<Vec<Term<'a>>> {
+    let mut pids = Vec::new();
+    for chunk in chunks.into_list_iterator()? {
+        pids.reserve(chunk.list_length()?);
+        for item in chunk.into_list_iterator()? {
+            let pid = if item.is_pid() {
+                item
+            } else {
+                tuple_elements(item)?.nth(1).ok_or_else(badarg)?
+            };
+            if !pid.is_pid() {
+                return Err(badarg());
+            }
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
 }
 
-/// Indexes of the `k` of `records` (collector records, tuples) with the largest element at
-/// `slot` (0-based, the tag at 0), ordered as `accounting_top_packed`'s; `undefined` there (a
-/// figure the VM did not give) ranks below every integer.
+/// Indexes of the `k` rows of `packed` (rows of `width` native-endian u64s: the `shares` or the
+/// `extra` of an attribution) with the largest field `field`, largest first; `pids` (see
+/// `scan_pids`) has the rows' pids, for ties.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn accounting_top_packed<'a>(
+    packed: Binary<'a>,
+    width: u64,
+    field: u64,
+    pids: Term<'a>,
+    k: u64,
+) -> NifResult<Vec<u64>> {
+    let rows = Rows::new(&packed, width as usize).ok_or_else(badarg)?;
+    let pids = scan_pids(pids)?;
+    if field >= width || pids.len() != rows.len() {
+        return Err(badarg());
+    }
+    let top = top_by(rows.len(), k as usize, |i| {
+        (rows.field(i, field as usize), pids[i])
+    });
+    Ok(top.into_iter().map(|i| i as u64).collect())
+}
+
+/// Indexes of the `k` of `records` (collector records: tuples, the pid at element 1) with the
+/// largest element at `slot` (0-based, the tag at 0), ordered as `accounting_top_packed`'s;
+/// `undefined` there (a figure the VM did not give) ranks below every integer.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn accounting_top_records(records: Term, slot: u64, k: u64) -> NifResult<Vec<u64>> {
-    let mut keys: Vec<Option<u64>> = Vec::with_capacity(records.list_length()?);
+    let undefined = rustler::types::atom::undefined().to_term(records.get_env());
+    let mut keys: Vec<(Option<u64>, Term)> = Vec::with_capacity(records.list_length()?);
     for record in records.into_list_iterator()? {
-        let value = tuple_elements(record)?
-            .nth(slot as usize)
-            .ok_or_else(badarg)?;
-        keys.push(match value.decode::<u64>() {
+        let mut elements = tuple_elements(record)?;
+        let pid = elements.nth(1).filter(|p| p.is_pid()).ok_or_else(badarg)?;
+        let value = match slot.checked_sub(2) {
+            Some(skip) => elements.nth(skip as usize),
+            None => None,
+        }
+        .ok_or_else(badarg)?;
+        let figure = match value.decode::<u64>() {
             Ok(v) => Some(v),
-            Err(_) if value == rustler::types::atom::undefined().to_term(record.get_env()) => None,
+            Err(_) if value == undefined => None,
             Err(_) => return Err(badarg()),
-        });
+        };
+        keys.push((figure, pid));
     }
-    Ok(top_by(keys.len(), k as usize, |i| keys[i])
-        .into_iter()
-        .map(|i| i as u64)
-        .collect())
+    let top = top_by(keys.len(), k as usize, |i| keys[i]);
+    Ok(top.into_iter().map(|i| i as u64).collect())
 }
 
 /// One binary of native-endian u64s: each row's fields in order, rows in order. A binary (not

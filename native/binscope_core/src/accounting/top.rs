@@ -2,8 +2,8 @@
 //! processes builds terms for the few it reports instead of a record per process.
 //!
 //! - [`top_by`]: the `k` largest of `n` keyed items (a bounded heap: O(n log k), no sort of all).
-//! - [`top_rows`]: the same over rows of packed native-endian `u64` fields (the attribution's
-//!   per-process figures as the NIF hands them to Elixir), by one field.
+//! - [`Rows`]: rows of packed native-endian `u64` fields (the attribution's per-process figures
+//!   as the NIF hands them to Elixir), read in place.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -34,19 +34,45 @@ pub fn top_by<K: Ord + Copy>(n: usize, k: usize, key: impl Fn(usize) -> K) -> Ve
     out.into_iter().map(|(_, i)| i).collect()
 }
 
-/// The indexes of the `k` rows of `packed` (rows of `width` native-endian `u64`s) with the
-/// largest field `field`, largest first, equal ones the later row first (as [`top_by`]). `None`
-/// when `packed` is not whole rows or `field` is not one of them.
-pub fn top_rows(packed: &[u8], width: usize, field: usize, k: usize) -> Option<Vec<usize>> {
-    let row = width.checked_mul(8).filter(|&r| r > 0 && field < width)?;
-    if !packed.len().is_multiple_of(row) {
-        return None;
+/// Rows of native-endian `u64` fields packed one after another (the attribution's per-process
+/// figures as the NIF hands them to Elixir), read in place.
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a> {
+    packed: &'a [u8],
+    width: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// `packed` as rows of `width` fields; `None` unless it is whole rows of at least one field.
+    pub fn new(packed: &'a [u8], width: usize) -> Option<Self> {
+        let row = width.checked_mul(8).filter(|&r| r > 0)?;
+        packed
+            .len()
+            .is_multiple_of(row)
+            .then_some(Rows { packed, width })
     }
-    let at = |i: usize| {
-        let from = i * row + field * 8;
-        u64::from_ne_bytes(packed[from..from + 8].try_into().expect("8 bytes"))
-    };
-    Some(top_by(packed.len() / row, k, at))
+
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        self.packed.len() / (self.width * 8)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.packed.is_empty()
+    }
+
+    /// How many fields a row has.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Field `field` (below `width()`) of row `i` (below `len()`).
+    pub fn field(&self, i: usize, field: usize) -> u64 {
+        assert!(field < self.width, "field {field} of {}", self.width);
+        let from = (i * self.width + field) * 8;
+        u64::from_ne_bytes(self.packed[from..from + 8].try_into().expect("8 bytes"))
+    }
 }
 
 #[cfg(test)]
@@ -69,14 +95,22 @@ mod tests {
     }
 
     #[test]
-    fn top_rows_ranks_by_one_field_and_refuses_partial_rows() {
-        let packed = rows(&[[1, 50, 0], [2, 70, 0], [3, 50, 0], [4, 10, 0]]);
-        assert_eq!(top_rows(&packed, 3, 1, 3), Some(vec![1, 2, 0]));
-        assert_eq!(top_rows(&packed, 3, 0, 2), Some(vec![3, 2]));
-        assert_eq!(top_rows(&packed, 3, 3, 2), None);
-        assert_eq!(top_rows(&packed[..20], 3, 1, 2), None);
-        assert_eq!(top_rows(&packed, 0, 0, 2), None);
-        assert_eq!(top_rows(&[], 3, 1, 2), Some(vec![]));
+    fn rows_read_fields_in_place_and_refuse_partial_rows() {
+        let packed = rows(&[[1, 50, 0], [2, 70, 0], [3, 50, 9]]);
+        let r = Rows::new(&packed, 3).expect("whole rows");
+        assert_eq!((r.len(), r.width(), r.is_empty()), (3, 3, false));
+        assert_eq!((r.field(1, 1), r.field(2, 2), r.field(0, 0)), (70, 9, 1));
+        assert_eq!(top_by(r.len(), 2, |i| r.field(i, 1)), vec![1, 2]);
+        assert!(Rows::new(&packed[..20], 3).is_none());
+        assert!(Rows::new(&packed, 0).is_none());
+        assert!(Rows::new(&[], 3).expect("no rows").is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "field 3 of 3")]
+    fn a_field_past_the_row_panics() {
+        let packed = rows(&[[1, 2, 3]]);
+        Rows::new(&packed, 3).expect("one row").field(0, 3);
     }
 
     proptest! {
@@ -89,8 +123,15 @@ mod tests {
         }
 
         #[test]
-        fn top_rows_matches_top_by_on_the_field(v in prop::collection::vec([0u64..6, 0u64..6, 0u64..6], 0..100), f in 0usize..3, k in 0usize..20) {
-            prop_assert_eq!(top_rows(&rows(&v), 3, f, k), Some(top_by(v.len(), k, |i| v[i][f])));
+        fn rows_read_back_what_was_packed(v in prop::collection::vec([any::<u64>(), any::<u64>(), any::<u64>()], 0..100)) {
+            let packed = rows(&v);
+            let r = Rows::new(&packed, 3).expect("whole rows");
+            prop_assert_eq!(r.len(), v.len());
+            for (i, row) in v.iter().enumerate() {
+                for (f, x) in row.iter().enumerate() {
+                    prop_assert_eq!(r.field(i, f), *x);
+                }
+            }
         }
     }
 }
