@@ -696,10 +696,12 @@ defmodule Binscope.Accounting do
   end
 
   @doc """
-  The first `n` records by `metric`, largest first; equal ones the larger pid first (a stable
-  order), and a figure that is unknown (`nil`) below every known one.
+  The first `n` records by `metric` (a field, or a function of the record), largest first;
+  equal ones the larger pid first (a stable order), and a figure that is unknown (`nil`) below
+  every known one.
   """
-  @spec top([process_record()], pos_integer(), atom()) :: [process_record()]
+  @spec top([process_record()], pos_integer(), atom() | (process_record() -> number() | nil)) ::
+          [process_record()]
   def top(records, n, metric), do: top(records, n, metric, [])
 
   # Scans running beside this one that top_processes/4 may have to drop (its ranking keeps this
@@ -819,7 +821,7 @@ defmodule Binscope.Accounting do
 
     best =
       chunk
-      |> Enum.reduce(best, &[{rank(Map.fetch!(&1, metric)), &1.pid, &1} | &2])
+      |> Enum.reduce(best, &[{rank(figure(&1, metric)), &1.pid, &1} | &2])
       |> :lists.sort()
       |> :lists.reverse()
       |> Enum.take(n)
@@ -827,9 +829,13 @@ defmodule Binscope.Accounting do
     top(rest, n, metric, best)
   end
 
-  # Unknown below every figure (figures are never negative; an atom would sort above them).
-  defp rank(nil), do: -1
-  defp rank(figure), do: figure
+  defp figure(record, metric) when is_atom(metric), do: Map.fetch!(record, metric)
+  defp figure(record, metric), do: metric.(record)
+
+  # Unknown below every figure, negative ones too (a growth): in term order a 1-tuple sorts
+  # below any 2-tuple, where an atom would sort above every number.
+  defp rank(nil), do: {0}
+  defp rank(figure), do: {1, figure}
 
   @doc """
   Where a node's memory is, in bytes: every `:erlang.memory/0` category, the store's live bytes,

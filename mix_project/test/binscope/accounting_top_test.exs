@@ -94,6 +94,30 @@ defmodule Binscope.AccountingTopTest do
 
     assert Enum.map(Accounting.top(records, 5, :m), & &1.pid) == [c, d, a, e, b]
     assert Enum.map(Accounting.top(Enum.reverse(records), 5, :m), & &1.pid) == [c, d, a, e, b]
+    # By a function of the record (a growth): negative figures still rank above unknown ones.
+    by_growth = Accounting.top(records, 5, &(&1.m && &1.m - 6))
+    assert Enum.map(by_growth, & &1.pid) == [c, d, a, e, b]
+  end
+
+  test "growth over a window: unknown at either end is unknown, ranked last; born ones grew from 0" do
+    [a, b, c, d, e] = pids(5)
+    before = %{a => 10, b => nil, c => 5, d => 7}
+
+    records = [
+      %{pid: a, m: 4},
+      %{pid: b, m: 9},
+      %{pid: c, m: nil},
+      %{pid: d, m: 9},
+      %{pid: e, m: 3}
+    ]
+
+    ranked = Binscope.Memory.Growth.rank(before, records, :m, 100, 5)
+
+    assert Enum.map(ranked, &{&1.pid, &1.growth, &1.growth_from}) ==
+             [{e, 3, nil}, {d, 2, 7}, {a, -6, 10}, {c, nil, 5}, {b, nil, nil}]
+
+    assert Enum.all?(ranked, &(&1.window_ms == 100))
+    assert length(Binscope.Memory.Growth.rank(before, records, :m, 100, 2)) == 2
   end
 
   test "the NIFs rank records and packed rows alike, and refuse what is not one" do

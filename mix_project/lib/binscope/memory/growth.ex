@@ -35,16 +35,33 @@ defmodule Binscope.Memory.Growth do
     end
   end
 
-  @doc "Ranks `records` by growth of `by` since `before` (`%{pid => value}`)."
-  @spec rank(%{pid() => number()}, [map()], atom(), non_neg_integer(), pos_integer()) :: [map()]
+  @doc """
+  Ranks `records` by growth of `by` since `before` (`%{pid => value}`), largest first (equal
+  ones the larger pid first). A figure unknown at either end (`nil`) makes the growth unknown:
+  `nil`, ranked last. Only the first `n` get the growth fields (at a million processes no map
+  is made per process, and no sort of them all).
+  """
+  @spec rank(%{pid() => number() | nil}, [map()], atom(), non_neg_integer(), pos_integer()) ::
+          [map()]
   def rank(before, records, by, window, n) do
     records
+    |> Accounting.top(n, &growth(before, by, &1))
     |> Enum.map(fn r ->
-      from = Map.get(before, r.pid)
-      now = Map.fetch!(r, by)
-      Map.merge(r, %{growth: now - (from || 0), growth_from: from, window_ms: window})
+      Map.merge(r, %{
+        growth: growth(before, by, r),
+        growth_from: Map.get(before, r.pid),
+        window_ms: window
+      })
     end)
-    |> Enum.sort_by(&{&1.growth, &1.pid}, :desc)
-    |> Enum.take(n)
+  end
+
+  # A process born in the window grew from 0.
+  defp growth(before, by, r) do
+    case {Map.fetch(before, r.pid), Map.fetch!(r, by)} do
+      {_, nil} -> nil
+      {{:ok, nil}, _now} -> nil
+      {{:ok, from}, now} -> now - from
+      {:error, now} -> now
+    end
   end
 end
