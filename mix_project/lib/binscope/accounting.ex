@@ -727,7 +727,7 @@ defmodule Binscope.Accounting do
 
       select ->
         with {:ok, s} <- snapshot(node, Map.put(opts, :select, select)),
-             do: {:ok, s.processes |> Enum.reject(&own_scan?(&1, scanner)) |> Enum.take(n)}
+             do: {:ok, without_scan(s.processes, n, scanner)}
     end
   end
 
@@ -739,9 +739,12 @@ defmodule Binscope.Accounting do
   def top_except(records, n, metric, scanner) do
     records
     |> top(n + @top_slack, metric)
-    |> Enum.reject(&own_scan?(&1, scanner))
-    |> Enum.take(n)
+    |> without_scan(n, scanner)
   end
+
+  # The first `n` of ranked records that are not the scan's own.
+  defp without_scan(ranked, n, scanner),
+    do: ranked |> Enum.reject(&own_scan?(&1, scanner)) |> Enum.take(n)
 
   # Where `top_select/2` finds each metric without records: its field in the attribution's
   # packed figures (their row, as `records/7` reads it), in a compact scan's `extra` (memory,

@@ -18,9 +18,15 @@ defmodule Binscope.Collector do
   Record.defrecord(:gc, :binscope_gc, Record.extract(:binscope_gc, from: @hrl))
   Record.defrecord(:scan, :binscope_scan, Record.extract(:binscope_scan, from: @hrl))
 
-  # The tuple index (the tag at 0) of the binary list, the same in both kinds of snapshot record.
-  @binaries_index 1 + Enum.find_index(@process, &match?({:binaries, _}, &1))
-  if 1 + Enum.find_index(@basic, &match?({:binaries, _}, &1)) != @binaries_index do
+  # The tuple index (0-based, the tag at 0) of every field of each kind of snapshot record.
+  @fields %{
+    binscope_basic: Map.new(Enum.with_index(Keyword.keys(@basic), 1)),
+    binscope_process: Map.new(Enum.with_index(Keyword.keys(@process), 1))
+  }
+
+  # The index of the binary list, the same in both kinds of snapshot record.
+  @binaries_index @fields.binscope_process.binaries
+  if @fields.binscope_basic.binaries != @binaries_index do
     raise "binscope_basic and binscope_process disagree on the index of binaries"
   end
 
@@ -31,12 +37,6 @@ defmodule Binscope.Collector do
          [:message_queue_len] do
     raise "binscope_gc's fields moved: native/binscope_nif/src/scan.rs reads them by position"
   end
-
-  # The tuple index (0-based, the tag at 0) of every field of each kind of snapshot record.
-  @fields %{
-    binscope_basic: Map.new(Enum.with_index(Keyword.keys(@basic), 1)),
-    binscope_process: Map.new(Enum.with_index(Keyword.keys(@process), 1))
-  }
 
   @doc false
   # The tuple index (0-based, the tag at 0) of `field` in a snapshot record tagged `tag`, or nil

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use binscope_core::accounting::top::top_by;
+use binscope_core::accounting::top::{top_by, Rows};
 use binscope_core::accounting::{is_unresolved, store_entry, store_key, Snapshot};
 use binscope_core::leaks::{
     full_ranking, likely_garbage, pinned_bytes, rank, suggest, waste, Candidate, Facts, Suggestion,
@@ -118,19 +118,13 @@ fn leaks_rank(candidates: Vec<(u64, u64, u64, u64, u64)>) -> Vec<(u64, u64)> {
 /// bytes only they reference (`uss`), then the largest `pss`; the later process first on ties.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn leaks_top_uss(packed: Binary, k: u64) -> NifResult<Vec<u64>> {
-    let width = SHARE_FIELDS.len() * 8;
-    if !packed.len().is_multiple_of(width) {
-        return Err(rustler::Error::BadArg);
-    }
-    let field = |i: usize, f: usize| {
-        let at = i * width + f * 8;
-        u64::from_ne_bytes(packed[at..at + 8].try_into().expect("8 bytes"))
-    };
-    let n = packed.len() / width;
-    Ok(top_by(n, k as usize, |i| (field(i, 2), field(i, 3)))
-        .into_iter()
-        .map(|i| i as u64)
-        .collect())
+    let rows = Rows::new(&packed, SHARE_FIELDS.len()).ok_or_else(badarg)?;
+    Ok(top_by(rows.len(), k as usize, |i| {
+        (rows.field(i, 2), rows.field(i, 3))
+    })
+    .into_iter()
+    .map(|i| i as u64)
+    .collect())
 }
 
 /// A GC round's record `#binscope_gc{pid, binaries_before, binaries_after, reductions,
