@@ -1,8 +1,9 @@
 //! Attribution at node scale: 1M binary references over 50k processes (the bound is
-//! 200 ms), with a realistic mix of exclusive and shared binaries.
+//! 200 ms), with a realistic mix of exclusive and shared binaries; and 1M processes holding one
+//! binary each (the scale suite's node), for attribution and a full leak scan's ranking.
 
 use binscope_core::accounting::{attribute, attribute_parallel, BinRef, Snapshot};
-use binscope_core::leaks::reclaimed;
+use binscope_core::leaks::{full_ranking, reclaimed};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
 /// 50k processes x 20 references: 80% exclusive binaries, 20% drawn from 1,000 shared ones.
@@ -30,6 +31,20 @@ fn node(processes: u64, per_process: u64) -> Snapshot {
     s
 }
 
+/// `processes` processes, each holding one exclusive 100-byte binary at addresses 160 bytes
+/// apart (as the scale suite's idle processes are allocated).
+fn one_each(processes: u64) -> Snapshot {
+    let mut s = Snapshot::with_capacity(processes as usize, processes as usize);
+    for p in 0..processes {
+        s.push_process([BinRef {
+            key: 0x7f00_0000_0000 + 160 * p,
+            size: 100,
+            refc: 1,
+        }]);
+    }
+    s
+}
+
 fn bench(c: &mut Criterion) {
     let snap = node(50_000, 20);
     assert_eq!(snap.total_refs(), 1_000_000);
@@ -53,6 +68,17 @@ fn bench(c: &mut Criterion) {
     };
     g.bench_function("reclaimed_1M_refs_all_dropped", |b| {
         b.iter(|| reclaimed(&snap, &empty, |_| false))
+    });
+    let million = one_each(1_000_000);
+    g.bench_function("attribute_1M_procs_1_ref", |b| {
+        b.iter(|| attribute(&million, 20))
+    });
+    g.bench_function("attribute_1M_procs_1_ref_2_threads", |b| {
+        b.iter(|| attribute_parallel(&million, 20, 2))
+    });
+    let heap = vec![0; million.processes()];
+    g.bench_function("full_ranking_1M_procs_1_ref_all_kept", |b| {
+        b.iter(|| full_ranking(&million, &million, &heap, |_| true, 10))
     });
     g.bench_function("build_snapshot_1M_refs", |b| {
         b.iter_batched(|| (), |()| node(50_000, 20), BatchSize::LargeInput)

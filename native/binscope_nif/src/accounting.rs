@@ -4,15 +4,10 @@
 use std::sync::{Mutex, MutexGuard};
 
 use binscope_core::accounting::top::{top_by, Rows};
-use binscope_core::accounting::{
-    attribute, attribute_parallel, Attribution, BinRef, ProcessShare, Snapshot,
-};
+use binscope_core::accounting::{attribute_each, Attribution, BinRef, ProcessShare, Snapshot};
 use rustler::{Binary, Env, NifMap, NifResult, Resource, ResourceArc, Term};
 
 use crate::collector::ResolveWith;
-
-/// From this many references on, attribution runs on several threads.
-const PARALLEL_REFS: usize = 200_000;
 
 #[derive(NifMap)]
 #[rustler(encode)]
@@ -85,16 +80,33 @@ fn binaries<'a>(item: Term<'a>, slot: Option<usize>) -> NifResult<rustler::ListI
     }
 }
 
-/// Attribution of `snap`, on several threads for large nodes: binaries split among threads by
-/// key (identical result; criterion: 1M references in 199 ms on one thread, 87 ms on two, on
-/// this project's 2-core machine).
-fn attribute_snapshot(snap: &Snapshot, top_shared: usize) -> Attribution {
-    if snap.total_refs() >= PARALLEL_REFS {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        attribute_parallel(snap, top_shared, threads)
-    } else {
-        attribute(snap, top_shared)
-    }
+/// Attribution of `snap`, on this (dirty) scheduler's thread alone, every process's figures
+/// written straight into one packed binary (as [`packed`] lays rows out, [`SHARE_FIELDS`] a
+/// row): `{shares, attribution}`, the attribution without its per-process figures.
+///
+/// One thread: `attribute_parallel` split the binaries among threads by key, but with the key
+/// index's probes prefetched one thread is faster on this project's 2-core machine (each
+/// thread's per-process figures, 64 bytes a process, cost more than its share of the lookups
+/// saved). Measured side by side (`binscope_core` alone, one build of each): 1M processes with
+/// one binary each in 58-81 ms on one thread, 128-157 ms on two; 1M references over 50k
+/// processes 59-79 ms and 91-100 ms; with the former `HashMap` index 154-227 ms and 192-222 ms,
+/// 146-222 ms and 154-181 ms.
+fn attribute_packed<'a>(
+    env: Env<'a>,
+    snap: &Snapshot,
+    top_shared: usize,
+) -> NifResult<(Term<'a>, Attribution)> {
+    let width = SHARE_FIELDS.len() * 8;
+    let mut out = try_owned_binary(snap.processes() * width).ok_or(rustler::Error::BadArg)?;
+    let mut rows = out.as_mut_slice().chunks_exact_mut(width);
+    let a = attribute_each(snap, top_shared, |p| {
+        if let Some(row) = rows.next() {
+            for (v, o) in share_fields(&p).iter().zip(row.chunks_exact_mut(8)) {
+                o.copy_from_slice(&v.to_ne_bytes());
+            }
+        }
+    });
+    Ok((out.release(env).to_term(env), a))
 }
 
 /// `{key, size, holders, refc}` of one of the most shared binaries.
@@ -164,8 +176,7 @@ fn accounting_attribute<'a>(
         }
         snap.end_process();
     }
-    let a = attribute_snapshot(&snap, top_shared as usize);
-    let shares = packed(env, a.processes.iter().map(share_fields))?;
+    let (shares, a) = attribute_packed(env, &snap, top_shared as usize)?;
     let (summary, top) = summary_and_top(&a);
     Ok((shares, summary, top))
 }
@@ -271,7 +282,7 @@ fn summary_and_top(a: &Attribution) -> (Summary, Vec<SharedTuple>) {
         shared_binaries: s.shared_binaries,
         shared_bytes: s.shared_bytes,
         external_binaries: s.external_binaries,
-        store_bytes: a.processes.iter().map(|p| p.store_bytes).sum(),
+        store_bytes: s.store_bytes,
         unresolved_store_binaries: s.unresolved,
     };
     let top = a
@@ -488,8 +499,7 @@ fn accounting_attribute_scans<'a>(
             &joined
         }
     };
-    let a = attribute_snapshot(snap, top_shared as usize);
-    let shares = packed(env, a.processes.iter().map(share_fields))?;
+    let (shares, a) = attribute_packed(env, snap, top_shared as usize)?;
     let rows = guards.iter().map(|g| g.memory.len()).sum::<usize>();
     let extra = packed(
         env,

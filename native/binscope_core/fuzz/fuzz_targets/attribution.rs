@@ -123,6 +123,7 @@ fn check(snap: &Snapshot, a: &Attribution, top: usize) {
         want_summary.refs += want.refs;
         want_summary.naive_bytes += want.bytes;
         want_summary.unresolved += want.unresolved;
+        want_summary.store_bytes += want.store_bytes;
     }
 
     let mut shared: Vec<SharedBinary> = Vec::new();

@@ -8,10 +8,12 @@
 //! - `pss`: each binary's size split among its holder processes, in whole bytes, so that the sum of
 //!   `pss` over all processes equals the node's unique binary bytes exactly.
 //!
-//! Cost: two passes over the references with one hash lookup each (criterion: `attribution`).
+//! Cost: two passes over the references, the first with one lookup each in a prefetched key
+//! index ([`super::key_index`]; criterion: `attribution`).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
+
+use super::key_index::{KeyIndex, PREFETCH_AHEAD};
 
 /// One reference to a binary as a process holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +176,8 @@ pub struct Summary {
     pub external_binaries: u64,
     /// Unresolved references over all processes (the sum of every `unresolved`).
     pub unresolved: u64,
+    /// The sum of every process's `store_bytes` (an entry two processes hold counts twice).
+    pub store_bytes: u64,
 }
 
 /// The result of [`attribute`].
@@ -189,43 +193,58 @@ pub struct Attribution {
 /// Per-binary facts gathered in the first pass.
 #[derive(Clone, Copy)]
 struct Slot {
+    key: u64,
     size: u64,
+    /// The largest reference count any listing showed.
     refc: u64,
     /// Processes holding it, and references seen over all processes.
     holders: u32,
     seen_refs: u32,
-    /// 1 + index of the last process that touched the slot, per pass (0 = none).
-    last_pass1: u32,
-    last_pass2: u32,
+    /// The last process that touched the slot: `1 + index` in pass 1, `1 + n + index` in pass 2
+    /// (0 = none), so one field serves both passes.
+    last: u32,
     /// Holders already given their share (the first `size % holders` get one byte more).
     served: u32,
 }
 
-/// Keys of one shard (all keys when `shards` is 1), mapped to dense slot indexes. Pass 1
-/// remembers each reference's slot (`SKIP` for other shards' keys), so pass 2 walks references
-/// in order without hashing again: the hash lookups are the cost at 1M references.
-fn index_keys(snap: &Snapshot, shard: usize, shards: usize) -> (Vec<u32>, Vec<(u64, u64, u64)>) {
-    let mut index: HashMap<u64, u32, BuildHasherDefault<AddrHasher>> =
-        HashMap::with_capacity_and_hasher(snap.total_refs() / shards + 16, Default::default());
+/// Keys of one shard (all keys when `shards` is 1), as dense slots in first-seen order, and
+/// each reference's slot (`SKIP` for other shards' keys and unresolved ones), so pass 2 walks
+/// references in order without looking them up again. The lookups are the cost at 1M
+/// references: each key's probe is prefetched [`PREFETCH_AHEAD`] references before its turn.
+fn index_keys(snap: &Snapshot, shard: usize, shards: usize) -> (Vec<u32>, Vec<Slot>) {
+    let mine =
+        |key: u64| !super::is_unresolved(key) && (shards == 1 || shard_of(key, shards) == shard);
+    let mut index = KeyIndex::with_capacity(snap.total_refs() / shards + 16);
     let mut ref_slot = Vec::with_capacity(snap.total_refs());
-    // (key, size, refc) per slot.
-    let mut keys: Vec<(u64, u64, u64)> = Vec::new();
-    for r in &snap.refs {
-        if super::is_unresolved(r.key) || (shards > 1 && shard_of(r.key, shards) != shard) {
+    let mut slots: Vec<Slot> = Vec::new();
+    for (n, r) in snap.refs.iter().enumerate() {
+        if let Some(ahead) = snap.refs.get(n + PREFETCH_AHEAD) {
+            if mine(ahead.key) {
+                index.prefetch(ahead.key);
+            }
+        }
+        if !mine(r.key) {
             ref_slot.push(SKIP);
             continue;
         }
-        let next = keys.len() as u32;
-        let i = *index.entry(r.key).or_insert(next);
-        if i == next {
-            keys.push((r.key, r.size, r.refc));
+        let (i, new) = index.slot(r.key);
+        if new {
+            slots.push(Slot {
+                key: r.key,
+                size: r.size,
+                refc: r.refc,
+                holders: 0,
+                seen_refs: 0,
+                last: 0,
+                served: 0,
+            });
         } else {
-            let k = &mut keys[i as usize];
-            k.2 = k.2.max(r.refc);
+            let slot = &mut slots[i as usize];
+            slot.refc = slot.refc.max(r.refc);
         }
         ref_slot.push(i);
     }
-    (ref_slot, keys)
+    (ref_slot, slots)
 }
 
 const SKIP: u32 = u32::MAX;
@@ -237,50 +256,82 @@ fn shard_of(key: u64, shards: usize) -> usize {
 /// Attributes every binary of `snap` to its holders. `top_shared` bounds the list of most shared
 /// binaries returned.
 pub fn attribute(snap: &Snapshot, top_shared: usize) -> Attribution {
-    finish(snap, vec![attribute_shard(snap, 0, 1)], top_shared)
+    let mut processes = Vec::with_capacity(snap.processes());
+    let mut a = attribute_each(snap, top_shared, |p| processes.push(p));
+    a.processes = processes;
+    a
+}
+
+/// As [`attribute`], handing every process's share to `emit`, in snapshot order, instead of
+/// keeping them (the result's `processes` is empty): a caller that stores them elsewhere (the
+/// NIF, in the packed figures it returns) needs no second copy of 64 bytes a process.
+pub fn attribute_each(
+    snap: &Snapshot,
+    top_shared: usize,
+    emit: impl FnMut(ProcessShare),
+) -> Attribution {
+    finish(snap, vec![attribute_shard(snap, 0, 1, emit)], top_shared)
 }
 
 /// As [`attribute`], on `threads` threads: binaries are split among them by key, so each binary
-/// is still seen by one thread in process order and the result is identical.
+/// is still seen by one thread in process order and the result is identical. Every thread
+/// computes figures for every process (64 bytes each), so it pays where lookups dominate
+/// (many references a process) and loses where processes do: on 2 cores, slower than
+/// [`attribute`] in both of criterion's `attribution` cases since the key index prefetches.
 pub fn attribute_parallel(snap: &Snapshot, top_shared: usize, threads: usize) -> Attribution {
     let threads = threads.clamp(1, 64);
     if threads == 1 {
         return attribute(snap, top_shared);
     }
-    let parts = std::thread::scope(|scope| {
+    let n = snap.processes();
+    let parts: Vec<(Part, Vec<ProcessShare>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
-            .map(|t| scope.spawn(move || attribute_shard(snap, t, threads)))
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut processes = Vec::with_capacity(n);
+                    let part = attribute_shard(snap, t, threads, |p| processes.push(p));
+                    (part, processes)
+                })
+            })
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("attribution thread panicked"))
             .collect()
     });
-    finish(snap, parts, top_shared)
+    let (parts, mut shares): (Vec<Part>, Vec<Vec<ProcessShare>>) = parts.into_iter().unzip();
+    let mut processes = std::mem::take(&mut shares[0]);
+    for other in &shares[1..] {
+        for (acc, p) in processes.iter_mut().zip(other) {
+            acc.refs += p.refs;
+            acc.bytes += p.bytes;
+            acc.distinct += p.distinct;
+            acc.uss += p.uss;
+            acc.pss += p.pss;
+            acc.shared += p.shared;
+            acc.store_bytes += p.store_bytes;
+            acc.unresolved += p.unresolved;
+        }
+    }
+    let mut a = finish(snap, parts, top_shared);
+    a.processes = processes;
+    a
 }
 
-/// One shard's contribution.
+/// One shard's contribution besides its per-process figures (which go to `emit`).
 struct Part {
-    processes: Vec<ProcessShare>,
     summary: Summary,
     shared: Vec<SharedBinary>,
 }
 
-fn attribute_shard(snap: &Snapshot, shard: usize, shards: usize) -> Part {
+fn attribute_shard(
+    snap: &Snapshot,
+    shard: usize,
+    shards: usize,
+    mut emit: impl FnMut(ProcessShare),
+) -> Part {
     let n = snap.processes();
-    let (ref_slot, keys) = index_keys(snap, shard, shards);
-    let mut slots: Vec<Slot> = keys
-        .iter()
-        .map(|&(_, size, refc)| Slot {
-            size,
-            refc,
-            holders: 0,
-            seen_refs: 0,
-            last_pass1: 0,
-            last_pass2: 0,
-            served: 0,
-        })
-        .collect();
+    let (ref_slot, mut slots) = index_keys(snap, shard, shards);
 
     for p in 0..n {
         let mark = p as u32 + 1;
@@ -290,17 +341,21 @@ fn attribute_shard(snap: &Snapshot, shard: usize, shards: usize) -> Part {
             }
             let slot = &mut slots[i as usize];
             slot.seen_refs = slot.seen_refs.saturating_add(1);
-            if slot.last_pass1 != mark {
-                slot.last_pass1 = mark;
+            if slot.last != mark {
+                slot.last = mark;
                 slot.holders += 1;
             }
         }
     }
 
-    let mut processes = Vec::with_capacity(n);
     let mut summary = Summary::default();
+    debug_assert!(
+        n < (u32::MAX / 2) as usize,
+        "marks of both passes fit a u32"
+    );
     for p in 0..n {
-        let mark = p as u32 + 1;
+        // Above every pass-1 mark (the VM's process limit is far below 2^31).
+        let mark = (n + p) as u32 + 1;
         let mut share = ProcessShare::default();
         let (lo, hi) = (snap.bounds[p], snap.bounds[p + 1]);
         for (r, &i) in snap.refs[lo..hi].iter().zip(&ref_slot[lo..hi]) {
@@ -314,10 +369,10 @@ fn attribute_shard(snap: &Snapshot, shard: usize, shards: usize) -> Part {
             share.refs += 1;
             share.bytes += r.size;
             let slot = &mut slots[i as usize];
-            if slot.last_pass2 == mark {
+            if slot.last == mark {
                 continue;
             }
-            slot.last_pass2 = mark;
+            slot.last = mark;
             let store = super::store_entry(r.key).is_some();
             let (holders, seen, served) = (slot.holders, slot.seen_refs, slot.served);
             share.add_distinct(slot.size, slot.refc, holders, seen, served, store);
@@ -326,11 +381,12 @@ fn attribute_shard(snap: &Snapshot, shard: usize, shards: usize) -> Part {
         summary.refs += share.refs;
         summary.naive_bytes += share.bytes;
         summary.unresolved += share.unresolved;
-        processes.push(share);
+        summary.store_bytes += share.store_bytes;
+        emit(share);
     }
 
     let mut shared = Vec::new();
-    for (slot, &(key, _, _)) in slots.iter().zip(&keys) {
+    for slot in &slots {
         summary.unique_binaries += 1;
         summary.unique_bytes += slot.size;
         if slot.refc > u64::from(slot.seen_refs) {
@@ -340,35 +396,20 @@ fn attribute_shard(snap: &Snapshot, shard: usize, shards: usize) -> Part {
             summary.shared_binaries += 1;
             summary.shared_bytes += slot.size;
             shared.push(SharedBinary {
-                key,
+                key: slot.key,
                 size: slot.size,
                 holders: u64::from(slot.holders),
                 refc: slot.refc,
             });
         }
     }
-    Part {
-        processes,
-        summary,
-        shared,
-    }
+    Part { summary, shared }
 }
 
 fn finish(snap: &Snapshot, parts: Vec<Part>, top_shared: usize) -> Attribution {
-    let mut parts = parts.into_iter();
-    let first = parts.next().expect("at least one part");
-    let (mut processes, mut summary, mut shared) = (first.processes, first.summary, first.shared);
+    let mut summary = Summary::default();
+    let mut shared = Vec::new();
     for part in parts {
-        for (acc, p) in processes.iter_mut().zip(&part.processes) {
-            acc.refs += p.refs;
-            acc.bytes += p.bytes;
-            acc.distinct += p.distinct;
-            acc.uss += p.uss;
-            acc.pss += p.pss;
-            acc.shared += p.shared;
-            acc.store_bytes += p.store_bytes;
-            acc.unresolved += p.unresolved;
-        }
         let s = part.summary;
         summary.refs += s.refs;
         summary.naive_bytes += s.naive_bytes;
@@ -378,6 +419,7 @@ fn finish(snap: &Snapshot, parts: Vec<Part>, top_shared: usize) -> Attribution {
         summary.shared_bytes += s.shared_bytes;
         summary.external_binaries += s.external_binaries;
         summary.unresolved += s.unresolved;
+        summary.store_bytes += s.store_bytes;
         shared.extend(part.shared);
     }
     summary.processes = snap.processes() as u64;
@@ -392,7 +434,7 @@ fn finish(snap: &Snapshot, parts: Vec<Part>, top_shared: usize) -> Attribution {
     shared.sort_unstable_by(|a, b| weight(b).cmp(&weight(a)).then(a.key.cmp(&b.key)));
 
     Attribution {
-        processes,
+        processes: Vec::new(),
         summary,
         top_shared: shared,
     }
@@ -505,6 +547,26 @@ mod tests {
             assert_eq!((a.summary.unique_binaries, a.summary.refs), (1, 1));
             assert!(a.top_shared.is_empty());
         }
+    }
+
+    #[test]
+    fn store_bytes_are_each_holders_and_summed_per_holder() {
+        let e = super::super::store_key(9);
+        let mut s = Snapshot::new();
+        s.push_process([r(e, 4_000, 3), r(e, 4_000, 3), r(1, 70, 1)]);
+        s.push_process([r(e, 4_000, 3)]);
+        s.push_process([r(2, 80, 1)]);
+        for a in [attribute(&s, 10), attribute_parallel(&s, 10, 2)] {
+            let each: Vec<u64> = a.processes.iter().map(|p| p.store_bytes).collect();
+            assert_eq!(each, [4_000, 4_000, 0]);
+            assert_eq!(a.summary.store_bytes, 8_000);
+        }
+        // attribute_each hands over exactly what attribute keeps, in order.
+        let mut emitted = Vec::new();
+        let a = attribute_each(&s, 10, |p| emitted.push(p));
+        assert!(a.processes.is_empty());
+        assert_eq!(emitted, attribute(&s, 10).processes);
+        assert_eq!(a.summary, attribute(&s, 10).summary);
     }
 
     #[test]

@@ -9,11 +9,12 @@
 
 pub mod attribution;
 pub mod handles;
+pub(crate) mod key_index;
 pub mod top;
 
 pub use attribution::{
-    attribute, attribute_parallel, Attribution, BinRef, ProcessShare, SharedBinary, Snapshot,
-    Summary,
+    attribute, attribute_each, attribute_parallel, Attribution, BinRef, ProcessShare, SharedBinary,
+    Snapshot, Summary,
 };
 pub use handles::{Handle, HandleIndex, Resolution};
 

@@ -6,12 +6,11 @@
 //!   collection freed, what each process retains, its waste, and the order of the results.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 
 use crate::accounting::attribution::exclusive;
+use crate::accounting::key_index::{KeyIndex, PREFETCH_PROCESSES};
 pub use crate::accounting::top::top_by;
-use crate::accounting::{is_unresolved, store_entry, AddrHasher, BinRef, ProcessShare, Snapshot};
+use crate::accounting::{is_unresolved, store_entry, BinRef, ProcessShare, Snapshot};
 use crate::leaks::{waste, Facts, Reclaim};
 #[cfg(doc)]
 use crate::{accounting::attribute, leaks::reclaimed};
@@ -136,14 +135,22 @@ fn round_figures(
     store_entry_live: &(impl Fn(u64) -> bool + Sync),
 ) -> (Vec<Reclaim>, Vec<ProcessShare>, Vec<u64>) {
     let n = before.processes();
-    let mut index: HashMap<u64, u32, BuildHasherDefault<AddrHasher>> =
-        HashMap::with_capacity_and_hasher(before.total_refs() + 16, Default::default());
+    let mut index = KeyIndex::with_capacity(before.total_refs() + 16);
     let mut slots: Vec<RoundSlot> = Vec::with_capacity(before.total_refs() + 16);
     // Pass 1 marks (1 + the last process that listed the slot, before and after).
     let mut marks: Vec<(u32, u32)> = Vec::with_capacity(before.total_refs() + 16);
     let mut slot_before = Vec::with_capacity(before.total_refs());
     let mut slot_after = Vec::with_capacity(after.total_refs());
     for p in 0..n {
+        // The probes of a few processes ahead, in flight while this one's are looked up.
+        if p + PREFETCH_PROCESSES < n {
+            let ahead = p + PREFETCH_PROCESSES;
+            for r in before.process(ahead).iter().chain(after.process(ahead)) {
+                if !is_unresolved(r.key) {
+                    index.prefetch(r.key);
+                }
+            }
+        }
         let mark = p as u32 + 1;
         for (snap, out, is_after) in [
             (before, &mut slot_before, false),
@@ -154,9 +161,8 @@ fn round_figures(
                     out.push(SKIP);
                     continue;
                 }
-                let next = slots.len() as u32;
-                let i = *index.entry(r.key).or_insert(next);
-                if i == next {
+                let (i, new) = index.slot(r.key);
+                if new {
                     slots.push(RoundSlot::default());
                     marks.push((0, 0));
                 }
