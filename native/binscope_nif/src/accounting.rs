@@ -4,10 +4,15 @@
 use std::sync::{Mutex, MutexGuard};
 
 use binscope_core::accounting::top::{top_by, Rows};
-use binscope_core::accounting::{attribute_each, Attribution, BinRef, ProcessShare, Snapshot};
+use binscope_core::accounting::{
+    attribute_each, attribute_parallel, Attribution, BinRef, ProcessShare, Snapshot,
+};
 use rustler::{Binary, Env, NifMap, NifResult, Resource, ResourceArc, Term};
 
 use crate::collector::ResolveWith;
+
+/// From this many references on, attribution runs on several threads.
+const PARALLEL_REFS: usize = 200_000;
 
 #[derive(NifMap)]
 #[rustler(encode)]
@@ -80,17 +85,15 @@ fn binaries<'a>(item: Term<'a>, slot: Option<usize>) -> NifResult<rustler::ListI
     }
 }
 
-/// Attribution of `snap`, on this (dirty) scheduler's thread alone, every process's figures
-/// written straight into one packed binary (as [`packed`] lays rows out, [`SHARE_FIELDS`] a
-/// row): `{shares, attribution}`, the attribution without its per-process figures.
-///
-/// One thread: `attribute_parallel` split the binaries among threads by key, but with the key
-/// index's probes prefetched one thread is faster on this project's 2-core machine (each
-/// thread's per-process figures, 64 bytes a process, cost more than its share of the lookups
-/// saved). Measured side by side (`binscope_core` alone, one build of each): 1M processes with
-/// one binary each in 58-81 ms on one thread, 128-157 ms on two; 1M references over 50k
-/// processes 59-79 ms and 91-100 ms; with the former `HashMap` index 154-227 ms and 192-222 ms,
-/// 146-222 ms and 154-181 ms.
+/// Attribution of `snap` with every process's figures packed into one binary (as [`packed`]
+/// lays rows out, [`SHARE_FIELDS`] a row): `{shares, attribution}`, the attribution without
+/// its per-process figures. Below [`PARALLEL_REFS`] references on this (dirty) scheduler's
+/// thread, each figure written straight into the binary; from there on on several threads
+/// (binaries split among them by key), whose figures are then copied in. At 1M processes with
+/// one binary each, in the VM, a fresh scan before each call, 6 and 7 calls interleaved (the
+/// first, cold, left out): one thread 105-222 ms (median 179), two 127-234 ms (median 149):
+/// the two threads take their page faults side by side. With the key index a `HashMap` (two
+/// threads): 255-329 ms.
 fn attribute_packed<'a>(
     env: Env<'a>,
     snap: &Snapshot,
@@ -99,13 +102,21 @@ fn attribute_packed<'a>(
     let width = SHARE_FIELDS.len() * 8;
     let mut out = try_owned_binary(snap.processes() * width).ok_or(rustler::Error::BadArg)?;
     let mut rows = out.as_mut_slice().chunks_exact_mut(width);
-    let a = attribute_each(snap, top_shared, |p| {
+    let mut put = |p: &ProcessShare| {
         if let Some(row) = rows.next() {
-            for (v, o) in share_fields(&p).iter().zip(row.chunks_exact_mut(8)) {
+            for (v, o) in share_fields(p).iter().zip(row.chunks_exact_mut(8)) {
                 o.copy_from_slice(&v.to_ne_bytes());
             }
         }
-    });
+    };
+    let a = if snap.total_refs() >= PARALLEL_REFS {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let a = attribute_parallel(snap, top_shared, threads);
+        a.processes.iter().for_each(&mut put);
+        a
+    } else {
+        attribute_each(snap, top_shared, |p| put(&p))
+    };
     Ok((out.release(env).to_term(env), a))
 }
 

@@ -275,9 +275,10 @@ pub fn attribute_each(
 
 /// As [`attribute`], on `threads` threads: binaries are split among them by key, so each binary
 /// is still seen by one thread in process order and the result is identical. Every thread
-/// computes figures for every process (64 bytes each), so it pays where lookups dominate
-/// (many references a process) and loses where processes do: on 2 cores, slower than
-/// [`attribute`] in both of criterion's `attribution` cases since the key index prefetches.
+/// computes figures for every process (64 bytes each), so what it gains depends on memory:
+/// where pages come fresh (criterion, the system allocator; the NIF's calls, seconds apart)
+/// the threads take their page faults side by side and two are faster than one; with pages
+/// reused (jemalloc, calls back to back) one thread was faster on 2 cores.
 pub fn attribute_parallel(snap: &Snapshot, top_shared: usize, threads: usize) -> Attribution {
     let threads = threads.clamp(1, 64);
     if threads == 1 {
