@@ -138,6 +138,29 @@ impl ProcessShare {
         let extra = u64::from(u64::from(served) < size % holders);
         self.pss += size / holders + extra;
     }
+
+    /// Adds what another shard counted for the same process. Every field is named, so a new
+    /// field cannot be left out of the sum.
+    pub(crate) fn merge(&mut self, other: &ProcessShare) {
+        let ProcessShare {
+            refs,
+            bytes,
+            distinct,
+            uss,
+            pss,
+            shared,
+            store_bytes,
+            unresolved,
+        } = *other;
+        self.refs += refs;
+        self.bytes += bytes;
+        self.distinct += distinct;
+        self.uss += uss;
+        self.pss += pss;
+        self.shared += shared;
+        self.store_bytes += store_bytes;
+        self.unresolved += unresolved;
+    }
 }
 
 /// Whether a binary counts in its holder's USS: one process holds it and every reference the
@@ -178,6 +201,34 @@ pub struct Summary {
     pub unresolved: u64,
     /// The sum of every process's `store_bytes` (an entry two processes hold counts twice).
     pub store_bytes: u64,
+}
+
+impl Summary {
+    /// Adds another shard's totals (every field named, as in [`ProcessShare::merge`]).
+    fn merge(&mut self, other: &Summary) {
+        let Summary {
+            processes,
+            refs,
+            naive_bytes,
+            unique_binaries,
+            unique_bytes,
+            shared_binaries,
+            shared_bytes,
+            external_binaries,
+            unresolved,
+            store_bytes,
+        } = *other;
+        self.processes += processes;
+        self.refs += refs;
+        self.naive_bytes += naive_bytes;
+        self.unique_binaries += unique_binaries;
+        self.unique_bytes += unique_bytes;
+        self.shared_binaries += shared_binaries;
+        self.shared_bytes += shared_bytes;
+        self.external_binaries += external_binaries;
+        self.unresolved += unresolved;
+        self.store_bytes += store_bytes;
+    }
 }
 
 /// The result of [`attribute`].
@@ -304,14 +355,7 @@ pub fn attribute_parallel(snap: &Snapshot, top_shared: usize, threads: usize) ->
     let mut processes = std::mem::take(&mut shares[0]);
     for other in &shares[1..] {
         for (acc, p) in processes.iter_mut().zip(other) {
-            acc.refs += p.refs;
-            acc.bytes += p.bytes;
-            acc.distinct += p.distinct;
-            acc.uss += p.uss;
-            acc.pss += p.pss;
-            acc.shared += p.shared;
-            acc.store_bytes += p.store_bytes;
-            acc.unresolved += p.unresolved;
+            acc.merge(p);
         }
     }
     let mut a = finish(snap, parts, top_shared);
@@ -411,18 +455,10 @@ fn finish(snap: &Snapshot, parts: Vec<Part>, top_shared: usize) -> Attribution {
     let mut summary = Summary::default();
     let mut shared = Vec::new();
     for part in parts {
-        let s = part.summary;
-        summary.refs += s.refs;
-        summary.naive_bytes += s.naive_bytes;
-        summary.unique_binaries += s.unique_binaries;
-        summary.unique_bytes += s.unique_bytes;
-        summary.shared_binaries += s.shared_binaries;
-        summary.shared_bytes += s.shared_bytes;
-        summary.external_binaries += s.external_binaries;
-        summary.unresolved += s.unresolved;
-        summary.store_bytes += s.store_bytes;
+        summary.merge(&part.summary);
         shared.extend(part.shared);
     }
+    // Shards split the binaries, not the processes: each saw every process.
     summary.processes = snap.processes() as u64;
 
     let weight = |s: &SharedBinary| s.size.saturating_mul(s.holders);
