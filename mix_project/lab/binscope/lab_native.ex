@@ -20,6 +20,8 @@ defmodule Binscope.Lab.Native do
   # floor.rs
   def floor_copy(_size, _calls), do: err()
   def floor_resource_put(_binary), do: err()
+  def floor_vm_resource(_size), do: err()
+  def floor_ring_put(_binary), do: err()
 
   defp err, do: :erlang.nif_error(:not_loaded)
 end

@@ -17,6 +17,10 @@ defmodule Binscope.Bench.Suite.StoreVm do
   @kib 1024
   @mib 1024 * 1024
   @resource_floor "floor: resource binary (lab)"
+  @vm_resource_floor "floor: VM resource, no copy (lab)"
+  @ring_floor "floor: VM resource + warm copy (lab)"
+  # The lab floors that show a static or ring buffer handle sizes up to this (floor.rs).
+  @ladder_max 64 * @kib
 
   @defaults [
     sizes: [@kib, 64 * @kib, @mib, 16 * @mib],
@@ -93,6 +97,18 @@ defmodule Binscope.Bench.Suite.StoreVm do
     alts =
       if size < Store.dirty_thresholds().put,
         do: alts ++ [{@resource_floor, step.(fn -> Binscope.Lab.Native.floor_resource_put(src) end)}],
+        else: alts
+
+    # The same put built up piece by piece (the ladder table): the VM's resource machinery alone
+    # (a binary over static bytes), then plus the copy into memory that is always warm.
+    alts =
+      if size <= @ladder_max,
+        do:
+          alts ++
+            [
+              {@vm_resource_floor, step.(fn -> Binscope.Lab.Native.floor_vm_resource(size) end)},
+              {@ring_floor, step.(fn -> Binscope.Lab.Native.floor_ring_put(src) end)}
+            ],
         else: alts
 
     Bench.compare!(alts,
@@ -194,7 +210,6 @@ defmodule Binscope.Bench.Suite.StoreVm do
         {warm, fresh} = floor[size]
         put = Enum.find(cmp.results, &(&1.name == "Store.put"))
         copy = Enum.find(cmp.results, &(&1.name == ":binary.copy"))
-        resource = Enum.find(cmp.results, &(&1.name == @resource_floor))
 
         [
           size_label(size),
@@ -205,7 +220,24 @@ defmodule Binscope.Bench.Suite.StoreVm do
           Report.ratio(cmp.ratios["Store.put"].speed),
           Report.ratio(warm / put.time_ns.median),
           beyond_copy(put.time_ns.median - warm)
-        ] ++ resource_floor(resource, cmp, put)
+        ]
+      end
+
+    # One row per size the lab floors cover: each step's speed vs :binary.copy, then Store.put.
+    ladder_rows =
+      for {size, cmp} <- cycle, size <= @ladder_max do
+        speed = fn name -> Report.ratio(cmp.ratios[name].speed) end
+        median = fn name -> Enum.find(cmp.results, &(&1.name == name)).time_ns.median end
+
+        [
+          size_label(size),
+          Report.duration(median.(":binary.copy")),
+          speed.(@vm_resource_floor),
+          speed.(@ring_floor),
+          speed.(@resource_floor),
+          speed.("Store.put"),
+          Report.ratio(median.(@resource_floor) / median.("Store.put"))
+        ]
       end
 
     cycle_rows =
@@ -268,7 +300,7 @@ defmodule Binscope.Bench.Suite.StoreVm do
           rows: cycle_rows
         },
         %{
-          title: "physical floor: the copy, and a bare resource binary, in the same cycle",
+          title: "physical floor: the copy, in the same cycle",
           headers: [
             "size",
             "copy floor GiB/s",
@@ -277,11 +309,24 @@ defmodule Binscope.Bench.Suite.StoreVm do
             "Store.put GiB/s",
             "put vs :binary.copy",
             "put vs copy floor",
-            "put beyond the copy",
-            "resource floor vs :binary.copy",
-            "put vs resource floor"
+            "put beyond the copy"
           ],
           rows: floor_rows
+        },
+        %{
+          title:
+            "a resource-binary put built up piece by piece, each step vs :binary.copy " <>
+              "(same cycle)",
+          headers: [
+            "size",
+            ":binary.copy median",
+            "VM resource alone (no copy)",
+            "+ copy into warm memory",
+            "+ a store payload (bare resource put)",
+            "+ the store's bookkeeping (Store.put)",
+            "put vs bare resource put"
+          ],
+          rows: ladder_rows
         },
         %{
           title: "intern with duplicates",
@@ -303,17 +348,6 @@ defmodule Binscope.Bench.Suite.StoreVm do
   # A put measured faster than the floor is within the two measurements' noise, not a gain.
   defp beyond_copy(ns) when ns < 0, do: "within noise"
   defp beyond_copy(ns), do: Report.duration(ns)
-
-  # The resource floor's two columns: the best ratio to :binary.copy any resource-binary put
-  # can reach, and how close Store.put comes to it.
-  defp resource_floor(nil, _cmp, _put), do: ["-", "-"]
-
-  defp resource_floor(resource, cmp, put) do
-    [
-      Report.ratio(cmp.ratios[@resource_floor].speed),
-      Report.ratio(resource.time_ns.median / put.time_ns.median)
-    ]
-  end
 
   @doc false
   def size_label(s) when s >= @mib, do: "#{div(s, @mib)} MiB"
