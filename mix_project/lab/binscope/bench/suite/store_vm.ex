@@ -217,6 +217,7 @@ defmodule Binscope.Bench.Suite.StoreVm do
           gib_s.(size, fresh),
           Float.round(copy.throughput / 1024 ** 3, 2),
           Float.round(put.throughput / 1024 ** 3, 2),
+          Report.ratio(copy.time_ns.median / warm),
           Report.ratio(cmp.ratios["Store.put"].speed),
           Report.ratio(warm / put.time_ns.median),
           beyond_copy(put.time_ns.median - warm)
@@ -307,6 +308,7 @@ defmodule Binscope.Bench.Suite.StoreVm do
             "memcpy + fresh alloc GiB/s",
             ":binary.copy GiB/s",
             "Store.put GiB/s",
+            "copy floor vs :binary.copy",
             "put vs :binary.copy",
             "put vs copy floor",
             "put beyond the copy"
