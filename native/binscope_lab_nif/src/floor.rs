@@ -150,11 +150,12 @@ fn floor_ring_put<'a>(
         // SAFETY: `next < RING_SLOTS`, so the slot lies inside the leaked ring.
         unsafe { base.add(next * VM_RESOURCE_MAX) }
     });
-    // SAFETY: the slot has room for `len <= VM_RESOURCE_MAX` bytes, is not the input, and no Rust
-    // reference to it is alive (the slice below is made after the copy and lives only for this
-    // call; the VM reads the bytes, Rust never does again).
+    // SAFETY: the slot has room for `len <= VM_RESOURCE_MAX` bytes and no Rust reference to it
+    // is alive (the slice below is made after the copy and lives only for this call; the VM
+    // reads the bytes, Rust never does again). The input may be an earlier binary of this ring,
+    // even this very slot: `copy` allows the overlap.
     let bytes: &'static [u8] = unsafe {
-        std::ptr::copy_nonoverlapping(data.as_slice().as_ptr(), slot, len);
+        std::ptr::copy(data.as_slice().as_ptr(), slot, len);
         std::slice::from_raw_parts(slot, len)
     };
     let resource = rustler::ResourceArc::new(EmptyResource);
