@@ -148,7 +148,7 @@ defmodule Binscope.Native do
 
   # store.rs
   def store_put(_data, _label, _owner), do: err()
-  def store_put_dirty(_data, _label, _owner), do: err()
+  def store_put_large(_data, _label, _owner), do: err()
   def store_alloc(_size, _fill, _label, _owner), do: err()
   def store_alloc_dirty(_size, _fill, _label, _owner), do: err()
   def store_intern(_data, _label, _owner), do: err()

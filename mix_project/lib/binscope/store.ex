@@ -26,10 +26,15 @@ defmodule Binscope.Store do
   any other fill, often into a reused block). Those large zeroed allocs come from an allocator
   arena of their own: taken from the arenas of puts, a freed block would lose its pages, which
   the next put then faults back in one by one (a ring of 16 MiB puts beside zeroed allocs:
-  4.1 ms a put in the shared arenas, 1.2 ms apart). Inputs (and allocs) of 256 KiB and more are
-  handled on a dirty CPU scheduler, so no call holds a normal scheduler long: the thresholds are
-  chosen by the worst time of a copy into fresh pages on a normal scheduler, and `mix test`
-  checks sizes just under them with a `long_schedule` monitor. The bookkeeping of a small put
+  4.1 ms a put in the shared arenas, 1.2 ms apart). No call holds a normal scheduler long, and
+  `mix test` proves it with a `long_schedule` monitor. A put of 256 KiB or more copies in 64 KiB
+  steps on the caller's normal scheduler for at most 0.2 ms and, if it is not done by then, goes
+  on where it stopped on a dirty CPU scheduler, so which scheduler does the work follows the
+  time the copy really takes (a 1 MiB put is usually done within the budget; the hop costs
+  6-15 µs, as much as a 256 KiB copy). Allocs and interns of 256 KiB and more run on a dirty CPU
+  scheduler from the start: that threshold is chosen by the worst time of a fill or hash and
+  copy into fresh pages on a normal scheduler, and sizes just under it are checked too. A put or
+  fill still copying or filling when its caller dies stops within 16 MiB and counts nothing. The bookkeeping of a small put
   takes the store's lock once and starts an owner monitor only the first time it sees an owner.
   `stats/0`, `by_label/0` and `set_capacity/1` are O(1)/O(labels) and safe on a busy node;
   `live/1` and `by_owner/0` walk every live entry on a dirty scheduler.
@@ -52,8 +57,10 @@ defmodule Binscope.Store do
 
   alias Binscope.Native
 
-  # Dirty thresholds: from these sizes a call runs on a dirty CPU scheduler. They are the only
-  # copy of these numbers (the NIF does not know them), chosen by time, not size alone: a call on a
+  # Dirty thresholds: from these sizes a call runs on a dirty CPU scheduler; from @dirty_put a put
+  # starts on the normal scheduler instead and moves to a dirty one once past its time budget
+  # (store.rs, `store_put_large`). They are the only copy of these sizes (the NIF does not know
+  # them), chosen by time, not size alone: a call on a
   # normal scheduler must stay well under 1 ms (the long_schedule budget), also in its worst case,
   # which is not a warm memcpy (21-50 GiB/s here) but a copy or fill into fresh pages: jemalloc
   # hands back pages it purged, so every 4 KiB page faults first. Measured on this project's
@@ -111,6 +118,9 @@ defmodule Binscope.Store do
   @doc """
   Copies `binary` into native memory and returns it as a store-backed binary.
 
+  From 256 KiB the copy starts on the caller's scheduler and moves to a dirty CPU scheduler if it
+  takes more than 0.2 ms (see "Costs" above); it stops, counting nothing, if the caller dies.
+
       iex> {:ok, bin} = Binscope.Store.put("hello, native world", label: :doctest)
       iex> bin
       "hello, native world"
@@ -133,7 +143,7 @@ defmodule Binscope.Store do
     {label, owner} = common_opts!(opts, [], fun)
 
     if byte_size(data) >= @dirty_put,
-      do: Native.store_put_dirty(data, label, owner) |> result(fun),
+      do: Native.store_put_large(data, label, owner) |> result(fun),
       else: Native.store_put(data, label, owner) |> result(fun)
   end
 

@@ -52,4 +52,23 @@ defmodule Binscope.StoreLimitsTest do
     s = Store.stats()
     assert {s.allocs, s.live_bytes} == {before.allocs, before.live_bytes}
   end
+
+  test "a long put stops when its caller dies, counting nothing" do
+    size = 1 * @gib
+    input = :binary.copy("p", size)
+    before = Store.stats()
+    assert 2 * size < before.memory_limit
+
+    {pid, ref} = spawn_monitor(fn -> Store.put(input) end)
+    # Inside the copy (its dirty part: the normal one ends after 0.2 ms), which takes a few
+    # hundred ms for 1 GiB of fresh pages here.
+    assert eventually(fn -> Store.stats().reserved_bytes == size end, 5_000)
+    Process.exit(pid, :kill)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
+
+    # The copy stops within 16 MiB instead of running to its end and committing.
+    assert eventually(fn -> Store.stats().reserved_bytes == 0 end, 2_000)
+    s = Store.stats()
+    assert {s.allocs, s.live_bytes} == {before.allocs, before.live_bytes}
+  end
 end

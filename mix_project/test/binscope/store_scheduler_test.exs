@@ -103,6 +103,25 @@ defmodule Binscope.StoreSchedulerTest do
     end
   end
 
+  # A put of 256 KiB or more copies on the normal scheduler for at most 0.2 ms, then goes on on a
+  # dirty one: 64 MiB puts (5-20 ms of copying each) in a cycle of 2 must show no 1 ms slice.
+  test "large puts move to a dirty scheduler once past their budget" do
+    input = :binary.copy("L", 64 * @mib)
+
+    cycle = fn ->
+      q0 = :queue.from_list([nil, nil])
+      Enum.reduce(1..10, q0, fn _, q -> :queue.in(Store.put!(input), elem(:queue.out(q), 1)) end)
+      :done
+    end
+
+    attempt = fn -> worker_long_schedules(cycle, :done, 60_000) end
+    attempts = SchedulerProof.clean_within(SchedulerProof.attempts(), attempt)
+
+    assert attempts == :clean,
+           "64 MiB puts held a scheduler >= 1 ms on #{SchedulerProof.attempts()} attempts: " <>
+             inspect(attempts, limit: 8)
+  end
+
   test "the monitor does catch a 64 MiB copy run on a normal scheduler (the check can fail)" do
     input = :binary.copy("i", 64 * @mib)
 

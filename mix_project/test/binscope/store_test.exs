@@ -92,6 +92,41 @@ defmodule Binscope.StoreTest do
     end
   end
 
+  describe "large puts" do
+    # From 256 KiB a put copies in 64 KiB steps on a normal scheduler and, past its budget, goes
+    # on where it stopped on a dirty one (store.rs, `store_put_large`). Sizes around the step
+    # and the streaming threshold, and one that always outlasts the budget.
+    test "give back every byte of the source at every size, whichever scheduler finished them" do
+      step = 64 * 1024
+
+      for size <- [
+            256 * 1024,
+            256 * 1024 + 1,
+            8 * step - 1,
+            8 * step,
+            8 * step + 63,
+            64 * @mib + 3
+          ] do
+        input =
+          for(i <- 0..255, into: <<>>, do: <<i, 255 - i>>) |> :binary.copy(div(size, 512) + 2)
+
+        input = binary_part(input, 7, size)
+        base = Store.stats()
+
+        in_process(fn ->
+          bin = Store.put!(input, label: :large_put)
+          assert bin == input, "put of #{size} bytes"
+          s = Store.stats()
+
+          assert {s.live_bytes, s.allocs, s.reserved_bytes} ==
+                   {base.live_bytes + size, base.allocs + 1, 0}
+        end)
+
+        assert eventually(fn -> live() == Map.take(base, [:live_count, :live_bytes]) end)
+      end
+    end
+  end
+
   describe "exact counters" do
     test "return to exactly the baseline after owners die and holders collect" do
       base = Store.stats()

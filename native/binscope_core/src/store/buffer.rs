@@ -72,26 +72,155 @@ impl std::fmt::Debug for Payload {
     }
 }
 
-/// A block for a payload of `len` bytes with its guards zeroed and the payload written by
-/// `write` (which must initialise all `len` bytes), or `None` when the allocator refuses.
-fn make(len: usize, write: impl FnOnce(&mut [std::mem::MaybeUninit<u8>])) -> Option<Payload> {
+/// A block for a payload of `len` bytes with its guards zeroed and the payload not yet written,
+/// or `None` when the allocator refuses. Not a `Payload` until every byte is written.
+fn allocate(len: usize) -> Option<(Block, usize)> {
     let total = len.checked_add(2 * GUARD)?;
     Layout::array::<u8>(total).ok()?;
     let block = buffer_pool::take(total)?;
     let base = block.ptr.as_ptr();
-    // SAFETY: the block has at least `total` bytes; the slices below cover disjoint parts of it.
+    // SAFETY: the block has at least `total` bytes; the guards are its first and last GUARD.
     unsafe {
         base.write_bytes(0, GUARD);
         base.add(GUARD + len).write_bytes(0, GUARD);
-        write(std::slice::from_raw_parts_mut(
-            base.add(GUARD).cast::<std::mem::MaybeUninit<u8>>(),
-            len,
-        ));
     }
+    Some((block, len))
+}
+
+/// The payload area of an allocated block, to be written.
+///
+/// # Safety
+/// `block` came from `allocate(len)`.
+unsafe fn payload_area(block: &mut Block, len: usize) -> &mut [std::mem::MaybeUninit<u8>] {
+    // SAFETY: the block holds GUARD + len + GUARD bytes; `&mut` makes the area unique.
+    unsafe {
+        std::slice::from_raw_parts_mut(
+            block
+                .ptr
+                .as_ptr()
+                .add(GUARD)
+                .cast::<std::mem::MaybeUninit<u8>>(),
+            len,
+        )
+    }
+}
+
+/// A block for a payload of `len` bytes with its guards zeroed and the payload written by
+/// `write` (which must initialise all `len` bytes), or `None` when the allocator refuses.
+fn make(len: usize, write: impl FnOnce(&mut [std::mem::MaybeUninit<u8>])) -> Option<Payload> {
+    let (mut block, len) = allocate(len)?;
+    // SAFETY: the block came from `allocate(len)`.
+    write(unsafe { payload_area(&mut block, len) });
     Some(Payload {
         block: Some(block),
         len,
     })
+}
+
+/// Bytes [`PartialPayload::copy_from`] copies between two questions to its `keep_going`: short
+/// enough to stay far below a normal scheduler's budget even into fresh pages (16 page faults),
+/// long enough that the question costs nothing beside the copy.
+pub const COPY_STEP: usize = 64 << 10;
+
+/// A payload being copied in steps: [`try_partial`] allocates it, [`PartialPayload::copy_from`]
+/// copies until done or told to stop (and later goes on where it stopped, on any thread), and
+/// [`PartialPayload::finish`] turns the complete copy into a [`Payload`]. So a put can start on
+/// a normal scheduler and, if it runs long, continue on a dirty one. Dropped unfinished, it gives
+/// its block back.
+pub struct PartialPayload {
+    /// `None` only once finished.
+    block: Option<Block>,
+    len: usize,
+    written: usize,
+}
+
+// SAFETY: the unwritten bytes are only touched through `&mut self`.
+unsafe impl Send for PartialPayload {}
+unsafe impl Sync for PartialPayload {}
+
+/// A payload of `len` bytes to be copied in steps, or `None` when the allocator refuses.
+pub fn try_partial(len: usize) -> Option<PartialPayload> {
+    let (block, len) = allocate(len)?;
+    Some(PartialPayload {
+        block: Some(block),
+        len,
+        written: 0,
+    })
+}
+
+impl PartialPayload {
+    /// The payload's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes copied so far.
+    pub fn written(&self) -> usize {
+        self.written
+    }
+
+    /// Copies the rest of `src` (which must be the whole source: its length is the payload's), in
+    /// steps of [`COPY_STEP`], asking `keep_going` before each step but the first. True when the
+    /// copy is complete. Large payloads are written with non-temporal stores whatever the step
+    /// (`stream::copy_part`).
+    pub fn copy_from(&mut self, src: &[u8], mut keep_going: impl FnMut() -> bool) -> bool {
+        assert_eq!(src.len(), self.len, "copy_from the whole source");
+        let len = self.len;
+        let block = self
+            .block
+            .as_mut()
+            .expect("an unfinished payload has its block");
+        // SAFETY: the block came from `allocate(len)`.
+        let area = unsafe { payload_area(block, len) };
+        let mut first = true;
+        while self.written < self.len {
+            if !first && !keep_going() {
+                return false;
+            }
+            first = false;
+            let end = (self.written + COPY_STEP).min(self.len);
+            stream::copy_part(
+                &mut area[self.written..end],
+                &src[self.written..end],
+                self.len,
+            );
+            self.written = end;
+        }
+        true
+    }
+
+    /// The payload, once every byte is copied; itself otherwise.
+    pub fn finish(mut self) -> Result<Payload, Self> {
+        if self.written < self.len {
+            return Err(self);
+        }
+        Ok(Payload {
+            block: self.block.take(),
+            len: self.len,
+        })
+    }
+}
+
+impl Drop for PartialPayload {
+    fn drop(&mut self) {
+        if let Some(block) = self.block.take() {
+            buffer_pool::give(block);
+        }
+    }
+}
+
+impl std::fmt::Debug for PartialPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartialPayload")
+            .field("len", &self.len)
+            .field("written", &self.written)
+            .finish()
+    }
 }
 
 /// A copy of `src`, or `None` when the allocator refuses.
@@ -187,6 +316,35 @@ fn try_zeroed(size: usize) -> Option<Payload> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_in_steps_is_exact_and_keeps_its_guards_zero() {
+        // Across the streaming threshold, so both ways of writing are taken step by step.
+        for len in [
+            1,
+            COPY_STEP - 1,
+            COPY_STEP + 1,
+            stream::STREAM_MIN + 3 * COPY_STEP + 17,
+        ] {
+            let src: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut p = try_partial(len).unwrap();
+            let mut steps = 1;
+            // One step per call until done.
+            while !p.copy_from(&src, || false) {
+                steps += 1;
+                p = p.finish().expect_err("unfinished");
+            }
+            assert_eq!(steps, len.div_ceil(COPY_STEP));
+            let payload = p.finish().unwrap();
+            assert_eq!(&*payload, &src[..]);
+            // SAFETY: `with_guards` is readable for len + 2 * GUARD bytes.
+            let all = unsafe { std::slice::from_raw_parts(payload.with_guards(), len + 2 * GUARD) };
+            assert!(all[..GUARD]
+                .iter()
+                .chain(&all[GUARD + len..])
+                .all(|&b| b == 0));
+        }
+    }
 
     #[test]
     fn copies_fills_and_zeroes() {

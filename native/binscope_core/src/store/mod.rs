@@ -22,7 +22,7 @@ pub mod stream;
 
 pub use blob::Blob;
 pub use label::{Label, LabelKind};
-pub use registry::{take_lock_wait, Interned, OwnerState, Registry, COPY_FIRST_MAX};
+pub use registry::{take_lock_wait, Interned, OwnerState, PendingPut, Registry, COPY_FIRST_MAX};
 pub use stats::{LabelStats, LiveEntry, LiveFilter, OwnerStats, Stats};
 
 use std::hash::Hash;

@@ -30,10 +30,18 @@ pub const STREAM_MIN: usize = 2 << 20;
 
 /// Copies `src` into `dst`, which has the same length.
 pub fn copy(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
+    copy_part(dst, src, src.len());
+}
+
+/// As [`copy`], for one part of a copy of `whole` bytes made in parts: the way of writing is
+/// chosen by the whole copy's size, so a large copy made in steps streams every step.
+pub fn copy_part(dst: &mut [MaybeUninit<u8>], src: &[u8], whole: usize) {
     assert_eq!(dst.len(), src.len(), "copy into a slice of the same length");
     let (d, s, len) = (dst.as_mut_ptr().cast::<u8>(), src.as_ptr(), src.len());
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = whole;
     #[cfg(all(target_arch = "x86_64", not(miri)))]
-    if len >= STREAM_MIN {
+    if whole >= STREAM_MIN {
         // SAFETY: `d` and `s` are valid for `len` bytes (one slice each) and do not overlap (a
         // `&mut` and a `&` slice).
         return unsafe { x86::copy(d, s, len) };

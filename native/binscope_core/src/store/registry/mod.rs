@@ -481,19 +481,58 @@ impl<O: Owner> Registry<O> {
                 return Ok(state.commit(&self.shared, data, label, owner, None, false));
             }
         }
+        let reservation = self.reserve_entry(size, label, owner, watch)?;
+        // The copy or fill runs outside the lock; the reservation keeps the capacity exact.
+        let Some(data) = make() else {
+            self.shared.space.refused();
+            return Err(StoreError::AllocFailed);
+        };
+        Ok(reservation.commit(data))
+    }
+
+    /// Reserves `size` bytes for an entry made outside the lock: the owner is watched (if asked),
+    /// the space admitted and the capacity, label and owner checked and counted as in flight.
+    fn reserve_entry(
+        &self,
+        size: u64,
+        label: Label,
+        owner: O,
+        watch: Option<&mut dyn FnMut(&O) -> bool>,
+    ) -> Result<Reservation<O>, StoreError> {
         if let Some(w) = watch {
             self.watch(&owner, w)?;
         }
         self.shared.admit(size)?;
         self.shared.lock().reserve(size, &label, &owner)?;
-        // The copy or fill runs outside the lock; the reservation keeps the capacity exact.
-        let Some(data) = make() else {
+        Ok(Reservation {
+            shared: Arc::clone(&self.shared),
+            size,
+            made_for: Some((label, owner)),
+        })
+    }
+
+    /// Starts a put of `len` bytes whose copy is made in steps, possibly on several threads (see
+    /// [`PendingPut`]), for an owner that must be alive and monitored (as in
+    /// [`Registry::put_watched`]). The bytes are reserved and the payload allocated; nothing is
+    /// copied yet.
+    pub fn begin_put_watched(
+        &self,
+        len: usize,
+        label: Label,
+        owner: O,
+        watch: &mut dyn FnMut(&O) -> bool,
+    ) -> Result<PendingPut<O>, StoreError> {
+        let size = len as u64;
+        check_request(size, &label)?;
+        let reservation = self.reserve_entry(size, label, owner, Some(watch))?;
+        let Some(payload) = buffer::try_partial(len) else {
             self.shared.space.refused();
-            self.shared.lock().unreserve(size, &label, &owner);
             return Err(StoreError::AllocFailed);
         };
-        let mut state = self.shared.lock();
-        Ok(state.commit(&self.shared, data, label, owner, None, true))
+        Ok(PendingPut {
+            reservation,
+            payload,
+        })
     }
 
     fn find_interned(&self, key: u128, bytes: &[u8]) -> Option<Arc<Blob<O>>> {
@@ -531,6 +570,90 @@ fn filter_matches<O: Owner>(filter: &LiveFilter<O>, e: &Entry<O>, now: Stamp) ->
     filter.label.as_ref().is_none_or(|l| *l == e.label)
         && filter.owner.as_ref().is_none_or(|o| *o == e.owner)
         && filter.older_than.is_none_or(|d| e.created.until(now) > d)
+}
+
+/// Bytes reserved for an entry made outside the lock. The capacity counts them until the entry
+/// is committed; dropped uncommitted (the payload could not be made, or a put was abandoned), the
+/// reservation gives them back.
+struct Reservation<O: Owner> {
+    shared: Arc<Shared<O>>,
+    size: u64,
+    /// `None` once committed.
+    made_for: Option<(Label, O)>,
+}
+
+impl<O: Owner> Reservation<O> {
+    /// Records the entry, whose payload has the reserved size.
+    fn commit(mut self, data: buffer::Payload) -> Arc<Blob<O>> {
+        debug_assert_eq!(data.len() as u64, self.size);
+        let (label, owner) = self.made_for.take().expect("a reservation commits once");
+        let mut state = self.shared.lock();
+        state.commit(&self.shared, data, label, owner, None, true)
+    }
+}
+
+impl<O: Owner> Drop for Reservation<O> {
+    fn drop(&mut self) {
+        if let Some((label, owner)) = self.made_for.take() {
+            self.shared.lock().unreserve(self.size, &label, &owner);
+        }
+    }
+}
+
+/// A put whose copy is made in steps ([`Registry::begin_put_watched`]): its bytes are reserved
+/// from the start, so the capacity is exact while it is unfinished, and it becomes an entry only
+/// when [`PendingPut::commit`] is given the complete copy. Dropped before that (its caller died,
+/// or gave up), it frees its payload and gives its reservation back; nothing is counted.
+pub struct PendingPut<O: Owner> {
+    reservation: Reservation<O>,
+    payload: buffer::PartialPayload,
+}
+
+impl<O: Owner> PendingPut<O> {
+    /// The payload's length.
+    pub fn len(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.payload.is_empty()
+    }
+
+    /// Bytes copied so far.
+    pub fn written(&self) -> usize {
+        self.payload.written()
+    }
+
+    /// Copies more of `src` (the whole source, of the put's length); see
+    /// [`buffer::PartialPayload::copy_from`]. True when the copy is complete.
+    pub fn copy_from(&mut self, src: &[u8], keep_going: impl FnMut() -> bool) -> bool {
+        self.payload.copy_from(src, keep_going)
+    }
+
+    /// The new entry, once the copy is complete; the unfinished put itself otherwise.
+    pub fn commit(self) -> Result<Arc<Blob<O>>, Self> {
+        let PendingPut {
+            reservation,
+            payload,
+        } = self;
+        match payload.finish() {
+            Ok(data) => Ok(reservation.commit(data)),
+            Err(payload) => Err(PendingPut {
+                reservation,
+                payload,
+            }),
+        }
+    }
+}
+
+impl<O: Owner> std::fmt::Debug for PendingPut<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingPut")
+            .field("len", &self.len())
+            .field("written", &self.written())
+            .finish()
+    }
 }
 
 fn check_request(size: u64, label: &Label) -> Result<(), StoreError> {

@@ -470,3 +470,94 @@ fn labels_in_flight_survive_and_failures_leave_none() {
     assert!(r.by_label().is_empty());
     assert_eq!(r.stats().label_count, 0);
 }
+
+fn watch_all() -> impl FnMut(&u32) -> bool {
+    |_| true
+}
+
+#[test]
+fn a_put_copied_in_steps_counts_as_one_put_once_committed() {
+    let r = reg();
+    let src: Vec<u8> = (0..3 * buffer::COPY_STEP + 5).map(|i| i as u8).collect();
+    let mut p = r
+        .begin_put_watched(src.len(), Label::atom("steps"), 1, &mut watch_all())
+        .unwrap();
+    // Reserved from the start, nothing live until committed.
+    let s = r.stats();
+    assert_eq!((s.live_count, s.reserved_bytes), (0, src.len() as u64));
+    // Stops where told (one step per call here), then goes on where it stopped.
+    assert!(!p.copy_from(&src, || false));
+    assert_eq!(p.written(), buffer::COPY_STEP);
+    let p = p.commit().expect_err("an unfinished copy does not commit");
+    let mut p = p;
+    let mut asked = 0;
+    assert!(p.copy_from(&src, || {
+        asked += 1;
+        true
+    }));
+    assert_eq!(asked, 2, "asked before every step but the first");
+    let blob = p.commit().unwrap();
+    assert_eq!(blob.bytes(), &src[..]);
+    let s = r.stats();
+    assert_eq!(
+        (s.live_count, s.live_bytes, s.reserved_bytes, s.allocs),
+        (1, src.len() as u64, 0, 1)
+    );
+    let l = r.by_label();
+    assert_eq!(l.len(), 1);
+    assert_eq!((l[0].1.count, l[0].1.bytes), (1, src.len() as u64));
+    drop(blob);
+    let s = r.stats();
+    assert_eq!((s.live_count, s.live_bytes, s.frees), (0, 0, 1));
+}
+
+#[test]
+fn an_abandoned_put_gives_its_reservation_back_and_counts_nothing() {
+    let r = reg();
+    r.set_capacity(Some(300_000));
+    let src = vec![9u8; 200_000];
+    let mut p = r
+        .begin_put_watched(src.len(), Label::atom("gone"), 7, &mut watch_all())
+        .unwrap();
+    p.copy_from(&src, || false);
+    // The capacity counts the unfinished put.
+    assert_eq!(
+        r.put(&[0u8; 100_001], Label::default_label(), 1)
+            .unwrap_err(),
+        StoreError::Capacity
+    );
+    drop(p);
+    let s = r.stats();
+    assert_eq!(
+        (s.live_count, s.reserved_bytes, s.allocs, s.frees),
+        (0, 0, 0, 0)
+    );
+    assert!(r.by_label().is_empty(), "the label is reclaimed");
+    r.owner_down(&7);
+    assert!(r.by_owner().is_empty(), "the dead owner's record goes");
+    assert!(r.put(&[0u8; 300_000], Label::default_label(), 1).is_ok());
+}
+
+#[test]
+fn a_put_in_steps_is_refused_like_a_put() {
+    let r = reg();
+    r.set_capacity(Some(10));
+    assert_eq!(
+        r.begin_put_watched(11, Label::default_label(), 1, &mut watch_all())
+            .unwrap_err(),
+        StoreError::Capacity
+    );
+    assert_eq!(
+        r.begin_put_watched(5, Label::default_label(), 2, &mut |_| false)
+            .unwrap_err(),
+        StoreError::DeadOwner
+    );
+    let s = r.stats();
+    assert_eq!((s.reserved_bytes, s.allocs), (0, 0));
+    // An empty put completes at its first copy.
+    let mut p = r
+        .begin_put_watched(0, Label::default_label(), 1, &mut watch_all())
+        .unwrap();
+    assert!(p.copy_from(&[], || unreachable!("no step to ask before")));
+    assert!(p.commit().unwrap().bytes().is_empty());
+}
