@@ -18,15 +18,23 @@
 //! `Store.put` went from 2.68-3.41 ms to 1.49-2.86 ms (medians 2.95 / 2.05 ms) and a 16 MiB
 //! `alloc` with fill 1 from 2.25-3.05 ms to 0.96-3.21 ms (2.32 / 1.22 ms); 1 MiB did not move.
 //!
-//! So from [`STREAM_MIN`] on, and below it `memcpy` / `memset`, which win while the destination
-//! fits the cache. SSE2 streaming stores are part of x86-64 itself (no feature detection; AVX2
+//! The threshold was 2 MiB (from the ring above) until the puts in the VM's steady cycle were
+//! measured at sizes under it (2026-12-02, `Store.put` in a window of 8 on a normal scheduler,
+//! 3 s loops, builds alternated): 256 KiB 19.8-21.0 µs with `memcpy` against 19.7-19.8 streamed,
+//! 384 KiB 36.3 against 28.2, 512 KiB 50.6-52.1 against 37.1-38.0, 768 KiB 79.0 against 56.4,
+//! 1 MiB 118-122 against 67-72. In the VM the destinations are colder than in the ring: the VM
+//! frees a binary only at a collection and runs its destructor later still, so more payloads are
+//! in circulation than this core's 512 KiB of L2 holds.
+//!
+//! So from [`STREAM_MIN`] on (where streaming first won), and below it `memcpy` / `memset`,
+//! which win while the destination fits the cache. SSE2 streaming stores are part of x86-64 itself (no feature detection; AVX2
 //! stores measured the same, the memory being the limit). Elsewhere, and under Miri, every size
 //! takes the ordinary path.
 
 use std::mem::MaybeUninit;
 
 /// The smallest copy or fill written with non-temporal stores.
-pub const STREAM_MIN: usize = 2 << 20;
+pub const STREAM_MIN: usize = 512 << 10;
 
 /// Copies `src` into `dst`, which has the same length.
 pub fn copy(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
