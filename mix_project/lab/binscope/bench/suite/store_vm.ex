@@ -25,6 +25,10 @@ defmodule Binscope.Bench.Suite.StoreVm do
   @defaults [
     sizes: [@kib, 64 * @kib, @mib, 16 * @mib],
     bytes_per_run: 128 * @mib,
+    # Each run turns the ring over at least this often, so that a run of large binaries is a
+    # cycle too: with 128 MiB a run and a ring of 8, a run of 16 MiB made 8 binaries and dropped
+    # none, which measured the first fill of the ring (fresh pages for every alternative).
+    min_turns: 8,
     runs: 9,
     warmup: 1,
     ring: 8,
@@ -40,6 +44,7 @@ defmodule Binscope.Bench.Suite.StoreVm do
     [
       sizes: [@kib, 64 * @kib],
       bytes_per_run: 256 * @kib,
+      min_turns: 2,
       # Five runs: the figures are medians, so a run disturbed by a collection elsewhere cannot
       # move them (with two, one such run failed the smoke test once).
       runs: 5,
@@ -68,7 +73,7 @@ defmodule Binscope.Bench.Suite.StoreVm do
   # The physical floor: the copy of the same bytes in the same cycle (native/binscope_lab_nif
   # floor.rs), median of `runs` runs of the same number of calls. `{warm_ns, fresh_ns}` per call.
   defp floor(size, o) do
-    calls = max(o[:ring], div(o[:bytes_per_run], size))
+    calls = calls_per_run(size, o)
     runs = for _ <- 1..o[:runs], do: Binscope.Lab.Native.floor_copy(size, calls)
     median = fn xs -> xs |> Enum.sort() |> Enum.at(div(length(xs), 2)) end
     {median.(Enum.map(runs, &elem(&1, 0))), median.(Enum.map(runs, &elem(&1, 1)))}
@@ -76,10 +81,12 @@ defmodule Binscope.Bench.Suite.StoreVm do
 
   ## Steady cycle
 
+  defp calls_per_run(size, o), do: max(o[:min_turns] * o[:ring], div(o[:bytes_per_run], size))
+
   defp cycle(size, o) do
     src = :binary.copy(<<1>>, size)
     ring = o[:ring]
-    calls = max(o[:ring], div(o[:bytes_per_run], size))
+    calls = calls_per_run(size, o)
     # Each alternative's worker builds its own ring of store-free filler first.
     init = fn -> :queue.from_list(for _ <- 1..ring, do: <<>>) end
     step = fn make -> fn q -> :queue.in(make.(), elem(:queue.out(q), 1)) end end
@@ -280,7 +287,7 @@ defmodule Binscope.Bench.Suite.StoreVm do
       intro:
         "Steady cycle: a ring of #{o[:ring]} live binaries per alternative, each new one replacing " <>
           "(and dropping) the oldest; about #{Binscope.Render.Format.bytes(o[:bytes_per_run])} " <>
-          "made per run; median of #{o[:runs]} runs after #{o[:warmup]} warm-up, alternatives " <>
+          "made per run, and at least #{o[:min_turns] * o[:ring]} binaries; median of #{o[:runs]} runs after #{o[:warmup]} warm-up, alternatives " <>
           "interleaved round-robin. `fill 0` maps fresh zeroed pages without touching them; " <>
           "`fill 1` writes every byte. Intern: #{o[:intern_count]} inputs of " <>
           "#{Binscope.Render.Format.bytes(o[:intern_size])} per pass, all held until the pass ends.",
