@@ -31,7 +31,7 @@ defmodule Binscope.Store do
   steps on the caller's normal scheduler for at most 0.2 ms and, if it is not done by then, goes
   on where it stopped on a dirty CPU scheduler, so which scheduler does the work follows the
   time the copy really takes (a 1 MiB put is usually done within the budget; the hop costs
-  6-15 µs, as much as a 256 KiB copy). Allocs and interns of 256 KiB and more run on a dirty CPU
+  6-17 µs, as much as a 256 KiB copy). Allocs and interns of 256 KiB and more run on a dirty CPU
   scheduler from the start: that threshold is chosen by the worst time of a fill or hash and
   copy into fresh pages on a normal scheduler, and sizes just under it are checked too. A put or
   fill still copying or filling when its caller dies stops within 16 MiB and counts nothing. The bookkeeping of a small put
