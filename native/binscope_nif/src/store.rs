@@ -240,10 +240,11 @@ unsafe impl rustler::codegen_runtime::NifReturnable for LargePut<'_> {
     }
 }
 
-/// A put of [`COPY_FIRST_MAX`] bytes or more (`Binscope.Store` sends those of 256 KiB and more):
-/// it copies on this normal scheduler for up to [`PUT_BUDGET`] and, if the copy is not done by
-/// then, goes on where it stopped on a dirty scheduler. So the choice of scheduler follows the
-/// time the copy really takes (fresh pages, a busy memory bus), not the size alone.
+/// A large put (`Binscope.Store` sends those of 256 KiB and more here; any size is correct, the
+/// bytes are reserved before the copy): it copies on this normal scheduler for up to
+/// [`PUT_BUDGET`] and, if the copy is not done by then, goes on where it stopped on a dirty
+/// scheduler. So the choice of scheduler follows the time the copy really takes (fresh pages, a
+/// busy memory bus), not the size alone.
 #[rustler::nif]
 fn store_put_large<'a>(
     env: Env<'a>,
