@@ -37,36 +37,29 @@ defmodule Binscope.StoreLimitsTest do
   end
 
   test "a long fill stops when its caller dies, counting nothing" do
-    before = Store.stats()
-    size = 2 * @gib
-    assert size < before.memory_limit
-
-    {pid, ref} = spawn_monitor(fn -> Store.alloc(size, fill: 7) end)
-    # Inside the fill (which takes about a second for 2 GiB of fresh pages here).
-    assert eventually(fn -> Store.stats().reserved_bytes == size end, 5_000)
-    Process.exit(pid, :kill)
-    assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
-
-    # The fill stops within a chunk (16 MiB) instead of running to its end and committing.
-    assert eventually(fn -> Store.stats().reserved_bytes == 0 end, 2_000)
-    s = Store.stats()
-    assert {s.allocs, s.live_bytes} == {before.allocs, before.live_bytes}
+    # The fill takes about a second for 2 GiB of fresh pages here, and stops within a chunk
+    # (16 MiB) instead of running to its end and committing.
+    assert 2 * @gib < Store.stats().memory_limit
+    assert_stops_when_caller_dies(2 * @gib, fn size -> Store.alloc(size, fill: 7) end)
   end
 
   test "a long put stops when its caller dies, counting nothing" do
-    size = 1 * @gib
-    input = :binary.copy("p", size)
-    before = Store.stats()
-    assert 2 * size < before.memory_limit
+    # The copy (its dirty part: the normal one ends after 0.2 ms) takes a few hundred ms for
+    # 1 GiB of fresh pages here, and stops within 16 MiB.
+    input = :binary.copy("p", 1 * @gib)
+    assert 2 * byte_size(input) < Store.stats().memory_limit
+    assert_stops_when_caller_dies(byte_size(input), fn _ -> Store.put(input) end)
+  end
 
-    {pid, ref} = spawn_monitor(fn -> Store.put(input) end)
-    # Inside the copy (its dirty part: the normal one ends after 0.2 ms), which takes a few
-    # hundred ms for 1 GiB of fresh pages here.
+  # Starts `call.(size)` in a process, kills it once the store reserved `size` bytes (so inside
+  # the work) and asserts the reservation goes and nothing was counted.
+  defp assert_stops_when_caller_dies(size, call) do
+    before = Store.stats()
+    {pid, ref} = spawn_monitor(fn -> call.(size) end)
     assert eventually(fn -> Store.stats().reserved_bytes == size end, 5_000)
     Process.exit(pid, :kill)
     assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
 
-    # The copy stops within 16 MiB instead of running to its end and committing.
     assert eventually(fn -> Store.stats().reserved_bytes == 0 end, 2_000)
     s = Store.stats()
     assert {s.allocs, s.live_bytes} == {before.allocs, before.live_bytes}

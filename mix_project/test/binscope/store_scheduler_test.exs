@@ -31,6 +31,16 @@ defmodule Binscope.StoreSchedulerTest do
     for {^worker_pid, info} <- reports, do: info
   end
 
+  # A worker that makes `calls` results with `make.(i)`, keeping the last `ring` of them alive
+  # (each new one drops the oldest), as a steady cycle in real use does.
+  defp steady_cycle(ring, calls, make) do
+    fn ->
+      q0 = :queue.from_list(List.duplicate(nil, ring))
+      Enum.reduce(1..calls, q0, fn i, q -> :queue.in(make.(i), elem(:queue.out(q), 1)) end)
+      :done
+    end
+  end
+
   test "put, alloc, intern and the reports never hold a normal scheduler for 1 ms" do
     # Inputs are built before the monitor starts: building them is not the store's work.
     inputs =
@@ -87,11 +97,7 @@ defmodule Binscope.StoreSchedulerTest do
     ]
 
     for {name, call} <- calls do
-      cycle = fn ->
-        q0 = :queue.from_list(List.duplicate(nil, 8))
-        Enum.reduce(1..100, q0, fn i, q -> :queue.in(call.(i), elem(:queue.out(q), 1)) end)
-        :done
-      end
+      cycle = steady_cycle(8, 100, call)
 
       attempt = fn -> worker_long_schedules(cycle, :done, 60_000) end
 
@@ -108,11 +114,7 @@ defmodule Binscope.StoreSchedulerTest do
   test "large puts move to a dirty scheduler once past their budget" do
     input = :binary.copy("L", 64 * @mib)
 
-    cycle = fn ->
-      q0 = :queue.from_list([nil, nil])
-      Enum.reduce(1..10, q0, fn _, q -> :queue.in(Store.put!(input), elem(:queue.out(q), 1)) end)
-      :done
-    end
+    cycle = steady_cycle(2, 10, fn _ -> Store.put!(input) end)
 
     attempt = fn -> worker_long_schedules(cycle, :done, 60_000) end
     attempts = SchedulerProof.clean_within(SchedulerProof.attempts(), attempt)

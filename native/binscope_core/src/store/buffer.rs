@@ -126,24 +126,21 @@ pub const COPY_STEP: usize = 64 << 10;
 /// copies until done or told to stop (and later goes on where it stopped, on any thread), and
 /// [`PartialPayload::finish`] turns the complete copy into a [`Payload`]. So a put can start on
 /// a normal scheduler and, if it runs long, continue on a dirty one. Dropped unfinished, it gives
-/// its block back.
+/// its block back (as its `Payload` does).
 pub struct PartialPayload {
-    /// `None` only once finished.
-    block: Option<Block>,
-    len: usize,
+    /// Not read (nor handed out) before `written == len`: until then part of it is uninitialised.
+    payload: Payload,
     written: usize,
 }
-
-// SAFETY: the unwritten bytes are only touched through `&mut self`.
-unsafe impl Send for PartialPayload {}
-unsafe impl Sync for PartialPayload {}
 
 /// A payload of `len` bytes to be copied in steps, or `None` when the allocator refuses.
 pub fn try_partial(len: usize) -> Option<PartialPayload> {
     let (block, len) = allocate(len)?;
     Some(PartialPayload {
-        block: Some(block),
-        len,
+        payload: Payload {
+            block: Some(block),
+            len,
+        },
         written: 0,
     })
 }
@@ -151,12 +148,12 @@ pub fn try_partial(len: usize) -> Option<PartialPayload> {
 impl PartialPayload {
     /// The payload's length.
     pub fn len(&self) -> usize {
-        self.len
+        self.payload.len
     }
 
     /// Whether the payload is empty.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.payload.len == 0
     }
 
     /// Bytes copied so far.
@@ -169,55 +166,41 @@ impl PartialPayload {
     /// copy is complete. Large payloads are written with non-temporal stores whatever the step
     /// (`stream::copy_part`).
     pub fn copy_from(&mut self, src: &[u8], mut keep_going: impl FnMut() -> bool) -> bool {
-        assert_eq!(src.len(), self.len, "copy_from the whole source");
-        let len = self.len;
+        let len = self.payload.len;
+        assert_eq!(src.len(), len, "copy_from the whole source");
         let block = self
+            .payload
             .block
             .as_mut()
             .expect("an unfinished payload has its block");
         // SAFETY: the block came from `allocate(len)`.
         let area = unsafe { payload_area(block, len) };
         let mut first = true;
-        while self.written < self.len {
+        while self.written < len {
             if !first && !keep_going() {
                 return false;
             }
             first = false;
-            let end = (self.written + COPY_STEP).min(self.len);
-            stream::copy_part(
-                &mut area[self.written..end],
-                &src[self.written..end],
-                self.len,
-            );
+            let end = (self.written + COPY_STEP).min(len);
+            stream::copy_part(&mut area[self.written..end], &src[self.written..end], len);
             self.written = end;
         }
         true
     }
 
     /// The payload, once every byte is copied; itself otherwise.
-    pub fn finish(mut self) -> Result<Payload, Self> {
-        if self.written < self.len {
+    pub fn finish(self) -> Result<Payload, Self> {
+        if self.written < self.payload.len {
             return Err(self);
         }
-        Ok(Payload {
-            block: self.block.take(),
-            len: self.len,
-        })
-    }
-}
-
-impl Drop for PartialPayload {
-    fn drop(&mut self) {
-        if let Some(block) = self.block.take() {
-            buffer_pool::give(block);
-        }
+        Ok(self.payload)
     }
 }
 
 impl std::fmt::Debug for PartialPayload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PartialPayload")
-            .field("len", &self.len)
+            .field("len", &self.payload.len)
             .field("written", &self.written)
             .finish()
     }
