@@ -151,6 +151,7 @@ defmodule Binscope.Native do
   def store_put_large(_data, _label, _owner), do: err()
   def store_alloc(_size, _fill, _label, _owner), do: err()
   def store_alloc_dirty(_size, _fill, _label, _owner), do: err()
+  def store_alloc_large(_size, _fill, _label, _owner), do: err()
   def store_intern(_data, _label, _owner), do: err()
   def store_intern_dirty(_data, _label, _owner), do: err()
   def store_stats, do: err()

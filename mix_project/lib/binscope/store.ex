@@ -57,9 +57,10 @@ defmodule Binscope.Store do
 
   alias Binscope.Native
 
-  # Dirty thresholds: from these sizes a call runs on a dirty CPU scheduler; from @dirty_put a put
-  # starts on the normal scheduler instead and moves to a dirty one once past its time budget
-  # (store.rs, `store_put_large`). They are the only copy of these sizes (the NIF does not know
+  # Dirty thresholds: from these sizes a call runs on a dirty CPU scheduler; from @dirty_put a put,
+  # and from @dirty_alloc an alloc with a non-zero fill, starts on the normal scheduler instead and
+  # moves to a dirty one once past its time budget (store.rs, `store_put_large`,
+  # `store_alloc_large`). They are the only copy of these sizes (the NIF does not know
   # them), chosen by time, not size alone: a call on a
   # normal scheduler must stay well under 1 ms (the long_schedule budget), also in its worst case,
   # which is not a warm memcpy (21-50 GiB/s here) but a copy or fill into fresh pages: jemalloc
@@ -69,8 +70,9 @@ defmodule Binscope.Store do
   # xxh3 at ~5 GiB/s. So:
   #   put    256 KiB: worst copy ~125 us (p99 of 1,000 normal-scheduler calls: 135 us);
   #   alloc  256 KiB, any fill: a zero fill is not free either (jemalloc zeroes reused pages with
-  #          memset; 2 MiB zero fills held a normal scheduler > 1 ms in 3 of 1,000 calls, 4 MiB in
-  #          29), so fills of every byte value share put's threshold;
+  #          memset, in one call that cannot be cut in steps; 2 MiB zero fills held a normal
+  #          scheduler > 1 ms in 3 of 1,000 calls, 4 MiB in 29), so it goes to a dirty
+  #          scheduler from put's threshold; other fills are written in steps, as puts are;
   #   intern 256 KiB: hash + copy, worst ~175 us (p99 148 us).
   # Below them the hop to a dirty scheduler would cost more than the work (a dirty put of 64 KiB
   # ran at 0.13-0.29x the speed of :binary.copy). A `long_schedule` proof runs sizes just under
@@ -171,9 +173,12 @@ defmodule Binscope.Store do
     {label, owner} = common_opts!(opts, [:fill], fun)
     fill = byte!(Keyword.get(opts, :fill, 0), fun)
 
-    if size >= @dirty_alloc,
-      do: Native.store_alloc_dirty(size, fill, label, owner) |> result(fun),
-      else: Native.store_alloc(size, fill, label, owner) |> result(fun)
+    cond do
+      size < @dirty_alloc -> Native.store_alloc(size, fill, label, owner)
+      fill == 0 -> Native.store_alloc_dirty(size, fill, label, owner)
+      true -> Native.store_alloc_large(size, fill, label, owner)
+    end
+    |> result(fun)
   end
 
   @doc "Like `alloc/2`, but returns the binary or raises `Binscope.Error`."

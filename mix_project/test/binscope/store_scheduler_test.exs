@@ -109,18 +109,22 @@ defmodule Binscope.StoreSchedulerTest do
     end
   end
 
-  # A put of 256 KiB or more copies on the normal scheduler for at most 0.2 ms, then goes on on a
-  # dirty one: 64 MiB puts (5-20 ms of copying each) in a cycle of 2 must show no 1 ms slice.
-  test "large puts move to a dirty scheduler once past their budget" do
+  # A put, or an alloc with a non-zero fill, of 256 KiB or more writes on the normal scheduler
+  # for at most 0.2 ms, then goes on on a dirty one: 64 MiB of each (5-20 ms of writing) in a
+  # cycle of 2 must show no 1 ms slice.
+  test "large puts and filled allocs move to a dirty scheduler once past their budget" do
     input = :binary.copy("L", 64 * @mib)
 
-    cycle = steady_cycle(2, 10, fn _ -> Store.put!(input) end)
+    cycle =
+      steady_cycle(2, 10, fn i ->
+        if rem(i, 2) == 0, do: Store.put!(input), else: Store.alloc!(64 * @mib, fill: 3)
+      end)
 
     attempt = fn -> worker_long_schedules(cycle, :done, 60_000) end
     attempts = SchedulerProof.clean_within(SchedulerProof.attempts(), attempt)
 
     assert attempts == :clean,
-           "64 MiB puts held a scheduler >= 1 ms on #{SchedulerProof.attempts()} attempts: " <>
+           "64 MiB puts and allocs held a scheduler >= 1 ms on #{SchedulerProof.attempts()} attempts: " <>
              inspect(attempts, limit: 8)
   end
 

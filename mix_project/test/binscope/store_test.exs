@@ -125,6 +125,27 @@ defmodule Binscope.StoreTest do
         assert eventually(fn -> live() == Map.take(base, [:live_count, :live_bytes]) end)
       end
     end
+
+    # An alloc with a non-zero fill from 256 KiB is written in the same steps (`store_alloc_large`).
+    test "allocs with a fill set every byte at every size, whichever scheduler finished them" do
+      step = 64 * 1024
+
+      for size <- [256 * 1024, 256 * 1024 + 1, 8 * step - 1, 8 * step + 63, 64 * @mib + 3] do
+        base = Store.stats()
+
+        in_process(fn ->
+          bin = Store.alloc!(size, fill: 0xA7, label: :large_alloc)
+          assert byte_size(bin) == size
+          assert bin == :binary.copy(<<0xA7>>, size), "alloc of #{size} bytes"
+          s = Store.stats()
+
+          assert {s.live_bytes, s.allocs, s.reserved_bytes} ==
+                   {base.live_bytes + size, base.allocs + 1, 0}
+        end)
+
+        assert eventually(fn -> live() == Map.take(base, [:live_count, :live_bytes]) end)
+      end
+    end
   end
 
   describe "exact counters" do

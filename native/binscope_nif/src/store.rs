@@ -205,14 +205,22 @@ const PUT_BUDGET: Duration = Duration::from_micros(200);
 /// fills do, see `binscope_core::store::buffer::FILL_CHUNK`).
 const ALIVE_CHECK_BYTES: usize = binscope_core::store::buffer::FILL_CHUNK;
 
-/// A large put that ran past [`PUT_BUDGET`]: its reservation and partly written payload, taken
-/// by the dirty continuation ([`put_continue`]) that finishes it. No NIF takes one, so only that
-/// continuation can. Dropped unfinished (its caller was killed before the continuation ran),
-/// it frees the payload and gives the reservation back.
+/// A large put or filled alloc that ran past [`PUT_BUDGET`]: its reservation and partly written
+/// payload, taken by the dirty continuation ([`put_continue`]) that finishes it. No NIF takes
+/// one, so only that continuation can. Dropped unfinished (its caller was killed before the
+/// continuation ran), it frees the payload and gives the reservation back.
 pub struct PendingPutResource {
     put: std::sync::Mutex<Option<PendingPut<Owner>>>,
-    /// The source's address and length: the continuation must be given the same binary.
-    source: (usize, usize),
+    source: Source,
+}
+
+/// What a pending put writes, which the continuation must be given again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A binary's address and length (a put).
+    Copy(usize, usize),
+    /// A fill byte (an alloc).
+    Fill(u8),
 }
 
 #[rustler::resource_impl]
@@ -222,7 +230,12 @@ impl Resource for PendingPutResource {}
 /// on a dirty scheduler (`enif_schedule_nif`: the caller sees one call).
 pub enum LargePut<'a> {
     Done(Term<'a>),
-    Continue { pending: Term<'a>, data: Term<'a> },
+    Continue {
+        /// The NIF's name, shown in the caller's stack while the continuation runs.
+        name: &'static std::ffi::CStr,
+        pending: Term<'a>,
+        data: Term<'a>,
+    },
 }
 
 unsafe impl rustler::codegen_runtime::NifReturnable for LargePut<'_> {
@@ -230,8 +243,12 @@ unsafe impl rustler::codegen_runtime::NifReturnable for LargePut<'_> {
         use rustler::codegen_runtime::NifReturned;
         match self {
             LargePut::Done(term) => NifReturned::Term(term.as_c_arg()),
-            LargePut::Continue { pending, data } => NifReturned::Reschedule {
-                fun_name: c"store_put_large".into(),
+            LargePut::Continue {
+                name,
+                pending,
+                data,
+            } => NifReturned::Reschedule {
+                fun_name: name.into(),
                 flags: rustler::schedule::SchedulerFlags::DirtyCpu,
                 fun: put_continue,
                 args: vec![pending.as_c_arg(), data.as_c_arg()],
@@ -267,20 +284,78 @@ fn store_put_large<'a>(
         Ok(Ok(binary)) => Ok(LargePut::Done(Ok::<_, Reason>(binary).encode(env))),
         Err(e) => Ok(LargePut::Done(Err::<Term, _>(Reason(e)).encode(env))),
         Ok(Err(put)) => {
-            let pending = ResourceArc::new(PendingPutResource {
-                put: std::sync::Mutex::new(Some(put)),
-                source: (data.as_slice().as_ptr() as usize, data.len()),
-            });
-            Ok(LargePut::Continue {
-                pending: pending.encode(env),
-                data: data.to_term(env),
-            })
+            let source = Source::Copy(data.as_slice().as_ptr() as usize, data.len());
+            Ok(continuation(
+                env,
+                c"store_put_large",
+                put,
+                source,
+                data.to_term(env),
+            ))
         }
     }
 }
 
-/// The dirty continuation of [`store_put_large`]: copies the rest, commits and returns what the
-/// put returns. Stops with `{:error, :cancelled}` (nothing counted) once its caller is dead.
+/// A large alloc with a non-zero fill (`Binscope.Store` sends those of 256 KiB and more here; a
+/// zero fill goes to `store_alloc_dirty`, whose fresh pages are zero without a write, in a call
+/// that cannot be cut in steps). As [`store_put_large`]: it fills for up to [`PUT_BUDGET`] on
+/// this normal scheduler, then goes on on a dirty one.
+#[rustler::nif]
+fn store_alloc_large<'a>(
+    env: Env<'a>,
+    size: u64,
+    fill: u32,
+    label: Term<'a>,
+    owner: Term<'a>,
+) -> NifResult<LargePut<'a>> {
+    let byte = u8::try_from(fill).map_err(|_| rustler::Error::BadArg)?;
+    let (label, owner) = (label::decode(label)?, Owner::decode(owner)?);
+    let len = usize::try_from(size).unwrap_or(usize::MAX);
+    let started = std::time::Instant::now();
+    let outcome = charged(env, || {
+        let mut put = REGISTRY.begin_put_watched(len, label, owner, &mut monitor(env))?;
+        if put.fill_with(byte, || started.elapsed() < PUT_BUDGET) {
+            let blob = put.commit().expect("a complete fill commits");
+            return Ok(Ok(to_binary(env, blob)));
+        }
+        Ok(Err(put))
+    });
+    crate::release_backlog::yield_if_backlogged(env);
+    match outcome {
+        Ok(Ok(binary)) => Ok(LargePut::Done(Ok::<_, Reason>(binary).encode(env))),
+        Err(e) => Ok(LargePut::Done(Err::<Term, _>(Reason(e)).encode(env))),
+        Ok(Err(put)) => Ok(continuation(
+            env,
+            c"store_alloc_large",
+            put,
+            Source::Fill(byte),
+            byte.encode(env),
+        )),
+    }
+}
+
+/// The dirty continuation of an unfinished put or alloc: its state, and the source term
+/// (the binary or the fill byte) it is given again.
+fn continuation<'a>(
+    env: Env<'a>,
+    name: &'static std::ffi::CStr,
+    put: PendingPut<Owner>,
+    source: Source,
+    data: Term<'a>,
+) -> LargePut<'a> {
+    let pending = ResourceArc::new(PendingPutResource {
+        put: std::sync::Mutex::new(Some(put)),
+        source,
+    });
+    LargePut::Continue {
+        name,
+        pending: pending.encode(env),
+        data,
+    }
+}
+
+/// The dirty continuation of [`store_put_large`] and [`store_alloc_large`]: writes the rest,
+/// commits and returns what the put or alloc returns. Stops with `{:error, :cancelled}` (nothing counted) once its caller is dead.
 unsafe extern "C" fn put_continue(
     env: *mut rustler::sys::ErlNifEnv,
     argc: rustler::codegen_runtime::c_int,
@@ -306,10 +381,17 @@ unsafe extern "C" fn put_continue(
 
 fn finish_put<'a>(env: Env<'a>, pending: Term<'a>, data: Term<'a>) -> NifResult<Term<'a>> {
     let pending: ResourceArc<PendingPutResource> = pending.decode()?;
-    let data: Binary = data.decode()?;
-    if pending.source != (data.as_slice().as_ptr() as usize, data.len()) {
-        return Err(rustler::Error::BadArg);
-    }
+    let binary = match pending.source {
+        Source::Copy(ptr, len) => {
+            let data: Binary = data.decode()?;
+            if (ptr, len) != (data.as_slice().as_ptr() as usize, data.len()) {
+                return Err(rustler::Error::BadArg);
+            }
+            Ok(data)
+        }
+        Source::Fill(byte) if data.decode::<u8>()? == byte => Err(byte),
+        Source::Fill(_) => return Err(rustler::Error::BadArg),
+    };
     let taken = crate::accounting::unpoisoned(&pending.put).take();
     let mut put = taken.ok_or(rustler::Error::BadArg)?;
     let caller = env.pid();
@@ -322,10 +404,14 @@ fn finish_put<'a>(env: Env<'a>, pending: Term<'a>, data: Term<'a>) -> NifResult<
         since_check = 0;
         env.is_process_alive(caller)
     };
-    if !put.copy_from(data.as_slice(), alive) {
+    let complete = match binary {
+        Ok(data) => put.copy_from(data.as_slice(), alive),
+        Err(byte) => put.fill_with(byte, alive),
+    };
+    if !complete {
         return Ok(Err::<Term, _>(Reason(StoreError::Cancelled)).encode(env));
     }
-    let blob = put.commit().expect("a complete copy commits");
+    let blob = put.commit().expect("a complete write commits");
     Ok(Ok::<_, Reason>(to_binary(env, blob)).encode(env))
 }
 

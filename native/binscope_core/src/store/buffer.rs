@@ -165,9 +165,28 @@ impl PartialPayload {
     /// steps of [`COPY_STEP`], asking `keep_going` before each step but the first. True when the
     /// copy is complete. Large payloads are written with non-temporal stores whatever the step
     /// (`stream::copy_part`).
-    pub fn copy_from(&mut self, src: &[u8], mut keep_going: impl FnMut() -> bool) -> bool {
+    pub fn copy_from(&mut self, src: &[u8], keep_going: impl FnMut() -> bool) -> bool {
+        assert_eq!(src.len(), self.payload.len, "copy_from the whole source");
+        self.write_steps(keep_going, |dst, at, whole| {
+            stream::copy_part(dst, &src[at..at + dst.len()], whole);
+        })
+    }
+
+    /// As [`PartialPayload::copy_from`], setting the rest of the bytes to `byte` instead.
+    pub fn fill_with(&mut self, byte: u8, keep_going: impl FnMut() -> bool) -> bool {
+        self.write_steps(keep_going, |dst, _, whole| {
+            stream::fill_part(dst, byte, whole)
+        })
+    }
+
+    /// Writes the unwritten bytes in steps of [`COPY_STEP`] with `write(dst, offset, len)`,
+    /// asking `keep_going` before each step but the first. True when every byte is written.
+    fn write_steps(
+        &mut self,
+        mut keep_going: impl FnMut() -> bool,
+        mut write: impl FnMut(&mut [std::mem::MaybeUninit<u8>], usize, usize),
+    ) -> bool {
         let len = self.payload.len;
-        assert_eq!(src.len(), len, "copy_from the whole source");
         let block = self
             .payload
             .block
@@ -182,7 +201,7 @@ impl PartialPayload {
             }
             first = false;
             let end = (self.written + COPY_STEP).min(len);
-            stream::copy_part(&mut area[self.written..end], &src[self.written..end], len);
+            write(&mut area[self.written..end], self.written, len);
             self.written = end;
         }
         true
@@ -320,6 +339,28 @@ mod tests {
             assert_eq!(steps, len.div_ceil(COPY_STEP));
             let payload = p.finish().unwrap();
             assert_eq!(&*payload, &src[..]);
+            // SAFETY: `with_guards` is readable for len + 2 * GUARD bytes.
+            let all = unsafe { std::slice::from_raw_parts(payload.with_guards(), len + 2 * GUARD) };
+            assert!(all[..GUARD]
+                .iter()
+                .chain(&all[GUARD + len..])
+                .all(|&b| b == 0));
+        }
+    }
+
+    #[test]
+    fn a_fill_in_steps_is_exact_and_keeps_its_guards_zero() {
+        for len in [1, COPY_STEP + 1, stream::STREAM_MIN + 2 * COPY_STEP + 5] {
+            let mut p = try_partial(len).unwrap();
+            let mut steps = 1;
+            while !p.fill_with(0xA5, || false) {
+                steps += 1;
+                p = p.finish().expect_err("unfinished");
+            }
+            assert_eq!(steps, len.div_ceil(COPY_STEP));
+            let payload = p.finish().unwrap();
+            assert!(payload.iter().all(|&b| b == 0xA5));
+            assert_eq!(payload.len(), len);
             // SAFETY: `with_guards` is readable for len + 2 * GUARD bytes.
             let all = unsafe { std::slice::from_raw_parts(payload.with_guards(), len + 2 * GUARD) };
             assert!(all[..GUARD]

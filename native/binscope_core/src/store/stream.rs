@@ -60,8 +60,16 @@ pub fn copy_part(dst: &mut [MaybeUninit<u8>], src: &[u8], whole: usize) {
 
 /// Sets every byte of `dst` to `byte`.
 pub fn fill(dst: &mut [MaybeUninit<u8>], byte: u8) {
+    fill_part(dst, byte, dst.len());
+}
+
+/// As [`fill`], for one part of a fill of `whole` bytes made in parts (chosen by the whole
+/// fill's size, as [`copy_part`] is).
+pub fn fill_part(dst: &mut [MaybeUninit<u8>], byte: u8, whole: usize) {
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = whole;
     #[cfg(all(target_arch = "x86_64", not(miri)))]
-    if dst.len() >= STREAM_MIN {
+    if whole >= STREAM_MIN {
         // SAFETY: the slice is valid for writes of its length.
         return unsafe { x86::fill(dst.as_mut_ptr().cast::<u8>(), byte, dst.len()) };
     }

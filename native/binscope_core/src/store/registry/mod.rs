@@ -631,6 +631,12 @@ impl<O: Owner> PendingPut<O> {
         self.payload.copy_from(src, keep_going)
     }
 
+    /// Sets more of the bytes to `byte` (an `alloc` with a fill, made as a put is); see
+    /// [`buffer::PartialPayload::fill_with`]. True when every byte is written.
+    pub fn fill_with(&mut self, byte: u8, keep_going: impl FnMut() -> bool) -> bool {
+        self.payload.fill_with(byte, keep_going)
+    }
+
     /// The new entry, once the copy is complete; the unfinished put itself otherwise.
     pub fn commit(self) -> Result<Arc<Blob<O>>, Self> {
         let PendingPut {

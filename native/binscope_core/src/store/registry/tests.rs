@@ -512,6 +512,27 @@ fn a_put_copied_in_steps_counts_as_one_put_once_committed() {
 }
 
 #[test]
+fn a_fill_in_steps_counts_as_one_entry_with_every_byte_set() {
+    let r = reg();
+    let len = 2 * buffer::COPY_STEP + 3;
+    let mut p = r
+        .begin_put_watched(len, Label::atom("filled"), 1, &mut watch_all())
+        .unwrap();
+    assert!(!p.fill_with(7, || false));
+    assert_eq!(p.written(), buffer::COPY_STEP);
+    let mut p = p.commit().expect_err("an unfinished fill does not commit");
+    assert!(p.fill_with(7, || true));
+    let blob = p.commit().unwrap();
+    assert!(blob.bytes().iter().all(|&b| b == 7));
+    assert_eq!(blob.bytes().len(), len);
+    let s = r.stats();
+    assert_eq!(
+        (s.live_count, s.live_bytes, s.reserved_bytes, s.allocs),
+        (1, len as u64, 0, 1)
+    );
+}
+
+#[test]
 fn an_abandoned_put_gives_its_reservation_back_and_counts_nothing() {
     let r = reg();
     r.set_capacity(Some(300_000));
