@@ -184,8 +184,10 @@ defmodule Binscope.Demo.StoreLifecycle do
         :ok = call(holder, {:keep, Enum.take(bins, shared)})
         send(parent, {:owner_ready, self()})
 
+        # `bins` is used after the receive, so the binaries stay live on this heap until :exit
+        # (unused, a collection of this process while it waits would free the unshared ones).
         receive do
-          :exit -> :ok
+          :exit -> length(bins)
         end
       end)
 
